@@ -1,0 +1,41 @@
+"""Domain exceptions. The CLI maps each to one clear message and an exit code."""
+
+
+class KbError(Exception):
+    """A failure the user can fix; exit code 1."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\nhint: {self.hint}"
+
+
+class BadRequest(KbError):
+    """The request itself is wrong (unknown option value, bad range); exit code 2."""
+
+    exit_code = 2
+
+
+class NotFound(KbError):
+    """Nothing matched (an unknown id, an empty result)."""
+
+
+class NoKnowledgeBase(KbError):
+    """No knowledge base folder (one with a studies/ folder) was found."""
+
+
+class ConfigError(KbError):
+    """kb.yaml is unreadable or invalid."""
+
+
+class RecordExists(KbError):
+    """Refusing to overwrite a file that already exists."""
+
+
+class RecordError(KbError):
+    """A record file could not be loaded (syntax, encoding, schema)."""

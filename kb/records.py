@@ -1,0 +1,541 @@
+"""The study record: one pydantic schema, the single source of truth.
+
+Each file in ``studies/`` holds one :class:`Study`. Vocabulary fields are
+plain strings checked against the knowledge base's :class:`~kb.vocab.Vocabulary`
+(passed as validation context), so a kb.yaml can add terms without code.
+``json_schema()`` publishes the same schema, vocabulary included, for editors.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from .vocab import Vocabulary, load_vocabulary
+
+SCHEMA_VERSION = 1
+MIN_YEAR = 1900
+ID_RE = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*-(\d{4})[a-z]?$")
+DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
+PMID_RE = re.compile(r"^[1-9]\d{0,8}$")
+PMCID_RE = re.compile(r"^PMC\d{1,9}$")
+REGISTRIES: dict[str, re.Pattern[str]] = {
+    "ClinicalTrials.gov": re.compile(r"^NCT\d{8}$"),
+    "EudraCT": re.compile(r"^(?:EUCTR)?\d{4}-\d{6}-\d{2}(?:-[A-Z]{2})?$"),
+    "CTIS": re.compile(r"^\d{4}-\d{6}-\d{2}-\d{2}$"),
+    "ISRCTN": re.compile(r"^ISRCTN\d{8}$"),
+    "ANZCTR": re.compile(r"^ACTRN\d{14}$"),
+    "ChiCTR": re.compile(r"^ChiCTR[-A-Za-z0-9]{6,}$"),
+    "IRCT": re.compile(r"^IRCT\d{6,}N\d+$"),
+    "CTRI": re.compile(r"^CTRI/\d{4}/\d{2,3}/\d{6}$"),
+    "DRKS": re.compile(r"^DRKS\d{8}$"),
+    "UMIN": re.compile(r"^UMIN\d{9}$"),
+    "jRCT": re.compile(r"^jRCT[a-z]?\d{10}$"),
+    "NTR": re.compile(r"^NL-?OMON\d+$|^NTR\d{3,5}$"),
+}
+
+_DEFAULT_VOCAB: Vocabulary | None = None
+
+
+def _vocab(info: ValidationInfo) -> Vocabulary:
+    ctx = info.context or {}
+    if "vocab" in ctx:
+        return ctx["vocab"]
+    global _DEFAULT_VOCAB
+    if _DEFAULT_VOCAB is None:
+        _DEFAULT_VOCAB = load_vocabulary()
+    return _DEFAULT_VOCAB
+
+
+def _term_checker(category: str):
+    noun = category.replace("_", " ")
+
+    def check(value: str, info: ValidationInfo) -> str:
+        vocab = _vocab(info)
+        if vocab.has(category, value):
+            return value
+        suggestion = vocab.suggest(category, value)
+        if suggestion:
+            raise PydanticCustomError(
+                "vocabulary",
+                "unknown {noun} '{value}'; did you mean '{suggestion}'?",
+                {"noun": noun, "value": value, "suggestion": suggestion},
+            )
+        allowed = vocab.terms(category)
+        raise PydanticCustomError(
+            "vocabulary",
+            "unknown {noun} '{value}'; allowed: {allowed}",
+            {"noun": noun, "value": value, "allowed": ", ".join(allowed)},
+        )
+
+    return check
+
+
+def Term(category: str) -> Any:
+    """A string that must be a canonical term of ``category`` in the vocabulary."""
+    return Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1),
+        AfterValidator(_term_checker(category)),
+        Field(json_schema_extra={"x-vocabulary": category}),
+    ]
+
+
+def _to_str(value: Any) -> Any:
+    """YAML reads `pmid: 123` and `volume: 21` as numbers; keep identifiers as text."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if value is not None and not isinstance(value, list) else value
+
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+IdText = Annotated[str, BeforeValidator(_to_str), StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+def _check_doi(value: str) -> str:
+    if not DOI_RE.match(value):
+        stripped = re.sub(r"^(?:https?://(?:dx\.)?doi\.org/|doi:\s*)", "", value, flags=re.I)
+        if stripped != value and DOI_RE.match(stripped):
+            raise PydanticCustomError(
+                "identifier", "write the bare DOI '{doi}', without the prefix", {"doi": stripped}
+            )
+        raise PydanticCustomError(
+            "identifier", "malformed DOI '{value}'; a DOI looks like 10.1176/appi.ajp.2013.13030392",
+            {"value": value},
+        )
+    return value
+
+
+def _check_pmid(value: str) -> str:
+    if not PMID_RE.match(value):
+        raise PydanticCustomError(
+            "identifier", "malformed PMID '{value}'; a PMID is 1 to 9 digits, e.g. 23982301", {"value": value}
+        )
+    return value
+
+
+def _check_pmcid(value: str) -> str:
+    if re.fullmatch(r"\d{1,9}", value):
+        raise PydanticCustomError("identifier", "write the PMCID with its prefix: 'PMC{value}'", {"value": value})
+    if not PMCID_RE.match(value):
+        raise PydanticCustomError(
+            "identifier", "malformed PMCID '{value}'; a PMCID looks like PMC4851268", {"value": value}
+        )
+    return value
+
+
+def registry_of(value: str) -> str | None:
+    for name, pattern in REGISTRIES.items():
+        if pattern.match(value):
+            return name
+    return None
+
+
+def _check_registration(value: str) -> str:
+    if registry_of(value) is None:
+        if value.upper().startswith("NCT"):
+            raise PydanticCustomError(
+                "identifier", "malformed NCT number '{value}'; it is NCT followed by 8 digits, e.g. NCT00088699",
+                {"value": value},
+            )
+        raise PydanticCustomError(
+            "identifier",
+            "unrecognised trial registration '{value}'; expected e.g. NCT00088699, 2011-001520-37 (EudraCT), "
+            "ISRCTN12345678, ACTRN12612000123456",
+            {"value": value},
+        )
+    return value
+
+
+def _check_year(value: int) -> int:
+    top = _dt.date.today().year + 1
+    if not MIN_YEAR <= value <= top:
+        raise PydanticCustomError(
+            "range", "year {value} is out of range ({low}-{high})", {"value": value, "low": MIN_YEAR, "high": top}
+        )
+    return value
+
+
+Doi = Annotated[IdText, AfterValidator(_check_doi)]
+Pmid = Annotated[IdText, AfterValidator(_check_pmid)]
+Pmcid = Annotated[IdText, AfterValidator(_check_pmcid)]
+Registration = Annotated[IdText, AfterValidator(_check_registration)]
+Year = Annotated[int, AfterValidator(_check_year)]
+Count = Annotated[int, Field(ge=0)]
+PosCount = Annotated[int, Field(ge=1)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_default=False)
+
+
+# -- sub-records ----------------------------------------------------------------
+
+
+class Condition(Model):
+    """A condition from the vocabulary, with an optional free-text subtype."""
+
+    term: Term("condition")
+    subtype: Text | None = Field(None, description='free text, e.g. "treatment-resistant" or "CRPS type 1"')
+
+    @classmethod
+    def _coerce(cls, value: Any) -> Any:
+        return {"term": value} if isinstance(value, str) else value
+
+
+class Intervention(Model):
+    drug: Term("drug")
+    route: Term("route")
+    dose_mg_per_kg: Annotated[list[Annotated[float, Field(gt=0, le=20)]], BeforeValidator(_one_or_many)] | None = Field(
+        None, description="dose(s) per infusion in mg/kg; a list for dose-finding trials"
+    )
+    infusion_minutes: Annotated[float, Field(gt=0)] | None = None
+    infusions: PosCount | None = Field(None, description="number of infusions (or doses) per participant")
+    schedule: Text | None = Field(None, description='e.g. "twice weekly for 4 weeks"')
+    description: Text | None = None
+
+
+class Comparator(Model):
+    type: Term("comparator")
+    description: Text | None = None
+
+
+class BinaryArm(Model):
+    label: Text
+    events: Count
+    total: PosCount
+
+
+class ContinuousArm(Model):
+    label: Text
+    mean: float
+    sd: Annotated[float, Field(ge=0)]
+    n: PosCount
+
+
+class BinaryData(Model):
+    """Events and totals per arm; the ketamine arm first, as in metafor (ai/n1i, ci/n2i)."""
+
+    type: Literal["binary"]
+    arms: Annotated[list[BinaryArm], Field(min_length=1)]
+
+
+class ContinuousData(Model):
+    """Mean, SD and n per arm; the ketamine arm first."""
+
+    type: Literal["continuous"]
+    arms: Annotated[list[ContinuousArm], Field(min_length=1)]
+    values: Literal["endpoint", "change"] | None = Field(
+        None, description="whether means are end-of-period scores or changes from baseline"
+    )
+
+
+class EffectData(Model):
+    """An effect as reported (e.g. by a meta-analysis): measure, estimate and its CI or SE."""
+
+    type: Literal["effect"]
+    measure: Term("effect_measure")
+    value: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    ci_level: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    se: Annotated[float, Field(gt=0)] | None = None
+    p: Text | None = Field(None, description='as printed, e.g. "<0.001" or "0.03"')
+    k: PosCount | None = Field(None, description="studies pooled (reviews)")
+    participants: PosCount | None = None
+
+
+OutcomeData = Annotated[Union[BinaryData, ContinuousData, EffectData], Field(discriminator="type")]
+
+
+class Outcome(Model):
+    outcome: Term("outcome")
+    instrument: Term("instrument") | None = None
+    timepoint: Text | None = Field(None, description='as reported, e.g. "24 h", "day 7", "end of treatment"')
+    timepoint_days: Annotated[float, Field(ge=0)] | None = Field(None, description="the timepoint in days (1 h = 0.042)")
+    definition: Text | None = Field(None, description='e.g. ">=50% reduction in MADRS from baseline"')
+    primary: bool = False
+    data: OutcomeData | None = None
+    counts: Literal["stated", "derived"] | None = Field(
+        None, description="stated: the counts appear in the source; derived: computed from percentages"
+    )
+    derivation: Text | None = Field(None, description="how derived counts were computed, and from what")
+    pool: bool = Field(True, description="false keeps these numbers out of every pooled analysis")
+    pool_note: Text | None = Field(None, description="why the numbers must not be pooled")
+    source: Text | None = Field(None, description='where the numbers were read: a URL from sources, or "Table 2"')
+    result: Text | None = Field(None, description="the result in words, numbers quoted from the source")
+
+
+class Review(Model):
+    """For systematic reviews and meta-analyses."""
+
+    studies_included: PosCount | None = None
+    participants_included: PosCount | None = None
+    search_date: Text | None = Field(None, description='e.g. "2019-12-17" or "August 2014"')
+    details: Text | None = None
+
+
+class AdverseEvents(Model):
+    summary: Text | None = None
+    events: list[Term("adverse_event")] = Field(default_factory=list, description="which adverse events are reported")
+
+
+class Durability(Model):
+    summary: Text | None = None
+    relapse: Text | None = Field(None, description="relapse or loss of response, as reported")
+
+
+class RiskOfBias(Model):
+    tool: Term("rob_tool")
+    overall: Term("rob_judgement")
+    domains: dict[Term("rob2_domain"), Term("rob_judgement")] = Field(default_factory=dict)
+    assessed_by: Text | None = None
+    notes: Text | None = None
+
+
+class Retraction(Model):
+    retracted: bool = True
+    date: Annotated[str, BeforeValidator(_to_str), StringConstraints(pattern=r"^\d{4}(-\d{2}(-\d{2})?)?$")] | None = Field(
+        None, description="YYYY, YYYY-MM or YYYY-MM-DD"
+    )
+    notice: Text | None = Field(None, description='the retraction notice citation, e.g. "J Psychiatr Pract 2018;24:307"')
+    reason: Text | None = None
+    url: Text | None = None
+
+
+class Related(Model):
+    id: Text
+    relation: Term("relation")
+
+
+class Source(Model):
+    url: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^https?://\S+$")]
+    note: Text | None = None
+
+    @classmethod
+    def _coerce(cls, value: Any) -> Any:
+        return {"url": value} if isinstance(value, str) else value
+
+
+def _conditions(value: Any) -> Any:
+    return [Condition._coerce(v) for v in value] if isinstance(value, list) else value
+
+
+def _sources(value: Any) -> Any:
+    return [Source._coerce(v) for v in value] if isinstance(value, list) else value
+
+
+# -- the record ---------------------------------------------------------------
+
+
+class Study(Model):
+    """One published study (or review, or statement)."""
+
+    # identity
+    id: Annotated[str, StringConstraints(pattern=ID_RE.pattern)] = Field(
+        description="lowercase firstauthor-year, with a letter suffix on clashes; equals the file name"
+    )
+    title: Text | None = None
+    authors: list[Text] = Field(default_factory=list, description='"Surname Initials", in order')
+    authors_truncated: bool = Field(False, description="true when only the first authors are listed (et al.)")
+    year: Year
+    journal: Text | None = None
+    volume: IdText | None = None
+    issue: IdText | None = None
+    pages: IdText | None = None
+    doi: Doi | None = None
+    pmid: Pmid | None = None
+    pmcid: Pmcid | None = None
+    registrations: list[Registration] = Field(default_factory=list, description="NCT, EudraCT, ISRCTN ... numbers")
+    abstract: Text | None = None
+    keywords: list[Text] = Field(default_factory=list, description="keywords and MeSH terms")
+
+    # design and sample
+    design: Term("design")
+    blinding: Term("blinding") | None = None
+    blinding_details: Text | None = None
+    n_randomized: Count | None = None
+    n_analysed: Count | None = None
+    sample_details: Text | None = Field(None, description="arm sizes, completers, discrepancies between sources")
+    review: Review | None = None
+    population: Text | None = None
+    conditions: Annotated[list[Condition], BeforeValidator(_conditions)] = Field(default_factory=list)
+    topics: list[Term("topic")] = Field(default_factory=list)
+
+    # intervention and results
+    intervention: Intervention | None = None
+    comparator: Comparator | None = None
+    primary_outcome: Text | None = None
+    outcomes: list[Outcome] = Field(default_factory=list)
+    results: list[Text] = Field(default_factory=list, description="results in words, numbers quoted from sources")
+    adverse_events: AdverseEvents | None = None
+    durability: Durability | None = None
+    key_finding: Text | None = Field(None, description="one sentence, in the reviewer's own words")
+    risk_of_bias: RiskOfBias | None = None
+
+    # trust
+    retraction: Retraction | None = None
+    related: list[Related] = Field(default_factory=list)
+    sources: Annotated[list[Source], BeforeValidator(_sources)] = Field(
+        default_factory=list, description="URLs the facts were read from; at least one"
+    )
+    verified_fields: list[Text] = Field(default_factory=list, description="fields confirmed against a source")
+    unverified_fields: list[Text] = Field(default_factory=list, description="fields nobody could confirm yet")
+    inferred_fields: list[Text] = Field(default_factory=list, description="fields filled by inference, not reading")
+    conflicts: list[Text] = Field(default_factory=list, description="disagreements between sources, and how resolved")
+    notes: Text | None = None
+    status: Term("status") = "draft"
+    added: _dt.date
+    updated: _dt.date | None = None
+
+    @field_validator("authors")
+    @classmethod
+    def _no_et_al(cls, value: list[str]) -> list[str]:
+        for a in value:
+            if a.strip().lower().rstrip(".") in {"et al", "et al"}:
+                raise PydanticCustomError(
+                    "et_al", "'et al.' is not an author; list the authors you know and set authors_truncated: true", {}
+                )
+        return value
+
+    # -- helpers used across kb ---------------------------------------------
+    @property
+    def retracted(self) -> bool:
+        return bool(self.retraction and self.retraction.retracted)
+
+    @property
+    def condition_terms(self) -> list[str]:
+        return [c.term for c in self.conditions]
+
+    @property
+    def n(self) -> int | None:
+        """The sample size to show: analysed, else randomised, else review participants."""
+        if self.n_analysed is not None:
+            return self.n_analysed
+        if self.n_randomized is not None:
+            return self.n_randomized
+        return self.review.participants_included if self.review else None
+
+    @property
+    def first_author(self) -> str | None:
+        return self.authors[0] if self.authors else None
+
+    def citation(self) -> str:
+        """A short Vancouver-style citation."""
+        authors = ", ".join(self.authors[:6]) + (", et al." if len(self.authors) > 6 or self.authors_truncated else "")
+        parts = [p for p in [authors or None, self.title] if p]
+        src = self.journal or ""
+        if self.year:
+            src += f" {self.year}" if src else str(self.year)
+        if self.volume:
+            src += f";{self.volume}"
+            if self.issue:
+                src += f"({self.issue})"
+        if self.pages:
+            src += f":{self.pages}"
+        text = ". ".join(p.rstrip(".") for p in parts + ([src] if src else [])) + "."
+        if self.doi:
+            text += f" doi:{self.doi}"
+        return text
+
+    def to_data(self) -> dict:
+        """The record as plain data in field order, leaving out empty and default values."""
+        return _prune(self.model_dump(mode="json", exclude_defaults=True))
+
+
+def _prune(value: Any) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            v = _prune(v)
+            if v is None or v == [] or v == {}:
+                continue
+            out[k] = v
+        # shorthand forms reviewers write by hand
+        return out
+    if isinstance(value, list):
+        return [_prune(v) for v in value]
+    return value
+
+
+def record_data(study: Study) -> dict:
+    """Plain data for YAML, using the shorthand forms (condition strings, source URLs)."""
+    data = study.to_data()
+    if "status" not in data:  # always write the status, even the default
+        data = {k: v for k, v in data.items() if k != "added"} | {"status": study.status, "added": data["added"]}
+        if "updated" in data:
+            data["updated"] = data.pop("updated")
+    if "conditions" in data:
+        data["conditions"] = [c["term"] if set(c) == {"term"} else c for c in data["conditions"]]
+    if "sources" in data:
+        data["sources"] = [s["url"] if set(s) == {"url"} else s for s in data["sources"]]
+    return data
+
+
+FIELD_NAMES = tuple(Study.model_fields)
+
+
+def validate_data(data: dict, vocab: Vocabulary | None = None) -> Study:
+    """Validate plain data as a Study (raises pydantic.ValidationError)."""
+    return Study.model_validate(data, context={"vocab": vocab} if vocab else None)
+
+
+def json_schema(vocab: Vocabulary | None = None) -> dict:
+    """The record's JSON Schema, with this knowledge base's vocabulary as enums."""
+    vocab = vocab or load_vocabulary()
+    schema = Study.model_json_schema(mode="validation")
+
+    def fill(node: Any) -> None:
+        if isinstance(node, dict):
+            cat = node.pop("x-vocabulary", None)
+            if cat:
+                node["enum"] = vocab.terms(cat)
+                node["description"] = (node.get("description", "") + f" (vocabulary: {cat})").strip()
+            for v in node.values():
+                fill(v)
+        elif isinstance(node, list):
+            for v in node:
+                fill(v)
+
+    fill(schema)
+    # Shorthands accepted on input: a condition or a source may be a plain string.
+    defs = schema.get("$defs", {})
+    props = schema["properties"]
+    props["conditions"]["items"] = {"anyOf": [{"$ref": "#/$defs/Condition"},
+                                              {"type": "string", "enum": vocab.terms("condition")}]}
+    props["sources"]["items"] = {"anyOf": [{"$ref": "#/$defs/Source"},
+                                           {"type": "string", "pattern": r"^https?://\S+$"}]}
+    for name in ("pmid", "volume", "issue", "pages"):
+        _allow_integer(props[name])
+    for name in ("Retraction",):
+        if name in defs:
+            _allow_integer(defs[name]["properties"]["date"])
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "kb study record"
+    schema["x-kb-schema-version"] = SCHEMA_VERSION
+    return schema
+
+
+def _allow_integer(prop: dict) -> None:
+    for alt in prop.get("anyOf", []):
+        if alt.get("type") == "string":
+            alt["type"] = ["string", "integer"]

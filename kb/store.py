@@ -1,0 +1,45 @@
+"""Loading a knowledge base's records: the one way every command reads studies/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from .config import KnowledgeBase
+from .errors import NotFound, RecordError
+from .records import Study
+from .validate import Report, check_file, record_files, validate_paths
+
+
+def load_studies(kb: KnowledgeBase, progress: Callable[[int, int], None] | None = None) -> Report:
+    """Every record of ``kb``, validated. Invalid files are left out and listed in the report."""
+    if not kb.studies_dir.is_dir():
+        return Report(files=0, problems=[], studies=[])
+    return validate_paths([kb.studies_dir], kb.vocab, base=kb.root, progress=progress)
+
+
+def study_path(kb: KnowledgeBase, study_id: str) -> Path:
+    for suffix in (".yaml", ".yml"):
+        p = kb.studies_dir / f"{study_id}{suffix}"
+        if p.is_file():
+            return p
+    ids = sorted(p.stem for p in record_files([kb.studies_dir])) if kb.studies_dir.is_dir() else []
+    import difflib
+
+    close = difflib.get_close_matches(study_id, ids, n=3, cutoff=0.6)
+    raise NotFound(
+        f"no study '{study_id}' in {kb.studies_dir}",
+        hint=("did you mean " + ", ".join(close) + "?") if close else "`kb stats` or `ls studies/` lists the ids",
+    )
+
+
+def load_study(kb: KnowledgeBase, study_id: str) -> Study:
+    """One record by id; a record with errors is refused with its first problems."""
+    path = study_path(kb, study_id)
+    res = check_file(path, kb.vocab, str(path.relative_to(kb.root)) if path.is_relative_to(kb.root) else str(path))
+    errors = [p for p in res.problems if p.severity == "error"]
+    if res.study is None or errors:
+        shown = "\n".join(p.format() for p in errors[:5])
+        more = f"\n... and {len(errors) - 5} more" if len(errors) > 5 else ""
+        raise RecordError(f"{path} has errors:\n{shown}{more}", hint=f"run `kb validate {path}`")
+    return res.study

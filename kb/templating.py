@@ -1,0 +1,30 @@
+"""The Jinja environment: a knowledge base's templates/ override kb's defaults file by file."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PrefixLoader, StrictUndefined
+
+from .config import KnowledgeBase
+
+
+def default_templates_dir() -> Path:
+    """kb's own theme: shipped inside the package, or the repository's templates/ in a checkout."""
+    packaged = Path(str(resources.files("kb"))) / "templates"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "templates"
+
+
+def make_env(kb: KnowledgeBase | None = None) -> Environment:
+    """Autoescaping environment; ``{% extends "default:base.html" %}`` reaches kb's own file."""
+    default = FileSystemLoader(str(default_templates_dir()))
+    loaders = []
+    if kb is not None and kb.templates_dir.is_dir():
+        loaders.append(FileSystemLoader(str(kb.templates_dir)))
+    loaders += [default, PrefixLoader({"default": default}, delimiter=":")]
+    env = Environment(loader=ChoiceLoader(loaders), autoescape=True, undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    return env

@@ -1,0 +1,547 @@
+"""`kb validate`: every problem in every record file, with file, line, column and field.
+
+The pipeline for one file is: read (size, encoding) -> parse (syntax,
+duplicate keys, alias bombs) -> schema (pydantic, vocabulary) -> record
+checks (counts, identifiers, verification). Checks across files (ids,
+DOIs, PMIDs, registrations, links) run once every file is read. Large
+knowledge bases are checked on all cores.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from . import yamlio
+from .errors import BadRequest
+from .records import FIELD_NAMES, Study, validate_data
+from .vocab import Vocabulary, load_vocabulary
+
+Severity = Literal["error", "warning", "note"]
+RECORD_SUFFIXES = (".yaml", ".yml")
+PARALLEL_THRESHOLD = 400
+RATIO_MEASURES = {"rr", "or", "hr"}
+
+
+@dataclass
+class Problem:
+    file: str
+    line: int
+    column: int
+    field: str
+    message: str
+    severity: Severity = "error"
+    hint: str | None = None
+    code: str = "schema"
+
+    def format(self) -> str:
+        prefix = "" if self.severity == "error" else f"{self.severity}: "
+        text = f"{self.file}:{self.line}:{self.column}: {self.field or '(file)'}: {prefix}{self.message}"
+        return text + (f" (hint: {self.hint})" if self.hint else "")
+
+    def as_dict(self) -> dict:
+        return {
+            "file": self.file, "line": self.line, "column": self.column, "field": self.field,
+            "severity": self.severity, "code": self.code, "message": self.message, "hint": self.hint,
+        }
+
+
+@dataclass
+class FileResult:
+    path: Path
+    display: str
+    study: Study | None = None
+    problems: list[Problem] = field(default_factory=list)
+    # identity keys for checks across files: (kind, value) -> (field, line, col)
+    keys: list[tuple[str, str, str, int, int]] = field(default_factory=list)
+    related: list[tuple[str, str, int, int]] = field(default_factory=list)
+    record_id: str | None = None
+
+
+@dataclass
+class Report:
+    files: int
+    problems: list[Problem]
+    studies: list[Study]
+
+    def count(self, severity: Severity) -> int:
+        return sum(p.severity == severity for p in self.problems)
+
+    @property
+    def errors(self) -> int:
+        return self.count("error")
+
+    @property
+    def warnings(self) -> int:
+        return self.count("warning")
+
+    def failed(self, strict: bool = False) -> bool:
+        return self.errors > 0 or (strict and self.warnings > 0)
+
+    def files_with_problems(self) -> int:
+        return len({p.file for p in self.problems if p.severity != "note"})
+
+    def summary(self, strict: bool = False) -> str:
+        e, w, n = self.errors, self.warnings, self.count("note")
+        parts = [f"{e} error{'s' * (e != 1)}", f"{w} warning{'s' * (w != 1)}"]
+        if n:
+            parts.append(f"{n} note{'s' * (n != 1)}")
+        verdict = "FAILED" if self.failed(strict) else "ok"
+        scope = f"{self.files} file{'s' * (self.files != 1)} checked"
+        if strict and w:
+            verdict += " (--strict: warnings count as errors)"
+        return f"{verdict}: {', '.join(parts)}; {scope}"
+
+    def as_dict(self, strict: bool = False) -> dict:
+        return {
+            "ok": not self.failed(strict),
+            "strict": strict,
+            "files": self.files,
+            "errors": self.errors,
+            "warnings": self.warnings,
+            "notes": self.count("note"),
+            "problems": [p.as_dict() for p in self.problems],
+        }
+
+
+# -- finding files ---------------------------------------------------------------
+
+
+def record_files(paths: Iterable[Path]) -> list[Path]:
+    """The record files named by ``paths`` (files, or folders searched recursively)."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            for root, dirs, files in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                out.extend(Path(root) / f for f in sorted(files)
+                           if f.endswith(RECORD_SUFFIXES) and not f.startswith("."))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise BadRequest(f"{p}: no such file or folder")
+    return out
+
+
+def _display(path: Path, base: Path | None) -> str:
+    try:
+        return str(path.resolve().relative_to(base)) if base else str(path)
+    except ValueError:
+        return str(path)
+
+
+# -- one file ------------------------------------------------------------------------
+
+_TYPE_MESSAGES = {
+    "int_type": "expected a whole number",
+    "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number, not a fraction",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "string_type": "expected text",
+    "list_type": "expected a list (one '- item' per line)",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "dict_type": "expected a mapping of field: value",
+    "model_type": "expected a mapping of field: value",
+    "model_attributes_type": "expected a mapping of field: value",
+    "date_type": "expected a date, YYYY-MM-DD",
+    "date_parsing": "expected a date, YYYY-MM-DD",
+    "date_from_datetime_parsing": "expected a date, YYYY-MM-DD",
+    "string_too_short": "empty text; leave the field out instead",
+    "too_short": "needs at least one entry",
+}
+_UNION_TAGS = {"binary", "continuous", "effect"}
+
+
+def _clean_loc(loc: tuple) -> tuple:
+    out: list[Any] = []
+    for part in loc:
+        if isinstance(part, str) and part in _UNION_TAGS and out and out[-1] == "data":
+            continue
+        if isinstance(part, str) and part.endswith("[key]"):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _model_at(loc: tuple, data: Any) -> type[BaseModel] | None:
+    """The pydantic model that describes the mapping at ``loc`` (for did-you-mean)."""
+    import typing
+
+    model: Any = Study
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        fld = model.model_fields.get(part) if isinstance(model, type) else None
+        if fld is None:
+            return None
+        node = node.get(part) if isinstance(node, dict) else None
+        candidates = [fld.annotation]
+        found = None
+        while candidates:
+            ann = candidates.pop()
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                if part == "data" and isinstance(node, dict):
+                    tag = getattr(ann.model_fields.get("type"), "annotation", None)
+                    if tag is not None and node.get("type") not in typing.get_args(tag):
+                        continue
+                found = ann
+                break
+            candidates.extend(typing.get_args(ann))
+        if found is None:
+            return None
+        model = found
+    return model if isinstance(model, type) else None
+
+
+def _schema_problems(err: ValidationError, data: dict, loaded: yamlio.Loaded, display: str) -> list[Problem]:
+    out = []
+    for e in err.errors(include_url=False):
+        loc = _clean_loc(tuple(e["loc"]))
+        kind = e["type"]
+        ctx = e.get("ctx") or {}
+        hint = None
+        code = "schema"
+        field_path = yamlio.format_loc(loc)
+        if kind == "extra_forbidden":
+            name = str(loc[-1])
+            model = _model_at(loc[:-1], data)
+            allowed = list(model.model_fields) if model else list(FIELD_NAMES)
+            close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
+            message = f"unknown field '{name}'" + (f"; did you mean '{close[0]}'?" if close else "")
+            hint = None if close else "allowed here: " + ", ".join(allowed)
+            line, col = yamlio.locate(loaded.node, loc, key=True)
+            code = "unknown-field"
+        elif kind == "missing":
+            message = f"missing required field '{loc[-1]}'"
+            line, col = yamlio.locate(loaded.node, loc[:-1], key=True)
+            code = "missing-field"
+        else:
+            line, col = yamlio.locate(loaded.node, loc)
+            if kind in ("vocabulary", "identifier", "range", "et_al"):
+                message = e["msg"]
+                code = "vocabulary" if kind == "vocabulary" else kind.replace("_", "-")
+            elif kind == "string_pattern_mismatch" and loc == ("id",):
+                message = f"id '{e['input']}' must be lowercase firstauthor-year, e.g. murrough-2013 or murrough-2013b"
+            elif kind == "string_pattern_mismatch" and loc and loc[-1] == "url":
+                message = f"not a web address: '{e['input']}'"
+                hint = "sources are http(s) URLs; put remarks in `note:`"
+            elif kind == "union_tag_invalid":
+                message = f"unknown data type '{ctx.get('tag')}'; expected binary, continuous or effect"
+            elif kind == "union_tag_not_found":
+                message = "outcome data needs `type: binary`, `type: continuous` or `type: effect`"
+            elif kind in _TYPE_MESSAGES:
+                message = _TYPE_MESSAGES[kind]
+                inp = e.get("input")
+                if not isinstance(inp, (dict, list)) and kind != "string_too_short":
+                    message += f", got {inp!r}"
+            else:
+                message = e["msg"][0].lower() + e["msg"][1:]
+                inp = e.get("input")
+                if not isinstance(inp, (dict, list)):
+                    message += f", got {inp!r}"
+        out.append(Problem(display, line, col, field_path, message, "error", hint, code))
+    return out
+
+
+def _field_name(entry: str) -> str:
+    return entry.split(".")[0].split("[")[0].split(" ")[0].strip()
+
+
+def _has_value(study: Study, name: str) -> bool:
+    value = getattr(study, name, None)
+    return value not in (None, [], {}, "")
+
+
+def record_checks(study: Study, path: Path, add: Callable[..., None]) -> None:
+    """Checks that need the whole record: counts, ids, verification, trust."""
+    # id equals the file name
+    if study.id != path.stem:
+        add(("id",), f"id '{study.id}' differs from the file name '{path.name}'",
+            hint=f"rename the file to {study.id}{path.suffix}, or set id: {path.stem}", code="id-mismatch")
+    id_year = study.id.rsplit("-", 1)[-1][:4]
+    if id_year.isdigit() and int(id_year) != study.year:
+        add(("id",), f"id year {id_year} differs from year {study.year}", severity="warning", code="id-year")
+
+    # required-for-trust fields, which may stay empty only when flagged unverified
+    unverified = {_field_name(f) for f in study.unverified_fields}
+    for name in ("title", "authors"):
+        if not _has_value(study, name) and name not in unverified:
+            add((name,) if name == "title" else ("id",),
+                f"no {name}; fill it in, or list '{name}' under unverified_fields if no source shows it",
+                code="missing-field")
+    if not study.sources:
+        sev = "warning" if study.status == "draft" else "error"
+        add(("id",), "no sources: every record needs at least one URL it was read from", severity=sev,
+            code="no-source")
+    if study.status != "draft":
+        if not study.conditions:
+            add(("conditions",), f"a record with status {study.status} needs at least one condition",
+                code="missing-field")
+        if not study.key_finding:
+            add(("status",), f"a record with status {study.status} needs a key_finding (one sentence)",
+                code="missing-field")
+
+    # verification bookkeeping
+    listed: dict[str, str] = {}
+    for list_name in ("verified_fields", "unverified_fields", "inferred_fields"):
+        for i, entry in enumerate(getattr(study, list_name)):
+            name = _field_name(entry)
+            if name not in FIELD_NAMES:
+                close = difflib.get_close_matches(name, FIELD_NAMES, n=1, cutoff=0.6)
+                add((list_name, i), f"'{entry}' does not name a record field"
+                    + (f"; did you mean '{close[0]}'?" if close else ""), code="unknown-field")
+            elif list_name != "inferred_fields":
+                other = listed.get(name)
+                if other and other != list_name:
+                    add((list_name, i), f"'{name}' is listed under both {other} and {list_name}", code="verification")
+                listed[name] = list_name
+    if study.status == "verified" and study.unverified_fields:
+        add(("status",), "status is verified, but unverified_fields is not empty",
+            hint="a record is verified only when every number in it was seen in a source", code="verification")
+    for i, entry in enumerate(study.unverified_fields):
+        name = _field_name(entry)
+        if name in FIELD_NAMES and _has_value(study, name):
+            add(("unverified_fields", i), f"'{name}' holds a value that no source confirmed",
+                severity="warning", hint="check it against a source, or remove the value", code="unverified")
+
+    if not study.doi and not study.pmid:
+        add(("id",), "no DOI or PMID, so duplicates of this study cannot be detected",
+            severity="warning", hint="look the study up on PubMed or the publisher's page", code="no-identifier")
+
+    if study.retracted:
+        r = study.retraction
+        when = f" in {r.date}" if r and r.date else ""
+        notice = f" ({r.notice})" if r and r.notice else ""
+        add(("retraction",), f"publication retracted{when}{notice}: it is shown as retracted everywhere and never pooled",
+            severity="note", code="retracted")
+
+    # outcome data
+    crossover = study.design == "crossover-rct"
+    for i, o in enumerate(study.outcomes):
+        base = ("outcomes", i)
+        d = o.data
+        if d is None:
+            continue
+        if d.type in ("binary", "continuous"):
+            if o.counts is None:
+                add((*base, "data"), "say whether these numbers were stated in the source or derived",
+                    hint="add `counts: stated` or `counts: derived` (with a derivation)", code="counts-flag")
+            if o.counts == "derived" and not o.derivation:
+                add((*base, "counts"), "derived counts need a `derivation` saying how they were computed",
+                    code="counts-flag")
+        if d.type == "binary":
+            for j, arm in enumerate(d.arms):
+                if arm.events > arm.total:
+                    add((*base, "data", "arms", j, "events"),
+                        f"events ({arm.events}) exceed the arm's total ({arm.total})", code="counts")
+        if d.type in ("binary", "continuous") and study.n_randomized is not None:
+            totals = [a.total if d.type == "binary" else a.n for a in d.arms]
+            if crossover:
+                for j, t in enumerate(totals):
+                    if t > study.n_randomized:
+                        add((*base, "data", "arms", j), f"arm total {t} is above n_randomized ({study.n_randomized})",
+                            code="counts")
+            elif sum(totals) > study.n_randomized:
+                add((*base, "data", "arms"),
+                    f"arm totals add up to {sum(totals)}, above n_randomized ({study.n_randomized})",
+                    hint="for a crossover trial set design: crossover-rct", code="counts")
+        if d.type == "effect":
+            if d.measure in RATIO_MEASURES:
+                for name in ("value", "ci_low", "ci_high"):
+                    v = getattr(d, name)
+                    if v is not None and v <= 0:
+                        add((*base, "data", name), f"a {d.measure.upper()} must be above 0, got {v}",
+                            hint="ratios are given on their natural scale, not as logs", code="effect")
+            if d.ci_low is not None and d.ci_high is not None:
+                if d.ci_low > d.ci_high:
+                    add((*base, "data", "ci_low"), f"ci_low ({d.ci_low}) is above ci_high ({d.ci_high})", code="effect")
+                elif not d.ci_low <= d.value <= d.ci_high and o.pool:
+                    add((*base, "data", "value"),
+                        f"estimate {d.value} lies outside its CI [{d.ci_low}, {d.ci_high}]",
+                        hint="if the source prints it so, set pool: false with a pool_note", code="effect")
+            if (d.ci_low is None) != (d.ci_high is None):
+                add((*base, "data"), "give both ci_low and ci_high, or neither", code="effect")
+        if not o.pool and not o.pool_note:
+            add((*base, "pool"), "pool: false needs a pool_note saying why", code="counts-flag")
+        if not o.source:
+            add((*base, "data"), "numbers without a source: say where they were read",
+                severity="warning", hint="add `source:` with a URL from sources or a place such as 'Table 2'",
+                code="no-source")
+
+
+def check_file(path: Path, vocab: Vocabulary, display: str | None = None) -> FileResult:
+    """Every problem of one record file (checks across files are separate)."""
+    display = display or str(path)
+    res = FileResult(path=path, display=display)
+    try:
+        loaded = yamlio.load(path)
+    except yamlio.YamlProblem as p:
+        res.problems.append(Problem(display, p.line, p.column, p.field, p.message, "error", p.hint, p.code))
+        return res
+    data = loaded.data
+    rid = data.get("id")
+    res.record_id = rid if isinstance(rid, str) else path.stem
+    try:
+        study = validate_data(data, vocab)
+    except ValidationError as err:
+        res.problems.extend(_schema_problems(err, data, loaded, display))
+        _collect_keys(res, data, loaded)
+        return res
+
+    def add(loc: tuple, message: str, severity: Severity = "error", hint: str | None = None,
+            code: str = "record") -> None:
+        line, col = yamlio.locate(loaded.node, loc)
+        res.problems.append(Problem(display, line, col, yamlio.format_loc(loc), message, severity, hint, code))
+
+    record_checks(study, path, add)
+    res.study = study
+    _collect_keys(res, data, loaded)
+    return res
+
+
+def _collect_keys(res: FileResult, data: dict, loaded: yamlio.Loaded) -> None:
+    def put(kind: str, value: Any, loc: tuple) -> None:
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
+            norm = str(value).strip()
+            norm = norm.lower() if kind == "doi" else norm.upper() if kind == "registration" else norm
+            line, col = yamlio.locate(loaded.node, loc)
+            res.keys.append((kind, norm, yamlio.format_loc(loc), line, col))
+
+    put("id", data.get("id"), ("id",))
+    put("doi", data.get("doi"), ("doi",))
+    put("pmid", data.get("pmid"), ("pmid",))
+    regs = data.get("registrations")
+    if isinstance(regs, list):
+        for i, r in enumerate(regs):
+            put("registration", r, ("registrations", i))
+    rel = data.get("related")
+    if isinstance(rel, list):
+        for i, r in enumerate(rel):
+            if isinstance(r, dict) and isinstance(r.get("id"), str):
+                line, col = yamlio.locate(loaded.node, ("related", i, "id"))
+                res.related.append((r["id"], f"related[{i}].id", line, col))
+
+
+# -- across files ---------------------------------------------------------------------
+
+
+def cross_checks(results: list[FileResult], context: list[FileResult], known_ids: set[str]) -> list[Problem]:
+    """Ids, DOIs, PMIDs and registrations shared by two files; links to unknown records."""
+    out: list[Problem] = []
+    links: set[frozenset[str]] = set()
+    for r in (*results, *context):
+        for target, *_ in r.related:
+            if r.record_id:
+                links.add(frozenset((r.record_id, target)))
+    seen: dict[tuple[str, str], FileResult] = {}
+    checked = {id(r) for r in results}
+    labels = {"id": "id", "doi": "DOI", "pmid": "PMID", "registration": "registration"}
+    for r in (*results, *context):
+        for kind, value, fld, line, col in r.keys:
+            first = seen.get((kind, value))
+            if first is None:
+                seen[(kind, value)] = r
+                continue
+            if kind == "registration" and frozenset((first.record_id, r.record_id)) in links:
+                continue  # reports of one trial, linked by `related`
+            if first.record_id == r.record_id and kind != "id":
+                continue  # the id clash is reported already
+            hint = ("link the records with `related: [{id: ..., relation: same-trial}]` if both report one trial"
+                    if kind == "registration" else "merge the two records, or correct the identifier")
+            if id(r) in checked:
+                out.append(Problem(r.display, line, col, fld,
+                                   f"{labels[kind]} {value} is also in {first.display}", "error", hint, "duplicate"))
+            if id(first) in checked:
+                fline, fcol, ffld = next((ln, c, f) for k, v, f, ln, c in first.keys if (k, v) == (kind, value))
+                out.append(Problem(first.display, fline, fcol, ffld,
+                                   f"{labels[kind]} {value} is also in {r.display}", "error", hint, "duplicate"))
+    for r in results:
+        for target, fld, line, col in r.related:
+            if target == r.record_id:
+                out.append(Problem(r.display, line, col, fld, "a record cannot be related to itself", "error",
+                                   code="related"))
+            elif target not in known_ids:
+                close = difflib.get_close_matches(target, sorted(known_ids), n=1, cutoff=0.7)
+                out.append(Problem(r.display, line, col, fld, f"no record with id '{target}'"
+                                   + (f"; did you mean '{close[0]}'?" if close else ""), "error", code="related"))
+    return out
+
+
+# -- running over many files ------------------------------------------------------------
+
+_WORKER_VOCAB: Vocabulary | None = None
+
+
+def _init_worker(vocab: Vocabulary) -> None:
+    global _WORKER_VOCAB
+    _WORKER_VOCAB = vocab
+
+
+def _work(batch: list[tuple[Path, str]]) -> list[FileResult]:
+    assert _WORKER_VOCAB is not None
+    return [check_file(p, _WORKER_VOCAB, d) for p, d in batch]
+
+
+def check_files(files: list[Path], vocab: Vocabulary, *, base: Path | None = None, jobs: int | None = None,
+                progress: Callable[[int, int], None] | None = None) -> list[FileResult]:
+    """check_file over ``files``, on all cores when there are many."""
+    items = [(p, _display(p, base)) for p in files]
+    jobs = jobs or (os.cpu_count() or 1)
+    if jobs <= 1 or len(items) < PARALLEL_THRESHOLD:
+        out = []
+        for i, (p, d) in enumerate(items, 1):
+            out.append(check_file(p, vocab, d))
+            if progress and (i % 200 == 0 or i == len(items)):
+                progress(i, len(items))
+        return out
+    import multiprocessing as mp
+
+    size = max(50, min(1000, len(items) // (jobs * 8) or 1))
+    batches = [items[i:i + size] for i in range(0, len(items), size)]
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    out = []
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                             initargs=(vocab,)) as pool:
+        for res in pool.map(_work, batches):
+            out.extend(res)
+            if progress:
+                progress(len(out), len(items))
+    return out
+
+
+def validate_paths(paths: Iterable[Path], vocab: Vocabulary | None = None, *, kb_studies: Path | None = None,
+                   base: Path | None = None, jobs: int | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> Report:
+    """Validate the record files under ``paths``.
+
+    When the files are part of a knowledge base (``kb_studies``), its other
+    records take part in the checks across files, but only problems of the
+    named files are reported.
+    """
+    vocab = vocab or load_vocabulary()
+    base = base.resolve() if base else None
+    files = record_files(paths)
+    results = check_files(files, vocab, base=base, jobs=jobs, progress=progress)
+    context: list[FileResult] = []
+    known_ids = {r.record_id for r in results if r.record_id}
+    if kb_studies is not None and kb_studies.is_dir():
+        named = {p.resolve() for p in files}
+        rest = [p for p in record_files([kb_studies]) if p.resolve() not in named]
+        if rest:
+            context = check_files(rest, vocab, base=base, jobs=jobs)
+            known_ids |= {r.record_id for r in context if r.record_id}
+    problems = [p for r in results for p in r.problems]
+    problems.extend(cross_checks(results, context, known_ids))
+    problems.sort(key=lambda p: (p.file, p.line, p.column))
+    studies = [r.study for r in results if r.study is not None]
+    return Report(files=len(files), problems=problems, studies=studies)

@@ -1,0 +1,295 @@
+"""kb: the command line. Each command parses options, calls one function in kb/, formats the result."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from kb import __version__
+from kb.config import KnowledgeBase, open_kb
+from kb.errors import KbError, NoKnowledgeBase
+
+
+class KbGroup(click.Group):
+    """Turns kb's domain errors into one clear message and its exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KbError as e:
+            click.echo(f"Error: {e.message}", err=True)
+            if e.hint:
+                click.echo(f"hint: {e.hint}", err=True)
+            ctx.exit(e.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as e:  # a bug in kb, not bad input: one line, and the trace on request
+            if os.environ.get("KB_DEBUG"):
+                raise
+            click.echo(f"Error: internal error in kb ({type(e).__name__}: {e}); "
+                       "set KB_DEBUG=1 for the traceback and please report it", err=True)
+            ctx.exit(1)
+
+
+def _kb(ctx: click.Context, required: bool = True) -> KnowledgeBase | None:
+    obj = ctx.find_root().obj or {}
+    if "kb" not in obj:
+        try:
+            obj["kb"] = open_kb(obj.get("kb_dir"))
+        except NoKnowledgeBase:
+            if required:
+                raise
+            obj["kb"] = None
+    return obj["kb"]
+
+
+def _progress(label: str):
+    """A rich progress bar on stderr when it is a terminal; otherwise nothing."""
+    if not sys.stderr.isatty():
+        return None, None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=Console(stderr=True), transient=True)
+    task = bar.add_task(label, total=None)
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return bar, update
+
+
+@click.group(cls=KbGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kb")
+@click.option("--kb", "kb_dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="The knowledge base folder (default: this folder or the nearest parent with a studies/ folder).")
+@click.pass_context
+def cli(ctx: click.Context, kb_dir: Path | None) -> None:
+    """kb: an evidence knowledge base of YAML study records.
+
+    A knowledge base is a folder with a studies/ folder (one YAML file per
+    study), an optional kb.yaml and an optional templates/ folder.
+
+    \b
+    Examples:
+      kb validate                 check every record
+      kb stats                    what the knowledge base covers
+      kb show murrough-2013       read one record
+      kb --kb ~/other-kb stats    work on another knowledge base
+    """
+    ctx.obj = {"kb_dir": kb_dir}
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 1 on any warning).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: one object with every problem, for CI annotations.")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), help="Processes to use (default: all cores).")
+@click.pass_context
+def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, fmt: str, jobs: int | None) -> None:
+    """Check record files and report every problem in every file.
+
+    PATHS are record files or folders (default: the knowledge base's
+    studies/). Each problem is one line, file:line:col: field: message.
+    Exit status: 0 when clean, 1 on any error (or warning with --strict).
+
+    \b
+    Examples:
+      kb validate
+      kb validate studies/murrough-2013.yaml --strict
+      kb validate --format json > problems.json
+    """
+    from kb.validate import validate_paths
+
+    kb = _kb(ctx, required=not paths)
+    targets = list(paths) or [kb.studies_dir]
+    bar, update = _progress("validating") if fmt == "text" else (None, None)
+    if bar:
+        bar.start()
+    try:
+        report = validate_paths(targets, kb.vocab if kb else None, kb_studies=kb.studies_dir if kb else None,
+                                base=kb.root if kb and not paths else None, jobs=jobs, progress=update)
+    finally:
+        if bar:
+            bar.stop()
+    if fmt == "json":
+        click.echo(json.dumps(report.as_dict(strict), indent=2))
+    else:
+        for p in report.problems:
+            click.echo(p.format())
+        click.echo(report.summary(strict))
+    ctx.exit(1 if report.failed(strict) else 0)
+
+
+@cli.command()
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the schema to this file instead of standard output.")
+@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
+@click.pass_context
+def schema(ctx: click.Context, output: Path | None, force: bool) -> None:
+    """Print the study record's JSON Schema (with this knowledge base's vocabulary).
+
+    Point your editor at it to check records as you type, e.g. with the
+    YAML language server, first line of a record:
+    # yaml-language-server: $schema=../study.schema.json
+
+    \b
+    Example:
+      kb schema -o study.schema.json
+    """
+    from kb.records import json_schema
+    from kb.yamlio import write_new
+
+    kb = _kb(ctx, required=False)
+    text = json.dumps(json_schema(kb.vocab if kb else None), indent=2, ensure_ascii=False) + "\n"
+    if output:
+        write_new(output, text, overwrite=force)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command()
+@click.argument("study_id", metavar="ID")
+@click.option("--format", "fmt", type=click.Choice(["text", "yaml", "json", "html"]), default="text",
+              show_default=True, help="text: readable; yaml: normalised record; json; html: the study page.")
+@click.pass_context
+def show(ctx: click.Context, study_id: str, fmt: str) -> None:
+    """Show one study record.
+
+    \b
+    Examples:
+      kb show murrough-2013
+      kb show parsaik-2015 --format json
+    """
+    from kb.render import show as render
+    from kb.store import load_study
+
+    kb = _kb(ctx)
+    click.echo(render(kb, load_study(kb, study_id), fmt), nl=False)
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def stats(ctx: click.Context, fmt: str) -> None:
+    """Count studies by condition, design, outcome, topic, route, year and status.
+
+    A study counts once under each condition and outcome it reports, so
+    columns can add up to more than the number of studies. Files with
+    errors are left out and counted; `kb validate` lists their problems.
+
+    \b
+    Example:
+      kb stats --format json
+    """
+    from kb.stats import compute_stats
+    from kb.store import load_studies
+
+    kb = _kb(ctx)
+    report = load_studies(kb)
+    invalid = report.files - len(report.studies)
+    result = compute_stats(kb, report.studies, invalid)
+    if fmt == "json":
+        click.echo(json.dumps(result.as_dict(), indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=100)
+    console.print(f"[bold]{kb.title}[/bold]: {result.studies} studies in {kb.studies_dir}")
+    if invalid:
+        console.print(f"[red]{invalid} file(s) with errors left out; run `kb validate`[/red]")
+    if result.retracted:
+        console.print(f"[red]Retracted (never pooled): {', '.join(result.retracted)}[/red]")
+    for name, rows in result.tables.items():
+        if not rows:
+            continue
+        t = Table(title=f"by {name}", title_justify="left", show_edge=False, pad_edge=False)
+        t.add_column(name)
+        t.add_column("label")
+        t.add_column("studies", justify="right")
+        for term, label, n in rows:
+            t.add_row(term, label if label != term else "", str(n))
+        console.print(t)
+
+
+@cli.command()
+@click.option("--title", help="The study's title.")
+@click.option("--author", "authors", multiple=True, help='An author, "Surname Initials"; repeat in order.')
+@click.option("--year", type=click.IntRange(1900, 2100), help="Year of publication.")
+@click.option("--design", help="rct, crossover-rct, open-label, cohort, case-series, meta-analysis, ...")
+@click.option("--condition", "conditions", multiple=True, help="depression, ptsd, bipolar, ... (repeatable).")
+@click.option("--source", "sources", multiple=True, help="A URL the facts come from (repeatable).")
+@click.option("--doi", help="The bare DOI, e.g. 10.1176/appi.ajp.2013.13030392.")
+@click.option("--pmid", help="The PubMed id.")
+@click.option("--journal", help="The journal's full name.")
+@click.option("--id", "study_id", help="The record id (default: firstauthor-year, with a letter on clashes).")
+@click.option("--print", "print_only", is_flag=True, help="Print the record instead of writing it.")
+@click.pass_context
+def new(ctx: click.Context, title, authors, year, design, conditions, sources, doi, pmid, journal, study_id,
+        print_only) -> None:
+    """Scaffold a new draft record in studies/ (never overwrites).
+
+    Missing values are asked for when run in a terminal. The new record
+    validates; fill in its outcomes and move its status to extracted.
+
+    \b
+    Example:
+      kb new --title "Ketamine for social anxiety disorder" --author "Taylor JH" \\
+        --year 2018 --design crossover-rct --condition anxiety \\
+        --source https://pubmed.ncbi.nlm.nih.gov/29202655/
+    """
+    from kb.scaffold import new_study
+
+    kb = _kb(ctx)
+    if sys.stdin.isatty():
+        title = title or click.prompt("Title")
+        authors = authors or tuple(a.strip() for a in click.prompt("Authors (Surname Initials; separated by ';')").split(";") if a.strip())
+        year = year or click.prompt("Year", type=click.IntRange(1900, 2100))
+        design = design or click.prompt("Design", type=click.Choice(kb.vocab.terms("design")), default="rct")
+        conditions = conditions or tuple(c.strip() for c in click.prompt("Conditions (comma-separated)", default="").split(",") if c.strip())
+        sources = sources or tuple(s.strip() for s in click.prompt("Source URLs (space-separated)", default="").split() if s.strip())
+    result = new_study(kb, title=title, authors=list(authors), year=year, design=design, conditions=list(conditions),
+                       sources=list(sources), doi=doi, pmid=pmid, journal=journal, study_id=study_id,
+                       write=not print_only)
+    if print_only:
+        click.echo(result.text, nl=False)
+        return
+    click.echo(f"wrote {result.path}")
+    for w in result.warnings:
+        click.echo(f"{w.severity}: {w.field}: {w.message}", err=True)
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--title", help="The knowledge base's title (default: from the folder name).")
+def init(folder: Path, title: str | None) -> None:
+    """Start a new, empty knowledge base in FOLDER.
+
+    Creates FOLDER/studies/, FOLDER/kb.yaml and FOLDER/.gitignore. Refuses
+    to touch a folder that already holds a knowledge base.
+
+    \b
+    Example:
+      kb init ~/psilocybin-kb --title "Psilocybin evidence"
+      cd ~/psilocybin-kb && kb new
+    """
+    from kb.scaffold import init_kb
+
+    for p in init_kb(folder, title):
+        click.echo(f"created {p}")
+
+
+def main() -> None:  # pragma: no cover - the console script
+    cli()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
