@@ -103,6 +103,13 @@ def _to_str(value: Any) -> Any:
     return value
 
 
+def _empty_to_none(value: Any) -> Any:
+    """`adverse_events: {}` or `{events: []}` says nothing; store it as absent so that records compare equal."""
+    if isinstance(value, BaseModel) and not _prune(value.model_dump(exclude_defaults=True)):
+        return None
+    return value
+
+
 def _one_or_many(value: Any) -> Any:
     return [value] if value is not None and not isinstance(value, list) else value
 
@@ -376,7 +383,7 @@ class Study(Model):
     n_randomized: Count | None = None
     n_analysed: Count | None = None
     sample_details: Text | None = Field(None, description="arm sizes, completers, discrepancies between sources")
-    review: Review | None = None
+    review: Annotated[Review | None, AfterValidator(_empty_to_none)] = None
     population: Text | None = None
     conditions: Annotated[list[Condition], BeforeValidator(_conditions)] = Field(default_factory=list)
     topics: list[Term("topic")] = Field(default_factory=list)
@@ -387,8 +394,8 @@ class Study(Model):
     primary_outcome: Text | None = None
     outcomes: list[Outcome] = Field(default_factory=list)
     results: list[Text] = Field(default_factory=list, description="results in words, numbers quoted from sources")
-    adverse_events: AdverseEvents | None = None
-    durability: Durability | None = None
+    adverse_events: Annotated[AdverseEvents | None, AfterValidator(_empty_to_none)] = None
+    durability: Annotated[Durability | None, AfterValidator(_empty_to_none)] = None
     key_finding: Text | None = Field(None, description="one sentence, in the reviewer's own words")
     risk_of_bias: RiskOfBias | None = None
 
@@ -484,6 +491,8 @@ def record_data(study: Study) -> dict:
         data = {k: v for k, v in data.items() if k != "added"} | {"status": study.status, "added": data["added"]}
         if "updated" in data:
             data["updated"] = data.pop("updated")
+    if study.retraction is not None:  # `retracted` is never left to a default
+        data["retraction"] = {"retracted": study.retraction.retracted, **data.get("retraction", {})}
     if "conditions" in data:
         data["conditions"] = [c["term"] if set(c) == {"term"} else c for c in data["conditions"]]
     if "sources" in data:
@@ -524,6 +533,8 @@ def json_schema(vocab: Vocabulary | None = None) -> dict:
                                               {"type": "string", "enum": vocab.terms("condition")}]}
     props["sources"]["items"] = {"anyOf": [{"$ref": "#/$defs/Source"},
                                            {"type": "string", "pattern": r"^https?://\S+$"}]}
+    dose = defs["Intervention"]["properties"]["dose_mg_per_kg"]
+    dose["anyOf"].insert(0, dict(dose["anyOf"][0]["items"]))  # a single dose may be written as a number
     for name in ("pmid", "volume", "issue", "pages"):
         _allow_integer(props[name])
     for name in ("Retraction",):

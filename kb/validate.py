@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,10 +204,21 @@ def _model_at(loc: tuple, data: Any) -> type[BaseModel] | None:
     return model if isinstance(model, type) else None
 
 
+def _data_at(data: Any, loc: tuple) -> Any:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
 def _schema_problems(err: ValidationError, data: dict, loaded: yamlio.Loaded, display: str) -> list[Problem]:
     out = []
     for e in err.errors(include_url=False):
         loc = _clean_loc(tuple(e["loc"]))
+        if len(loc) > 1 and isinstance(_data_at(data, loc[:-1]), str):
+            loc = loc[:-1]  # shorthand written as a plain string (a condition, a source URL)
         kind = e["type"]
         ctx = e.get("ctx") or {}
         hint = None
@@ -232,7 +244,7 @@ def _schema_problems(err: ValidationError, data: dict, loaded: yamlio.Loaded, di
                 code = "vocabulary" if kind == "vocabulary" else kind.replace("_", "-")
             elif kind == "string_pattern_mismatch" and loc == ("id",):
                 message = f"id '{e['input']}' must be lowercase firstauthor-year, e.g. murrough-2013 or murrough-2013b"
-            elif kind == "string_pattern_mismatch" and loc and loc[-1] == "url":
+            elif kind == "string_pattern_mismatch" and loc and loc[0] == "sources":
                 message = f"not a web address: '{e['input']}'"
                 hint = "sources are http(s) URLs; put remarks in `note:`"
             elif kind == "union_tag_invalid":
@@ -257,9 +269,17 @@ def _field_name(entry: str) -> str:
     return entry.split(".")[0].split("[")[0].split(" ")[0].strip()
 
 
-def _has_value(study: Study, name: str) -> bool:
-    value = getattr(study, name, None)
-    return value not in (None, [], {}, "")
+def _has_value(study: Study, path: str) -> bool:
+    """Whether the field at ``path`` ('title', 'durability.relapse', 'outcomes[0].data') holds a value."""
+    value: Any = study
+    for part in re.findall(r"[^.\[\]]+", path.split(" ")[0]):
+        if isinstance(value, list):
+            value = value[int(part)] if part.isdigit() and int(part) < len(value) else None
+        else:
+            value = getattr(value, part, None)
+        if value is None:
+            return False
+    return value not in ([], {}, "")
 
 
 def record_checks(study: Study, path: Path, add: Callable[..., None]) -> None:
@@ -309,8 +329,8 @@ def record_checks(study: Study, path: Path, add: Callable[..., None]) -> None:
         add(("status",), "status is verified, but unverified_fields is not empty",
             hint="a record is verified only when every number in it was seen in a source", code="verification")
     for i, entry in enumerate(study.unverified_fields):
-        name = _field_name(entry)
-        if name in FIELD_NAMES and _has_value(study, name):
+        name = entry.split(" ")[0]
+        if _field_name(entry) in FIELD_NAMES and _has_value(study, name):
             add(("unverified_fields", i), f"'{name}' holds a value that no source confirmed",
                 severity="warning", hint="check it against a source, or remove the value", code="unverified")
 

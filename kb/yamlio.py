@@ -30,6 +30,16 @@ MAX_BYTES = 1_000_000
 MAX_NODES = 100_000
 """The most YAML nodes a document may expand to once aliases are followed."""
 
+
+class _RecordLoader(_Loader):  # type: ignore[misc, valid-type]
+    """Safe loader that leaves dates as text: the schema parses them and reports bad ones with a line."""
+
+
+_RecordLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in _Loader.yaml_implicit_resolvers.items()
+}
+
 Loc = tuple  # a path into the data: ("outcomes", 0, "data", "arms", 1, "events")
 
 
@@ -181,7 +191,7 @@ def parse(text: str) -> Loaded:
         not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()
     ):
         raise YamlProblem("empty", "file is empty", hint="start from `kb new` to get a valid record")
-    loader = _Loader(text)
+    loader = _RecordLoader(text)
     try:
         try:
             node = loader.get_single_node()
@@ -204,6 +214,8 @@ def parse(text: str) -> Loaded:
             raise YamlProblem("syntax", f"YAML error: {e.problem or e}", line, col) from None
         except RecursionError:
             raise YamlProblem("syntax", "YAML nesting is too deep") from None
+        except (ValueError, TypeError) as e:
+            raise YamlProblem("syntax", f"YAML value cannot be read: {e}", *_mark(node)) from None
     finally:
         loader.dispose()
     if not isinstance(data, dict):

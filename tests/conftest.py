@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from kbcli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SHARED = ROOT.parent / "shared"
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def kb_dir(tmp_path: Path) -> Path:
+    """A knowledge base in a temporary folder holding the valid fixture records."""
+    root = tmp_path / "kb"
+    (root / "studies").mkdir(parents=True)
+    for f in (FIXTURES / "valid").glob("*.yaml"):
+        shutil.copy(f, root / "studies" / f.name)
+    (root / "kb.yaml").write_text("title: Test KB\n", encoding="utf-8")
+    return root
+
+
+def invoke(runner: CliRunner, *args: str, **kw):
+    return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False, **kw)
