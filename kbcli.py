@@ -113,8 +113,9 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, fmt: str
     if bar:
         bar.start()
     try:
-        report = validate_paths(targets, kb.vocab if kb else None, kb_studies=kb.studies_dir if kb else None,
-                                base=kb.root if kb and not paths else None, jobs=jobs, progress=update)
+        report = validate_paths(targets, kb.vocab if kb else None, kb_studies=kb.studies_dir if kb and paths else None,
+                                base=kb.root if kb and not paths else None, jobs=jobs, progress=update,
+                                keep_studies=False)
     finally:
         if bar:
             bar.stop()

@@ -446,20 +446,22 @@ class Study(Model):
     def first_author(self) -> str | None:
         return self.authors[0] if self.authors else None
 
-    def citation(self) -> str:
-        """A short Vancouver-style citation."""
-        authors = ", ".join(self.authors[:6]) + (", et al." if len(self.authors) > 6 or self.authors_truncated else "")
-        parts = [p for p in [authors or None, self.title] if p]
-        src = self.journal or ""
-        if self.year:
-            src += f" {self.year}" if src else str(self.year)
+    def source_line(self) -> str:
+        """'Journal 2013;170(10):1134-1142', as far as known."""
+        src = f"{self.journal} {self.year}" if self.journal else str(self.year)
         if self.volume:
             src += f";{self.volume}"
             if self.issue:
                 src += f"({self.issue})"
         if self.pages:
             src += f":{self.pages}"
-        text = ". ".join(p.rstrip(".") for p in parts + ([src] if src else [])) + "."
+        return src
+
+    def citation(self) -> str:
+        """A short Vancouver-style citation."""
+        authors = ", ".join(self.authors[:6]) + (", et al." if len(self.authors) > 6 or self.authors_truncated else "")
+        parts = [p for p in [authors or None, self.title, self.source_line()] if p]
+        text = ". ".join(p.rstrip(".") for p in parts) + "."
         if self.doi:
             text += f" doi:{self.doi}"
         return text

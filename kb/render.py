@@ -46,15 +46,15 @@ def as_text(kb: KnowledgeBase, s: Study) -> str:
     out.append(s.title or "(title not verified)")
     if s.authors:
         out.append(", ".join(s.authors) + (", et al." if s.authors_truncated else ""))
-    out.append(s.citation().split(". ")[-1] if s.journal else str(s.year))
+    out.append(s.source_line())
     ids = [f"DOI {s.doi}" if s.doi else "", f"PMID {s.pmid}" if s.pmid else "", f"{s.pmcid}" if s.pmcid else "",
            *s.registrations]
     if any(ids):
         out.append("  ".join(i for i in ids if i))
     out.append("")
     design = v.label("design", s.design)
-    if s.blinding:
-        design += f", {v.label('blinding', s.blinding).lower()}"
+    if s.blinding and s.blinding != "not-applicable":
+        design += f", {s.blinding}"
     n = f"; n = {s.n}" if s.n is not None else ""
     out.append(f"Design      {design}{n}")
     if s.conditions:

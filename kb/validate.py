@@ -130,11 +130,15 @@ def record_files(paths: Iterable[Path]) -> list[Path]:
     return out
 
 
-def _display(path: Path, base: Path | None) -> str:
-    try:
-        return str(path.resolve().relative_to(base)) if base else str(path)
-    except ValueError:
-        return str(path)
+def _display(path: Path, base: str | None) -> str:
+    """The path as shown in messages: relative to ``base`` (an absolute folder) when inside it."""
+    text = str(path)
+    if base:
+        if not os.path.isabs(text):
+            text = os.path.abspath(text)
+        if text.startswith(base + os.sep):
+            return text[len(base) + 1:]
+    return text
 
 
 # -- one file ------------------------------------------------------------------------
@@ -502,36 +506,53 @@ def cross_checks(results: list[FileResult], context: list[FileResult], known_ids
 _WORKER_VOCAB: Vocabulary | None = None
 
 
-def _init_worker(vocab: Vocabulary) -> None:
-    global _WORKER_VOCAB
-    _WORKER_VOCAB = vocab
+_WORKER_KEEP = True
+
+
+def _init_worker(vocab: Vocabulary, keep_studies: bool) -> None:
+    global _WORKER_VOCAB, _WORKER_KEEP
+    _WORKER_VOCAB, _WORKER_KEEP = vocab, keep_studies
+
+
+def _check_batch(batch: list[tuple[Path, str]], vocab: Vocabulary, keep_studies: bool) -> list[FileResult]:
+    out = []
+    for p, d in batch:
+        r = check_file(p, vocab, d)
+        if not keep_studies:
+            r.study = None
+        out.append(r)
+    return out
 
 
 def _work(batch: list[tuple[Path, str]]) -> list[FileResult]:
     assert _WORKER_VOCAB is not None
-    return [check_file(p, _WORKER_VOCAB, d) for p, d in batch]
+    return _check_batch(batch, _WORKER_VOCAB, _WORKER_KEEP)
 
 
 def check_files(files: list[Path], vocab: Vocabulary, *, base: Path | None = None, jobs: int | None = None,
-                progress: Callable[[int, int], None] | None = None) -> list[FileResult]:
-    """check_file over ``files``, on all cores when there are many."""
-    items = [(p, _display(p, base)) for p in files]
+                progress: Callable[[int, int], None] | None = None, keep_studies: bool = True) -> list[FileResult]:
+    """check_file over ``files``, on all cores when there are many.
+
+    ``keep_studies=False`` drops the parsed records once checked, which saves
+    sending them back from the worker processes when only problems are wanted.
+    """
+    base_text = os.path.abspath(base) if base else None
+    items = [(p, _display(p, base_text)) for p in files]
     jobs = jobs or (os.cpu_count() or 1)
+    size = 200 if jobs <= 1 or len(items) < PARALLEL_THRESHOLD else max(50, min(500, len(items) // (jobs * 16) or 1))
+    batches = [items[i:i + size] for i in range(0, len(items), size)]
+    out: list[FileResult] = []
     if jobs <= 1 or len(items) < PARALLEL_THRESHOLD:
-        out = []
-        for i, (p, d) in enumerate(items, 1):
-            out.append(check_file(p, vocab, d))
-            if progress and (i % 200 == 0 or i == len(items)):
-                progress(i, len(items))
+        for batch in batches:
+            out.extend(_check_batch(batch, vocab, keep_studies))
+            if progress:
+                progress(len(out), len(items))
         return out
     import multiprocessing as mp
 
-    size = max(50, min(1000, len(items) // (jobs * 8) or 1))
-    batches = [items[i:i + size] for i in range(0, len(items), size)]
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    out = []
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                             initargs=(vocab,)) as pool:
+                             initargs=(vocab, keep_studies)) as pool:
         for res in pool.map(_work, batches):
             out.extend(res)
             if progress:
@@ -541,7 +562,7 @@ def check_files(files: list[Path], vocab: Vocabulary, *, base: Path | None = Non
 
 def validate_paths(paths: Iterable[Path], vocab: Vocabulary | None = None, *, kb_studies: Path | None = None,
                    base: Path | None = None, jobs: int | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> Report:
+                   progress: Callable[[int, int], None] | None = None, keep_studies: bool = True) -> Report:
     """Validate the record files under ``paths``.
 
     When the files are part of a knowledge base (``kb_studies``), its other
@@ -549,16 +570,15 @@ def validate_paths(paths: Iterable[Path], vocab: Vocabulary | None = None, *, kb
     named files are reported.
     """
     vocab = vocab or load_vocabulary()
-    base = base.resolve() if base else None
     files = record_files(paths)
-    results = check_files(files, vocab, base=base, jobs=jobs, progress=progress)
+    results = check_files(files, vocab, base=base, jobs=jobs, progress=progress, keep_studies=keep_studies)
     context: list[FileResult] = []
     known_ids = {r.record_id for r in results if r.record_id}
     if kb_studies is not None and kb_studies.is_dir():
-        named = {p.resolve() for p in files}
-        rest = [p for p in record_files([kb_studies]) if p.resolve() not in named]
+        named = {os.path.abspath(p) for p in files}
+        rest = [p for p in record_files([kb_studies]) if os.path.abspath(p) not in named]
         if rest:
-            context = check_files(rest, vocab, base=base, jobs=jobs)
+            context = check_files(rest, vocab, base=base, jobs=jobs, keep_studies=False)
             known_ids |= {r.record_id for r in context if r.record_id}
     problems = [p for r in results for p in r.problems]
     problems.extend(cross_checks(results, context, known_ids))

@@ -31,14 +31,43 @@ MAX_NODES = 100_000
 """The most YAML nodes a document may expand to once aliases are followed."""
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MAP_TAG = "tag:yaml.org,2002:map"
+
+
 class _RecordLoader(_Loader):  # type: ignore[misc, valid-type]
-    """Safe loader that leaves dates as text: the schema parses them and reports bad ones with a line."""
+    """Safe loader that leaves dates as text (the schema parses them and reports bad ones with a line).
+
+    Its resolver is a lean version of PyYAML's: the C parser calls it once per
+    node, and PyYAML's general one (with path resolvers) was half the parse time.
+    """
+
+    _by_first: dict[str, list] = {}
+
+    def resolve(self, kind, value, implicit):  # noqa: D102 - same contract as yaml.resolver.Resolver.resolve
+        if kind is yaml.ScalarNode:
+            if implicit[0]:
+                for tag, regexp in self._by_first.get(value[:1], ()):
+                    if regexp.match(value):
+                        return tag
+            return _STR_TAG
+        return _SEQ_TAG if kind is yaml.SequenceNode else _MAP_TAG
 
 
-_RecordLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in _Loader.yaml_implicit_resolvers.items()
-}
+def _resolvers_by_first_char() -> dict[str, list]:
+    table = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in _Loader.yaml_implicit_resolvers.items()
+    }
+    wildcard = table.pop(None, [])
+    out = {first: rs + wildcard for first, rs in table.items() if first is not None}
+    if wildcard:  # pragma: no cover - PyYAML's safe resolver has no wildcard entries
+        raise RuntimeError("unexpected wildcard YAML resolver")
+    return out
+
+
+_RecordLoader._by_first = _resolvers_by_first_char()
 
 Loc = tuple  # a path into the data: ("outcomes", 0, "data", "arms", 1, "events")
 
@@ -116,9 +145,97 @@ def _mark(node: yaml.Node | None) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
-def check_tree(root: yaml.Node) -> None:
-    """Reject duplicate keys, recursive aliases and alias bombs, in one pass."""
+class _General(Exception):
+    """The document uses aliases or merge keys: build it with the general walk."""
+
+
+def _path_to(root: yaml.Node, target: yaml.Node) -> tuple:
+    """The data path of ``target`` below ``root`` (for error messages)."""
+    stack: list[tuple[yaml.Node, tuple]] = [(root, ())]
+    seen: set[int] = set()
+    while stack:
+        node, loc = stack.pop()
+        if node is target:
+            return loc
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k is target:
+                    return (*loc, k.value)
+                stack.append((v, (*loc, k.value if isinstance(k, yaml.ScalarNode) else "?")))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((v, (*loc, i)) for i, v in enumerate(node.value))
+    return ()
+
+
+def build_fast(root: yaml.Node, loader: Any) -> Any:
+    """Python data for an alias-free document (the common case), checking duplicate keys.
+
+    Raises _General when the document reuses a node (an alias) or merges keys.
+    """
+    seen: set[int] = set()
+    constructors = loader.yaml_constructors
+    Scalar, Mapping = yaml.ScalarNode, yaml.MappingNode
+
+    def make(node: yaml.Node) -> Any:
+        cls = node.__class__
+        if cls is Scalar:
+            if node.tag == _STR_TAG:
+                return node.value
+            ctor = constructors.get(node.tag)
+            if ctor is None:
+                raise YamlProblem("syntax", f"unsupported YAML tag {node.tag}", *_mark(node),
+                                  field=format_loc(_path_to(root, node)),
+                                  hint="records hold plain values; remove the !tag")
+            return ctor(loader, node)
+        nid = id(node)
+        if nid in seen:
+            raise _General
+        seen.add(nid)
+        if node.tag not in (_MAP_TAG, _SEQ_TAG):
+            raise YamlProblem("syntax", f"unsupported YAML tag {node.tag}", *_mark(node),
+                              field=format_loc(_path_to(root, node)), hint="records hold plain values; remove the !tag")
+        if cls is Mapping:
+            out: dict = {}
+            for k, v in node.value:
+                if k.__class__ is Scalar and k.tag == _STR_TAG:
+                    key = k.value
+                elif k.__class__ is Scalar:
+                    if k.value == "<<":
+                        raise _General
+                    key = make(k)
+                else:
+                    raise YamlProblem("syntax", "a mapping key must be a plain value, not a list or mapping",
+                                      *_mark(k), field=format_loc(_path_to(root, node)))
+                if key in out:
+                    first = next(kk for kk, _ in node.value if kk.value == k.value)
+                    raise YamlProblem(
+                        "duplicate-key",
+                        f"duplicate key '{k.value}' (first at line {first.start_mark.line + 1}); "
+                        "YAML would silently keep only the last",
+                        *_mark(k),
+                        hint="merge the two entries into one",
+                        field=format_loc(_path_to(root, k)),
+                    )
+                out[key] = make(v)
+            return out
+        return [make(v) for v in node.value]
+
+    return make(root)
+
+
+def build(root: yaml.Node, loader: Any) -> Any:
+    """Python data for ``root``, rejecting duplicate keys, recursive aliases and alias bombs.
+
+    One iterative pass over the node tree. Plain strings, lists and mappings
+    are built here; other scalars (numbers, booleans, null) use PyYAML's own
+    safe constructors, so values are exactly what yaml.safe_load gives.
+    """
+    built: dict[int, Any] = {}
     sizes: dict[int, int] = {}
+    constructors = loader.yaml_constructors
     # Iterative post-order walk: (node, loc, children_done)
     stack: list[tuple[yaml.Node, tuple, bool]] = [(root, (), False)]
     on_path: set[int] = set()
@@ -129,11 +246,32 @@ def check_tree(root: yaml.Node) -> None:
             on_path.discard(nid)
             total = 1
             if isinstance(node, yaml.MappingNode):
+                out: dict = {}
+                merged: list = []
                 for k, v in node.value:
-                    total += sizes.get(id(k), 1) + sizes[id(v)]
-            elif isinstance(node, yaml.SequenceNode):
+                    if isinstance(k, yaml.ScalarNode) and k.value == "<<" and k.tag.endswith(":merge"):
+                        merged.append(v)
+                        total += sizes[id(v)]
+                        continue
+                    total += sizes[id(k)] + sizes[id(v)]
+                    key = built[id(k)]
+                    try:
+                        out[key] = built[id(v)]
+                    except TypeError:
+                        line, col = _mark(k)
+                        raise YamlProblem("syntax", "a mapping key must be a plain value, not a list or mapping",
+                                          line, col, field=format_loc(loc)) from None
+                for m in merged:  # YAML merge keys: explicit keys win
+                    for src in (built[id(m)] if isinstance(built[id(m)], list) else [built[id(m)]]):
+                        if not isinstance(src, dict):
+                            raise YamlProblem("syntax", "a << merge needs a mapping", *_mark(m))
+                        for key, value in src.items():
+                            out.setdefault(key, value)
+                built[nid] = out
+            else:  # sequence
                 for v in node.value:
                     total += sizes[id(v)]
+                built[nid] = [built[id(v)] for v in node.value]
             sizes[nid] = total
             if total > MAX_NODES:
                 line, col = _mark(node)
@@ -154,11 +292,27 @@ def check_tree(root: yaml.Node) -> None:
                               line, col, field=format_loc(loc))
         if isinstance(node, yaml.ScalarNode):
             sizes[nid] = 1
+            tag = node.tag
+            if tag == _STR_TAG:
+                built[nid] = node.value
+            else:
+                ctor = constructors.get(tag)
+                if ctor is None:
+                    line, col = _mark(node)
+                    raise YamlProblem("syntax", f"unsupported YAML tag {tag}", line, col, field=format_loc(loc),
+                                      hint="records hold plain values; remove the !tag")
+                built[nid] = ctor(loader, node)
             continue
+        if not isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):  # pragma: no cover
+            raise YamlProblem("syntax", f"unexpected YAML node {type(node).__name__}")
+        if node.tag not in (_MAP_TAG, _SEQ_TAG):
+            line, col = _mark(node)
+            raise YamlProblem("syntax", f"unsupported YAML tag {node.tag}", line, col, field=format_loc(loc),
+                              hint="records hold plain values; remove the !tag")
         on_path.add(nid)
         stack.append((node, loc, True))
         if isinstance(node, yaml.MappingNode):
-            seen: dict[str, yaml.Node] = {}
+            seen: dict[Any, yaml.Node] = {}
             for k, v in node.value:
                 if isinstance(k, yaml.ScalarNode):
                     if k.value == "<<" and k.tag.endswith(":merge"):
@@ -176,13 +330,15 @@ def check_tree(root: yaml.Node) -> None:
                             field=format_loc((*loc, k.value)),
                         )
                     seen[k.value] = k
+                    stack.append((k, loc, False))
                     stack.append((v, (*loc, k.value), False))
                 else:
                     stack.append((k, loc, False))
                     stack.append((v, loc, False))
-        elif isinstance(node, yaml.SequenceNode):
+        else:
             for i, v in enumerate(node.value):
                 stack.append((v, (*loc, i), False))
+    return built[id(root)]
 
 
 def parse(text: str) -> Loaded:
@@ -205,9 +361,11 @@ def parse(text: str) -> Loaded:
                               hint=_syntax_hint(problem)) from None
         if node is None:
             raise YamlProblem("empty", "file is empty", hint="start from `kb new` to get a valid record")
-        check_tree(node)
         try:
-            data = loader.construct_document(node)
+            try:
+                data = build_fast(node, loader)
+            except _General:
+                data = build(node, loader)
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)

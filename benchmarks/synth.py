@@ -1,0 +1,144 @@
+"""Realistic synthetic study records for benchmarks (never for the knowledge base itself).
+
+Each record has an abstract of about 250 words, the real vocabularies,
+two to four outcomes with arm-level data, sources and verification lists,
+so that parsing and validation cost what real records cost. Every record is
+marked synthetic in its title and notes.
+
+    python -m benchmarks.synth 10000 --out benchmarks/out/synth-10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+
+from kb.vocab import load_vocabulary
+
+WORDS = (
+    "ketamine infusion depression treatment resistant patients randomized placebo midazolam saline response remission "
+    "symptoms scale baseline hours days week weeks follow-up dissociation blood pressure nausea adverse events "
+    "suicidal ideation rapid antidepressant effect durable relapse maintenance repeated dose mg kg intravenous "
+    "participants trial outcome primary secondary significant reduction improvement clinical sample analysis "
+    "meta-analysis heterogeneity confidence interval risk ratio standardized mean difference anxiety PTSD bipolar "
+    "chronic pain neuropathic fibromyalgia CRPS esketamine racemic comparator ECT safety tolerability"
+).split()
+SURNAMES = ("Smith Garcia Chen Okafor Novak Rossi Tanaka Kowalski Haddad Silva Murphy Jensen Ivanova Kim Patel "
+            "Dubois Costa Nguyen Schmidt Larsen Ahmed Moreau Fischer Ortiz").split()
+
+
+def _sentence(rng: random.Random, n: int) -> str:
+    words = [rng.choice(WORDS) for _ in range(n)]
+    return " ".join(words).capitalize() + "."
+
+
+def _abstract(rng: random.Random) -> str:
+    parts = []
+    for head in ("Background", "Methods", "Results", "Conclusions"):
+        parts.append(f"{head}: " + " ".join(_sentence(rng, rng.randint(12, 22)) for _ in range(rng.randint(2, 4))))
+    return "\n".join(parts)
+
+
+def record(i: int, rng: random.Random, vocab) -> tuple[str, str]:
+    surname = rng.choice(SURNAMES)
+    year = rng.randint(1995, 2025)
+    rid = f"{surname.lower()}-{year}-{i:06d}"
+    rid = f"{surname.lower()}{i:06d}-{year}"
+    design = rng.choice(["rct", "rct", "crossover-rct", "open-label", "cohort", "meta-analysis"])
+    conds = rng.sample(vocab.terms("condition")[:7], rng.randint(1, 2))
+    n_rand = rng.randint(20, 400)
+    outcomes = []
+    for _ in range(rng.randint(2, 4)):
+        kind = rng.choice(["binary", "binary", "continuous"])
+        half = n_rand // 2
+        if kind == "binary":
+            arms = (f"    - {{label: ketamine, events: {rng.randint(0, half)}, total: {half}}}\n"
+                    f"    - {{label: control, events: {rng.randint(0, half)}, total: {half}}}\n")
+        else:
+            arms = (f"    - {{label: ketamine, mean: {rng.uniform(-20, 0):.1f}, sd: {rng.uniform(4, 12):.1f}, n: {half}}}\n"
+                    f"    - {{label: control, mean: {rng.uniform(-12, 0):.1f}, sd: {rng.uniform(4, 12):.1f}, n: {half}}}\n")
+        outcomes.append(
+            f"- outcome: {rng.choice(vocab.terms('outcome'))}\n"
+            f"  instrument: {rng.choice(vocab.terms('instrument'))}\n"
+            f"  timepoint: {rng.choice(['24 h', 'day 7', 'week 4', '240 min'])}\n"
+            f"  definition: {_sentence(rng, 6)}\n"
+            f"  data:\n    type: {kind}\n    arms:\n{arms}"
+            f"  counts: {rng.choice(['stated', 'derived'])}\n"
+            f"  derivation: back-calculated from reported percentages\n"
+            f"  source: Table {rng.randint(1, 4)}\n"
+        )
+    authors = ", ".join(f"{rng.choice(SURNAMES)} {rng.choice('ABCDEFGH')}{rng.choice('JKLMN')}" for _ in range(rng.randint(3, 8)))
+    text = f"""\
+id: {rid}
+title: 'Synthetic benchmark record {i}: {_sentence(rng, 10)[:-1]}'
+authors: [{surname} A, {authors}]
+year: {year}
+journal: Journal of Synthetic Benchmarks
+volume: '{rng.randint(1, 200)}'
+issue: '{rng.randint(1, 12)}'
+pages: {rng.randint(1, 900)}-{rng.randint(901, 999)}
+doi: 10.5555/synthetic.{i}
+pmid: '{90000000 + i}'
+registrations: [NCT{80000000 + i:08d}]
+abstract: |
+  {_abstract(rng).replace(chr(10), chr(10) + '  ')}
+keywords: [{', '.join(rng.sample(WORDS, 5))}]
+design: {design}
+blinding: {rng.choice(vocab.terms('blinding'))}
+n_randomized: {n_rand}
+population: {_sentence(rng, 12)}
+conditions: [{', '.join(conds)}]
+topics: [{', '.join(rng.sample(vocab.terms('topic'), 2))}]
+intervention:
+  drug: {rng.choice(vocab.terms('drug'))}
+  route: {rng.choice(['iv', 'iv', 'iv', 'intranasal', 'oral'])}
+  dose_mg_per_kg: {rng.choice([0.1, 0.2, 0.5, 0.5, 0.5, 1.0])}
+  infusion_minutes: 40
+  infusions: {rng.randint(1, 8)}
+comparator:
+  type: {rng.choice(vocab.terms('comparator'))}
+primary_outcome: {_sentence(rng, 8)}
+outcomes:
+{''.join(outcomes)}results:
+- {_sentence(rng, 18)}
+- {_sentence(rng, 14)}
+adverse_events:
+  summary: {_sentence(rng, 14)}
+  events: [dissociation, blood-pressure]
+durability:
+  summary: {_sentence(rng, 12)}
+key_finding: {_sentence(rng, 20)}
+sources:
+- https://example.org/synthetic/{i}
+verified_fields: [title, authors, year]
+notes: synthetic record generated by benchmarks/synth.py; not a real study
+status: extracted
+added: 2026-01-01
+"""
+    return rid, text
+
+
+def generate(n: int, out: Path, seed: int = 42) -> Path:
+    """Write ``n`` records to ``out/studies`` (reusing an existing complete set)."""
+    studies = out / "studies"
+    marker = out / f".complete-{n}-{seed}"
+    if marker.exists():
+        return out
+    studies.mkdir(parents=True, exist_ok=True)
+    vocab = load_vocabulary()
+    rng = random.Random(seed)
+    for i in range(n):
+        rid, text = record(i, rng, vocab)
+        (studies / f"{rid}.yaml").write_text(text, encoding="utf-8")
+    marker.write_text("")
+    return out
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("n", type=int)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--seed", type=int, default=42)
+    args = ap.parse_args()
+    print(generate(args.n, args.out, args.seed))
