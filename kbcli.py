@@ -257,6 +257,8 @@ def new(ctx: click.Context, title, authors, year, design, conditions, sources, d
         design = design or click.prompt("Design", type=click.Choice(kb.vocab.terms("design")), default="rct")
         conditions = conditions or tuple(c.strip() for c in click.prompt("Conditions (comma-separated)", default="").split(",") if c.strip())
         sources = sources or tuple(s.strip() for s in click.prompt("Source URLs (space-separated)", default="").split() if s.strip())
+        doi = doi or click.prompt("DOI (blank if none)", default="", show_default=False).strip() or None
+        pmid = pmid or (None if doi else click.prompt("PMID (blank if none)", default="", show_default=False).strip() or None)
     result = new_study(kb, title=title, authors=list(authors), year=year, design=design, conditions=list(conditions),
                        sources=list(sources), doi=doi, pmid=pmid, journal=journal, study_id=study_id,
                        write=not print_only)
