@@ -418,7 +418,7 @@ class Study(Model):
     @classmethod
     def _no_et_al(cls, value: list[str]) -> list[str]:
         for a in value:
-            if a.strip().lower().rstrip(".") in {"et al", "et al"}:
+            if a.strip().lower().replace(".", "").replace(" ", "") in {"etal", "andothers", "others"}:
                 raise PydanticCustomError(
                     "et_al", "'et al.' is not an author; list the authors you know and set authors_truncated: true", {}
                 )
