@@ -257,7 +257,11 @@ class ContinuousData(Model):
 
 
 class EffectData(Model):
-    """An effect as reported (e.g. by a meta-analysis): measure, estimate and its CI or SE."""
+    """An effect as reported (e.g. by a meta-analysis): measure, estimate and its CI or SE.
+
+    Ratios (RR, OR, HR) are ketamine / comparator on their natural scale; differences (MD, SMD,
+    RD) are ketamine minus comparator, so a negative MD or SMD means lower scores with ketamine.
+    """
 
     type: Literal["effect"]
     measure: Term("effect_measure")
@@ -280,6 +284,9 @@ class Outcome(Model):
     timepoint: Text | None = Field(None, description='as reported, e.g. "24 h", "day 7", "end of treatment"')
     timepoint_days: Annotated[float, Field(ge=0)] | None = Field(None, description="the timepoint in days (1 h = 0.042)")
     definition: Text | None = Field(None, description='e.g. ">=50% reduction in MADRS from baseline"')
+    comparator: Term("comparator") | None = Field(
+        None, description="what this result compares ketamine with, when not the record's comparator (reviews)"
+    )
     primary: bool = False
     data: OutcomeData | None = None
     counts: Literal["stated", "derived"] | None = Field(

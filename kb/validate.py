@@ -329,18 +329,21 @@ def record_checks(study: Study, path: Path, add: Callable[..., None]) -> None:
                 if other and other != list_name:
                     add((list_name, i), f"'{name}' is listed under both {other} and {list_name}", code="verification")
                 listed[name] = list_name
-    if study.status == "verified" and study.unverified_fields:
-        add(("status",), "status is verified, but unverified_fields is not empty",
-            hint="a record is verified only when every number in it was seen in a source", code="verification")
     for i, entry in enumerate(study.unverified_fields):
         name = entry.split(" ")[0]
         if _field_name(entry) in FIELD_NAMES and _has_value(study, name):
-            add(("unverified_fields", i), f"'{name}' holds a value that no source confirmed",
-                severity="warning", hint="check it against a source, or remove the value", code="unverified")
+            if study.status == "verified":
+                add(("status",), f"status is verified, but '{name}' holds a value that no source confirmed",
+                    hint="a record is verified only when every number in it was seen in a source", code="verification")
+            else:
+                add(("unverified_fields", i), f"'{name}' holds a value that no source confirmed",
+                    severity="warning", hint="check it against a source, or remove the value", code="unverified")
 
-    if not study.doi and not study.pmid:
-        add(("id",), "no DOI or PMID, so duplicates of this study cannot be detected",
-            severity="warning", hint="look the study up on PubMed or the publisher's page", code="no-identifier")
+    searched = {"doi", "pmid"} & unverified  # looked for and not found: an honest, flagged gap
+    if not (study.doi or study.pmid or study.pmcid or searched):
+        add(("id",), "no DOI, PMID or PMCID, so duplicates of this study cannot be detected",
+            severity="warning", hint="look the study up on PubMed or the publisher's page, or list 'doi' under "
+            "unverified_fields if no source shows one", code="no-identifier")
 
     if study.retracted:
         r = study.retraction

@@ -33,7 +33,7 @@ class Term:
 
 def _norm(text: str) -> str:
     """Fold case, punctuation and spacing so that 'Post-traumatic' == 'post traumatic'."""
-    return re.sub(r"[\s_\-–.'’]+", " ", text.strip().lower()).strip()
+    return re.sub(r"[\s_\-–.,'’]+", " ", text.strip().lower()).strip()
 
 
 class Vocabulary:

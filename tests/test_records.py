@@ -50,7 +50,7 @@ effect = st.fixed_dictionaries({"type": st.just("effect"), "measure": term("effe
 outcome = st.fixed_dictionaries(
     {"outcome": term("outcome")},
     optional={"instrument": term("instrument"), "timepoint": text, "timepoint_days": st.floats(0, 400),
-              "definition": text, "primary": st.booleans(), "data": st.one_of(binary, continuous, effect),
+              "definition": text, "comparator": term("comparator"), "primary": st.booleans(), "data": st.one_of(binary, continuous, effect),
               "counts": st.sampled_from(["stated", "derived"]), "derivation": text, "pool": st.booleans(),
               "pool_note": text, "source": text, "result": multiline})
 

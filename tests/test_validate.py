@@ -108,7 +108,7 @@ def test_warnings_pass_unless_strict(runner):
     path = INVALID / "warnings-2020.yaml"
     ok = invoke(runner, "validate", path)
     assert ok.exit_code == 0
-    assert "warning: no DOI or PMID" in ok.output
+    assert "warning: no DOI, PMID or PMCID" in ok.output
     assert "outcomes[0].data: warning: numbers without a source" in ok.output
     assert "unverified_fields[0]: warning: 'n_randomized' holds a value that no source confirmed" in ok.output
     assert ok.output.splitlines()[-1] == "ok: 0 errors, 3 warnings; 1 file checked"
@@ -188,11 +188,11 @@ def test_single_file_is_checked_against_the_rest_of_the_kb(runner, kb_dir):
 
 
 def test_status_rules(tmp_path):
-    text = BASE.format(id="s-2020") + "doi: 10.5555/s\nstatus: verified\nunverified_fields: [journal]\n"
+    text = BASE.format(id="s-2020") + "doi: 10.5555/s\njournal: J\nstatus: verified\nunverified_fields: [journal]\n"
     _write(tmp_path, "s-2020.yaml", text)
     report = validate_paths([tmp_path])
     msgs = {p.message for p in report.problems if p.severity == "error"}
-    assert "status is verified, but unverified_fields is not empty" in msgs
+    assert "status is verified, but 'journal' holds a value that no source confirmed" in msgs
     assert "a record with status verified needs at least one condition" in msgs
     assert "a record with status verified needs a key_finding (one sentence)" in msgs
 
@@ -263,3 +263,12 @@ def test_parallel_run_matches_serial(tmp_path):
     finally:
         v.PARALLEL_THRESHOLD = old
     assert [p.format() for p in serial.problems] == [p.format() for p in parallel.problems]
+
+
+def test_missing_identifier_flagged_as_searched_is_not_warned(tmp_path):
+    _write(tmp_path, "n-2020.yaml", BASE.format(id="n-2020"))
+    assert [p.code for p in validate_paths([tmp_path]).problems] == ["no-identifier"]
+    _write(tmp_path, "n-2020.yaml", BASE.format(id="n-2020") + "unverified_fields: [doi (no publisher page found)]\n")
+    assert not validate_paths([tmp_path]).problems
+    _write(tmp_path, "n-2020.yaml", BASE.format(id="n-2020") + "pmcid: PMC3000408\n")
+    assert not validate_paths([tmp_path]).problems
