@@ -286,6 +286,22 @@ def _has_value(study: Study, path: str) -> bool:
     return value not in ([], {}, "")
 
 
+def _check_arm_counts(events: Any, total: Any, loc: tuple, add: Callable[..., None]) -> None:
+    if isinstance(events, int) and isinstance(total, int) and events > total:
+        add((*loc, "events"), f"events ({events}) exceed the arm's total ({total})", code="counts")
+
+
+def raw_count_checks(data: dict, add: Callable[..., None]) -> None:
+    """The count checks that need no valid record, so that a file with schema errors still gets them."""
+    outcomes = data.get("outcomes")
+    for i, o in enumerate(outcomes if isinstance(outcomes, list) else []):
+        d = o.get("data") if isinstance(o, dict) else None
+        arms = d.get("arms") if isinstance(d, dict) and d.get("type") == "binary" else None
+        for j, arm in enumerate(arms if isinstance(arms, list) else []):
+            if isinstance(arm, dict):
+                _check_arm_counts(arm.get("events"), arm.get("total"), ("outcomes", i, "data", "arms", j), add)
+
+
 def record_checks(study: Study, path: Path, add: Callable[..., None]) -> None:
     """Checks that need the whole record: counts, ids, verification, trust."""
     # id equals the file name
@@ -368,9 +384,7 @@ def record_checks(study: Study, path: Path, add: Callable[..., None]) -> None:
                     code="counts-flag")
         if d.type == "binary":
             for j, arm in enumerate(d.arms):
-                if arm.events > arm.total:
-                    add((*base, "data", "arms", j, "events"),
-                        f"events ({arm.events}) exceed the arm's total ({arm.total})", code="counts")
+                _check_arm_counts(arm.events, arm.total, (*base, "data", "arms", j), add)
         if d.type in ("binary", "continuous") and study.n_randomized is not None:
             totals = [a.total if d.type == "binary" else a.n for a in d.arms]
             if crossover:
@@ -418,17 +432,18 @@ def check_file(path: Path, vocab: Vocabulary, display: str | None = None) -> Fil
     data = loaded.data
     rid = data.get("id")
     res.record_id = rid if isinstance(rid, str) else path.stem
-    try:
-        study = validate_data(data, vocab)
-    except ValidationError as err:
-        res.problems.extend(_schema_problems(err, data, loaded, display))
-        _collect_keys(res, data, loaded)
-        return res
-
     def add(loc: tuple, message: str, severity: Severity = "error", hint: str | None = None,
             code: str = "record") -> None:
         line, col = yamlio.locate(loaded.node, loc)
         res.problems.append(Problem(display, line, col, yamlio.format_loc(loc), message, severity, hint, code))
+
+    try:
+        study = validate_data(data, vocab)
+    except ValidationError as err:
+        res.problems.extend(_schema_problems(err, data, loaded, display))
+        raw_count_checks(data, add)
+        _collect_keys(res, data, loaded)
+        return res
 
     record_checks(study, path, add)
     res.study = study

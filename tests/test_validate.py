@@ -52,6 +52,7 @@ CASES = {
         (7, 14, "conditions[0]", "vocabulary", "did you mean 'depression'?"),
         (8, 15, "n_randomized", "schema", "greater than or equal to 0"),
         (10, 12, "outcomes[0].outcome", "vocabulary", "did you mean 'response'?"),
+        (11, 50, "outcomes[0].data.arms[0].events", "counts", "events (3) exceed the arm's total (2)"),
         (12, 11, "sources[0]", "schema", "not a web address: 'not a url'"),
         (13, 8, "added", "schema", "expected a date, YYYY-MM-DD, got '2024-13-01'"),
     ],
