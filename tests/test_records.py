@@ -146,6 +146,16 @@ def test_vocabulary_synonyms_and_suggestions():
     assert VOCAB.canonical("drug", "ketamine") == "racemic-ketamine"
     assert VOCAB.canonical("comparator", "ECT") == "ect"
     assert VOCAB.canonical("condition", "CRPS") == "chronic-pain"
+    # what clinicians type: abbreviations, MeSH headings, brand names, instrument names
+    for cat, typed, term in [("condition", "MDD", "depression"), ("condition", "Depressive Disorder, Treatment-Resistant", "depression"),
+                             ("condition", "Stress Disorders, Post-Traumatic", "ptsd"), ("condition", "SI", "suicidal-ideation"),
+                             ("condition", "social phobia", "anxiety"), ("condition", "GAD", "anxiety"), ("condition", "OCD", "ocd"),
+                             ("condition", "fibromyalgia", "chronic-pain"), ("condition", "Neuralgia", "chronic-pain"),
+                             ("drug", "Ketalar", "racemic-ketamine"), ("drug", "Ketanest S", "esketamine"),
+                             ("instrument", "HDRS", "HAM-D"), ("instrument", "BSS", "SSI"), ("instrument", "YBOCS", "Y-BOCS"),
+                             ("instrument", "CAPS", "CAPS-5"), ("route", "intravenous", "iv"), ("route", "subcutaneous", "sc"),
+                             ("outcome", "hypertension", "blood-pressure"), ("outcome", "hypomania", "mania-switch")]:
+        assert VOCAB.canonical(cat, typed) == term, (cat, typed)
     assert VOCAB.suggest("condition", "depresion") == "depression"
     assert "esketamine" not in VOCAB.expansions("ketamine", ["drug"])
     assert "Spravato" in VOCAB.expansions("esketamine", ["drug"])
