@@ -129,6 +129,130 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, fmt: str
 
 
 @cli.command()
+@click.option("--rebuild", is_flag=True, help="Rebuild from scratch instead of updating what changed.")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), help="Processes for a full build (default: all cores).")
+@click.pass_context
+def index(ctx: click.Context, rebuild: bool, jobs: int | None) -> None:
+    """Build or update the search index in .kb/index (kb search does this by itself).
+
+    Only records whose content changed are re-indexed; a new kb version or a
+    changed vocabulary rebuilds everything. Records with errors are left out
+    and listed.
+
+    \b
+    Examples:
+      kb index
+      kb index --rebuild
+    """
+    from kb.index import SearchIndex
+
+    kb = _kb(ctx)
+    bar, update = _progress("indexing")
+    if bar:
+        bar.start()
+    try:
+        report = SearchIndex(kb).refresh(rebuild=rebuild, jobs=jobs, progress=update)
+    finally:
+        if bar:
+            bar.stop()
+    for p in report.problems:
+        click.echo(p.format(), err=True)
+    if report.rebuilt:
+        click.echo(f"indexed {report.records} records in {report.seconds:.1f} s "
+                   f"({report.shards} shard{'s' * (report.shards != 1)}; {report.reason})")
+    elif report.added or report.changed or report.deleted:
+        click.echo(f"updated the index in {report.seconds:.2f} s: {report.added} added, {report.changed} changed, "
+                   f"{report.deleted} deleted; {report.records} records")
+    else:
+        click.echo(f"index up to date: {report.records} records (checked in {report.seconds:.2f} s)")
+    if report.problems:
+        click.echo(f"{report.left_out} record file(s) with errors left out of the index; run `kb validate`", err=True)
+
+
+SEARCH_FORMATS = ("table", "json", "csv", "ids", "bibtex", "ris")
+
+
+@cli.command()
+@click.argument("query", nargs=-1)
+@click.option("--condition", multiple=True, help="Only these conditions (repeatable; synonyms accepted).")
+@click.option("--outcome", multiple=True, help="Only records reporting this outcome (repeatable).")
+@click.option("--design", multiple=True, help="Only these designs (repeatable).")
+@click.option("--route", multiple=True, help="Only this route: iv, sc, intranasal, ... (repeatable).")
+@click.option("--drug", multiple=True, help="Only this drug: racemic-ketamine, esketamine, ... (repeatable).")
+@click.option("--status", multiple=True, help="Only records with this status, e.g. verified.")
+@click.option("--year", metavar="RANGE", help="Publication years, e.g. 2015..2024, >=2018 or 2020.")
+@click.option("--min-n", type=click.IntRange(0), help="Only studies with at least this many participants.")
+@click.option("--sort", type=click.Choice(["relevance", "year", "n", "evidence"]), default="relevance",
+              show_default=True, help="evidence ranks meta-analyses and RCTs above cohorts and case series.")
+@click.option("--match", type=click.Choice(["auto", "all", "any"]), default="auto", show_default=True,
+              help="Whether every free-text term must match (auto: all for up to 3 terms, else ranked by how many).")
+@click.option("--limit", type=click.IntRange(0, 10_000), default=10, show_default=True)
+@click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(SEARCH_FORMATS), default="table", show_default=True,
+              help="json is a stable contract (see README); ids, bibtex and ris list the hits only.")
+@click.option("--no-facets", is_flag=True, help="Skip the facet counts.")
+@click.pass_context
+def search(ctx: click.Context, query: tuple[str, ...], condition, outcome, design, route, drug, status, year, min_n,
+           sort, match, limit, offset, fmt, no_facets) -> None:
+    """Search the records: free text, "phrases", AND/OR/NOT and field filters.
+
+    Filters in the query: condition:ptsd outcome:remission design:rct
+    route:iv drug:esketamine year:2015..2024 n:>=50 author:feder title:ketamine.
+    Synonyms and abbreviations expand (TRD, PTSD, SI, ECT, Spravato).
+    The index is refreshed first when records changed. Exit status: 0 with
+    results, 1 with none (suggestions are shown), 2 for a malformed query.
+
+    \b
+    Examples:
+      kb search "suicidal ideation rapid" --condition depression --design rct
+      kb search 'condition:ptsd outcome:response year:2015..2024' --sort evidence
+      kb search "blood pressure" --format json
+    """
+    from kb.search import SearchRequest
+    from kb.search import search as run_search
+
+    kb = _kb(ctx)
+    req = SearchRequest(query=" ".join(query), condition=list(condition), outcome=list(outcome), design=list(design),
+                        route=list(route), drug=list(drug), status=list(status), year=year, min_n=min_n, sort=sort,
+                        match=match, limit=limit, offset=offset, facets=not no_facets and fmt in ("table", "json"))
+    bar, update = _progress("updating the index")
+    if bar:
+        bar.start()
+    try:
+        result = run_search(kb, req, progress=update)
+    finally:
+        if bar:
+            bar.stop()
+    for note in result.notices:
+        click.echo(f"note: {note}", err=True)
+    _print_results(kb, result, fmt)
+    if result.total == 0:
+        ctx.exit(1)
+
+
+def _print_results(kb: KnowledgeBase, result, fmt: str) -> None:
+    from kb import render
+
+    if fmt == "json":
+        click.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+    elif fmt == "ids":
+        for h in result.hits:
+            click.echo(h.id)
+    elif fmt == "csv":
+        click.echo(render.results_csv(result), nl=False)
+    elif fmt in ("bibtex", "ris"):
+        from kb import citations
+        from kb.store import load_study
+
+        studies = [load_study(kb, h.id) for h in result.hits]
+        click.echo(citations.to_bibtex(studies) if fmt == "bibtex" else citations.to_ris(studies), nl=False)
+    else:
+        from rich.console import Console
+
+        render.results_table(result, Console(highlight=False, soft_wrap=False), kb.vocab)
+
+
+@cli.command()
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the schema to this file instead of standard output.")
 @click.option("--force", is_flag=True, help="Overwrite --output if it exists.")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import textwrap
 
 from .config import KnowledgeBase
@@ -113,3 +115,75 @@ def show(kb: KnowledgeBase, study: Study, fmt: str = "text") -> str:
     if fmt == "html":
         return make_env(kb).get_template("study.html").render(kb=kb, study=study, vocab=kb.vocab, root="")
     return as_text(kb, study)
+
+
+# -- search results ------------------------------------------------------------------------
+
+_MARKED = re.compile(r"<mark>(.*?)</mark>", re.S)
+
+
+def _rich_snippet(snippet: str) -> str:
+    """HTML snippet with <mark> -> rich markup, everything else shown as text."""
+    from rich.markup import escape
+
+    out, pos = [], 0
+    for m in _MARKED.finditer(snippet):
+        out.append(escape(html.unescape(snippet[pos:m.start()])))
+        out.append("[bold reverse]" + escape(html.unescape(m.group(1))) + "[/]")
+        pos = m.end()
+    out.append(escape(html.unescape(snippet[pos:])))
+    return "".join(out)
+
+
+def results_table(result, console, vocab) -> None:
+    """The results page for a terminal: ranked hits with snippets, then the facet counts."""
+    from rich.markup import escape
+
+    shown = f"{result.offset + 1}-{result.offset + len(result.hits)} of " if result.hits else ""
+    head = f"{shown}{result.total} result{'s' * (result.total != 1)}"
+    if result.query:
+        head += f' for "{escape(result.query)}"'
+    console.print(f"[bold]{head}[/bold]  [dim](sorted by {result.sort}; {result.seconds * 1000:.0f} ms)[/dim]")
+    for rank, h in enumerate(result.hits, result.offset + 1):
+        bits = [vocab.label("design", h.design)]
+        if h.n is not None:
+            bits.append(f"n={h.n}")
+        bits.append(str(h.year))
+        if h.route and h.route != "iv":
+            bits.append(f"route: {h.route}")
+        if h.drug in ("esketamine", "arketamine", "mixed"):
+            bits.append(vocab.label("drug", h.drug))
+        flag = "  [bold white on red] RETRACTED [/]" if h.retracted else ""
+        console.print(f"\n[bold]{rank:>2}. {escape(h.id)}[/bold]  [cyan]{escape(' · '.join(bits))}[/cyan]{flag}")
+        console.print(f"    {escape(h.title or '(title not verified)')}")
+        if h.snippet:
+            console.print(f"    [dim]…[/dim]{_rich_snippet(h.snippet)}[dim]…[/dim]")
+        if h.key_finding:
+            console.print(f"    [green]Key finding:[/green] {escape(h.key_finding)}")
+        if h.conditions or h.outcomes:
+            console.print(f"    [dim]{escape(', '.join(h.conditions))}"
+                          f"{' | outcomes: ' + escape(', '.join(h.outcomes)) if h.outcomes else ''}[/dim]")
+    if result.facets and result.total:
+        console.print()
+        for name, counts in result.facets.items():
+            if counts:
+                items = "  ".join(f"{escape(v)} [bold]{c}[/bold]" for v, c in counts.items())
+                console.print(f"[magenta]{name:>9}[/magenta]  {items}")
+    if result.suggestions:
+        console.print(f"\n[yellow]did you mean:[/yellow] {escape(' '.join(result.suggestions))}")
+    if result.total == 0:
+        console.print("[yellow]No study matched.[/yellow] Try fewer words, --match any, or drop a filter.")
+
+
+def results_csv(result) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "score", "title", "year", "design", "n", "conditions", "outcomes", "retracted", "doi", "pmid"])
+    for h in result.hits:
+        w.writerow([h.id, "" if h.score is None else h.score, h.title or "", h.year, h.design,
+                    "" if h.n is None else h.n, ";".join(h.conditions), ";".join(h.outcomes),
+                    "yes" if h.retracted else "", h.doi or "", h.pmid or ""])
+    return buf.getvalue()

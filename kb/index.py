@@ -1,0 +1,516 @@
+"""The search index: Whoosh behind one module, so the engine could be swapped.
+
+Layout in a knowledge base (ignored by git)::
+
+    .kb/index/kb-index.json     version, shard count, vocabulary hash
+    .kb/index/manifest.pickle   record file -> (size, mtime_ns, sha1): what the index holds
+    .kb/index/words.pickle      the words of the records, for "did you mean"
+    .kb/index/_s0_*.toc, s0_*.seg ...   one Whoosh index per shard
+
+Records are split into shards by path, one per core, so a full build runs on
+all cores (each worker parses, validates and indexes its own records) and a
+search reads the shards together as one index: statistics for ranking are
+summed across shards, so scores are the same as with a single index.
+
+Change detection is by content hash: a file whose size and mtime match the
+manifest is unchanged; any other file is hashed, and only a different hash
+counts as a change (git checkouts move mtimes backwards and forwards).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import re
+import shutil
+import time
+import zlib
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from .config import KnowledgeBase
+from .errors import KbError
+from .records import Study
+from .validate import Problem, check_file
+
+INDEX_VERSION = 3
+"""Bump when the schema, the analysis or the documents change: every index is rebuilt."""
+PARALLEL_MIN = 400
+TEXT_BOOSTS = {"title": 3.0, "key_finding": 2.5, "abstract": 1.0, "body": 0.7}
+EVIDENCE_RANK = {"meta-analysis": 6, "systematic-review": 5, "guideline": 4, "rct": 4, "crossover-rct": 4,
+                 "consensus-statement": 3, "open-label": 2, "cohort": 2, "case-series": 1, "other": 0}
+KEYWORD_FIELDS = ("condition", "outcome", "design", "route", "drug", "instrument", "topic", "comparator", "status")
+_WORD = re.compile(r"[A-Za-z][A-Za-z\-']{2,}")
+
+
+class IndexLocked(KbError):
+    """Another kb process is writing the index."""
+
+
+class IndexError_(KbError):
+    """The index could not be read or written."""
+
+
+# -- analysis and schema ------------------------------------------------------------
+
+
+def analyzer():
+    """English analysis with porter2 (Whoosh's default Porter stems "running" to "runn")."""
+    from whoosh.analysis import StemmingAnalyzer
+    from whoosh.lang.porter2 import stem
+
+    return StemmingAnalyzer(stemfn=stem, cachesize=50_000)
+
+
+def make_schema():
+    from whoosh import fields
+
+    text = analyzer()
+    kw = dict(commas=True, scorable=True)
+    return fields.Schema(
+        path=fields.ID(stored=True, unique=True),
+        id=fields.ID(stored=True),
+        title=fields.TEXT(analyzer=text, stored=True),
+        key_finding=fields.TEXT(analyzer=text, stored=True),
+        abstract=fields.TEXT(analyzer=text, stored=True),
+        body=fields.TEXT(analyzer=text),
+        author=fields.KEYWORD(commas=True, lowercase=True),
+        doi=fields.ID(),
+        pmid=fields.ID(),
+        **{name: fields.KEYWORD(**kw) for name in KEYWORD_FIELDS},
+        year=fields.NUMERIC(int, stored=True, sortable=True),
+        n=fields.NUMERIC(int, sortable=True, signed=True),
+        evidence=fields.NUMERIC(int, sortable=True),
+        meta=fields.STORED(),
+    )
+
+
+def _surname(author: str) -> str:
+    from .scaffold import surname
+
+    return surname(author).lower()
+
+
+def document(study: Study, relpath: str, vocab) -> dict:
+    """The index document for one record."""
+    label = vocab.label
+    body: list[str] = []
+    add = body.append
+    for v in (study.population, study.primary_outcome, study.blinding_details, study.sample_details, study.journal,
+              study.notes):
+        if v:
+            add(v)
+    body.extend(study.results)
+    body.extend(study.keywords)
+    body.extend(study.conflicts)
+    for c in study.conditions:
+        add(label("condition", c.term))
+        if c.subtype:
+            add(c.subtype)
+    body.extend(label("topic", t) for t in study.topics)
+    if study.intervention:
+        i = study.intervention
+        body.extend(x for x in (label("drug", i.drug), label("route", i.route), i.schedule, i.description) if x)
+    if study.comparator:
+        body.extend(x for x in (label("comparator", study.comparator.type), study.comparator.description) if x)
+    for o in study.outcomes:
+        body.extend(x for x in (label("outcome", o.outcome), o.instrument and label("instrument", o.instrument),
+                                o.timepoint, o.definition, o.result) if x)
+    if study.adverse_events:
+        body.extend(x for x in (study.adverse_events.summary, *(label("adverse_event", e) for e in study.adverse_events.events)) if x)
+    if study.durability:
+        body.extend(x for x in (study.durability.summary, study.durability.relapse) if x)
+    if study.review and study.review.details:
+        add(study.review.details)
+    if study.retracted:
+        add("retracted retraction")
+    outcomes = sorted({o.outcome for o in study.outcomes})
+    n = study.n
+    meta = {
+        "id": study.id, "title": study.title, "year": study.year, "design": study.design, "n": n,
+        "conditions": study.condition_terms, "outcomes": outcomes, "key_finding": study.key_finding,
+        "retracted": study.retracted, "status": study.status, "authors": study.authors[:3],
+        "authors_truncated": study.authors_truncated or len(study.authors) > 3, "journal": study.journal,
+        "doi": study.doi, "pmid": study.pmid,
+        "route": study.intervention.route if study.intervention else None,
+        "drug": study.intervention.drug if study.intervention else None,
+    }
+    doc = {
+        "path": relpath, "id": study.id, "title": study.title or "", "key_finding": study.key_finding or "",
+        "abstract": study.abstract or "", "body": "\n".join(body),
+        "author": ",".join(_surname(a) for a in study.authors) or None,
+        "doi": study.doi.lower() if study.doi else None, "pmid": study.pmid,
+        "condition": ",".join(study.condition_terms) or None,
+        "outcome": ",".join(outcomes) or None,
+        "design": study.design,
+        "route": study.intervention.route if study.intervention else None,
+        "drug": study.intervention.drug if study.intervention else None,
+        "instrument": ",".join(sorted({o.instrument for o in study.outcomes if o.instrument})) or None,
+        "topic": ",".join(study.topics) or None,
+        "comparator": ",".join(sorted(({study.comparator.type} if study.comparator else set())
+                                      | {o.comparator for o in study.outcomes if o.comparator})) or None,
+        "status": study.status,
+        "year": study.year,
+        "n": n if n is not None else -1,
+        "evidence": EVIDENCE_RANK.get(study.design, 0),
+        "meta": meta,
+    }
+    return {k: v for k, v in doc.items() if v is not None}
+
+
+def words_of(study: Study) -> Iterable[str]:
+    for text in (study.title, study.key_finding, study.abstract, *study.results):
+        if text:
+            yield from (w.lower() for w in _WORD.findall(text))
+
+
+# -- files and the manifest --------------------------------------------------------------
+
+
+@dataclass
+class FileState:
+    size: int
+    mtime_ns: int
+    sha1: str
+    ok: bool = True  # False: the record has errors and is not in the index
+
+
+def _scan(studies: Path) -> dict[str, tuple[int, int]]:
+    """relative path -> (size, mtime_ns) for every record file, recursively."""
+    out: dict[str, tuple[int, int]] = {}
+    stack = [(studies, "")]
+    while stack:
+        folder, prefix = stack.pop()
+        try:
+            entries = os.scandir(folder)
+        except FileNotFoundError:
+            continue
+        with entries:
+            for e in entries:
+                name = e.name
+                if name.startswith("."):
+                    continue
+                if e.is_dir(follow_symlinks=False):
+                    stack.append((Path(e.path), f"{prefix}{name}/"))
+                elif name.endswith((".yaml", ".yml")):
+                    st = e.stat()
+                    out[prefix + name] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def _sha1(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def shard_of(relpath: str, shards: int) -> int:
+    return zlib.crc32(relpath.encode()) % shards
+
+
+@dataclass
+class Changes:
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    touched: dict[str, FileState] = field(default_factory=dict)  # same content, new stat
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.changed or self.deleted)
+
+
+@dataclass
+class RefreshReport:
+    rebuilt: bool = False
+    reason: str | None = None
+    added: int = 0
+    changed: int = 0
+    deleted: int = 0
+    records: int = 0
+    shards: int = 1
+    seconds: float = 0.0
+    problems: list[Problem] = field(default_factory=list)  # errors that kept records out
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def left_out(self) -> int:
+        return len({p.file for p in self.problems})
+
+
+# -- building -------------------------------------------------------------------------------
+
+_PROGRESS = None  # a shared counter for worker processes (set before forking)
+
+
+def _index_files(storage_dir: str, indexname: str, studies: str, relpaths: list[str], root: str, vocab,
+                 create: bool, lock_timeout: float = 5.0) -> tuple[dict, list[Problem], Counter]:
+    """Parse, validate and add ``relpaths`` to one shard. Runs in a worker process or inline."""
+    from whoosh.filedb.filestore import FileStorage
+
+    storage = FileStorage(storage_dir, supports_mmap=False)
+    ix = storage.create_index(make_schema(), indexname=indexname) if create else storage.open_index(indexname)
+    manifest: dict[str, FileState] = {}
+    problems: list[Problem] = []
+    words: Counter = Counter()
+    writer = ix.writer(limitmb=192, timeout=lock_timeout)
+    try:
+        for i, rel in enumerate(relpaths, 1):
+            path = Path(studies) / rel
+            display = os.path.relpath(path, root)
+            try:
+                st = path.stat()
+                sha = _sha1(path)
+            except OSError:
+                continue  # deleted meanwhile: the next refresh notices
+            res = check_file(path, vocab, display)
+            errors = [p for p in res.problems if p.severity == "error"]
+            manifest[rel] = FileState(st.st_size, st.st_mtime_ns, sha, ok=not errors and res.study is not None)
+            if res.study is None or errors:
+                problems.extend(errors)
+                writer.delete_by_term("path", rel)
+            else:
+                if create:
+                    writer.add_document(**document(res.study, rel, vocab))
+                else:
+                    writer.update_document(**document(res.study, rel, vocab))
+                words.update(words_of(res.study))
+            if _PROGRESS is not None and i % 50 == 0:
+                with _PROGRESS.get_lock():
+                    _PROGRESS.value += 50
+        writer.commit()
+    except BaseException:
+        writer.cancel()
+        raise
+    if _PROGRESS is not None:
+        with _PROGRESS.get_lock():
+            _PROGRESS.value += len(relpaths) % 50
+    return manifest, problems, words
+
+
+def _shard_task(args):
+    return _index_files(*args)
+
+
+class SearchIndex:
+    """The index of one knowledge base."""
+
+    def __init__(self, kb: KnowledgeBase):
+        self.kb = kb
+        self.dir = kb.state_dir / "index"
+        self.meta_path = self.dir / "kb-index.json"
+        self.manifest_path = self.dir / "manifest.pickle"
+        self.words_path = self.dir / "words.pickle"
+
+    # -- state --------------------------------------------------------------------
+    def vocab_hash(self) -> str:
+        return hashlib.sha1(json.dumps(self.kb.vocab.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def read_meta(self) -> dict | None:
+        try:
+            return json.loads(self.meta_path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def why_rebuild(self) -> str | None:
+        meta = self.read_meta()
+        if meta is None:
+            return "no index yet" if not self.dir.exists() else "index metadata missing or unreadable"
+        if meta.get("version") != INDEX_VERSION:
+            return f"index format changed (version {meta.get('version')} -> {INDEX_VERSION})"
+        if meta.get("vocab") != self.vocab_hash():
+            return "vocabulary changed"
+        if not self.manifest_path.exists():
+            return "index manifest missing"
+        return None
+
+    def _load_manifest(self) -> dict[str, FileState]:
+        with open(self.manifest_path, "rb") as fh:
+            return pickle.load(fh)
+
+    def _save(self, path: Path, obj: Any) -> None:
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+
+    def changes(self, manifest: dict[str, FileState]) -> Changes:
+        """What differs between studies/ and the manifest (by content hash)."""
+        current = _scan(self.kb.studies_dir)
+        ch = Changes()
+        for rel, (size, mtime) in current.items():
+            known = manifest.get(rel)
+            if known is None:
+                ch.added.append(rel)
+            elif known.size != size or known.mtime_ns != mtime:
+                sha = _sha1(self.kb.studies_dir / rel)
+                if sha != known.sha1:
+                    ch.changed.append(rel)
+                else:
+                    ch.touched[rel] = FileState(size, mtime, sha)
+        ch.deleted = [rel for rel in manifest if rel not in current]
+        return ch
+
+    # -- building and refreshing ------------------------------------------------------
+    def refresh(self, *, rebuild: bool = False, jobs: int | None = None,
+                progress: Callable[[int, int], None] | None = None, lock_timeout: float = 2.0) -> RefreshReport:
+        """Bring the index up to date: a full build when needed, else only what changed."""
+        start = time.perf_counter()
+        reason = "--rebuild" if rebuild else self.why_rebuild()
+        if reason is None:
+            try:
+                manifest = self._load_manifest()
+            except Exception:  # noqa: BLE001 - unreadable manifest: rebuild
+                reason = "index manifest unreadable"
+        if reason is not None:
+            report = self._build(jobs=jobs, progress=progress)
+            report.rebuilt, report.reason = True, reason
+        else:
+            report = self._update(manifest, progress=progress, lock_timeout=lock_timeout)
+        report.seconds = time.perf_counter() - start
+        return report
+
+    def _build(self, *, jobs: int | None, progress: Callable[[int, int], None] | None) -> RefreshReport:
+        import multiprocessing as mp
+
+        files = sorted(_scan(self.kb.studies_dir))
+        jobs = jobs or os.cpu_count() or 1
+        shards = max(1, min(jobs, len(files) // PARALLEL_MIN or 1))
+        tmp = self.dir.with_name("index.building")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        groups: list[list[str]] = [[] for _ in range(shards)]
+        for rel in files:
+            groups[shard_of(rel, shards)].append(rel)
+        tasks = [(str(tmp), f"s{i}", str(self.kb.studies_dir), groups[i], str(self.kb.root), self.kb.vocab, True)
+                 for i in range(shards)]
+        manifest: dict[str, FileState] = {}
+        problems: list[Problem] = []
+        words: Counter = Counter()
+        global _PROGRESS
+        if shards == 1:
+            results = [_index_files(*tasks[0])]
+            if progress:
+                progress(len(files), len(files))
+        else:
+            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+            _PROGRESS = ctx.Value("i", 0)
+            try:
+                with ProcessPoolExecutor(max_workers=shards, mp_context=ctx) as pool:
+                    futures = [pool.submit(_shard_task, t) for t in tasks]
+                    while not all(f.done() for f in futures):
+                        if progress:
+                            progress(_PROGRESS.value, len(files))
+                        time.sleep(0.1)
+                    results = [f.result() for f in futures]
+            finally:
+                _PROGRESS = None
+            if progress:
+                progress(len(files), len(files))
+        for m, p, w in results:
+            manifest.update(m)
+            problems.extend(p)
+            words.update(w)
+        self._save(tmp / "manifest.pickle", manifest)
+        self._save(tmp / "words.pickle", dict(words))
+        (tmp / "kb-index.json").write_text(json.dumps(
+            {"version": INDEX_VERSION, "shards": shards, "vocab": self.vocab_hash(), "built": time.time()}))
+        # swap the new index in; a search running meanwhile keeps its open files
+        old = self.dir.with_name("index.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if self.dir.exists():
+            os.replace(self.dir, old)
+        os.replace(tmp, self.dir)
+        shutil.rmtree(old, ignore_errors=True)
+        problems.sort(key=lambda p: (p.file, p.line))
+        return RefreshReport(added=len(manifest), records=sum(f.ok for f in manifest.values()),
+                             shards=shards, problems=problems)
+
+    def _update(self, manifest: dict[str, FileState], *, progress, lock_timeout: float) -> RefreshReport:
+        meta = self.read_meta() or {}
+        shards = int(meta.get("shards", 1))
+        ch = self.changes(manifest)
+        report = RefreshReport(shards=shards)
+        if not ch and not ch.touched:
+            report.records = sum(f.ok for f in manifest.values())
+            return report
+        from whoosh.filedb.filestore import FileStorage
+        from whoosh.index import LockError
+
+        problems: list[Problem] = []
+        words: Counter = Counter()
+        if ch:
+            storage = FileStorage(str(self.dir), supports_mmap=False)
+            by_shard: dict[int, list[str]] = {}
+            for rel in ch.added + ch.changed:
+                by_shard.setdefault(shard_of(rel, shards), []).append(rel)
+            deleted_by_shard: dict[int, list[str]] = {}
+            for rel in ch.deleted:
+                deleted_by_shard.setdefault(shard_of(rel, shards), []).append(rel)
+            for shard in sorted(set(by_shard) | set(deleted_by_shard)):
+                name = f"s{shard}"
+                try:
+                    ix = storage.open_index(name)
+                    if deleted_by_shard.get(shard):
+                        w = ix.writer(timeout=lock_timeout)
+                        for rel in deleted_by_shard[shard]:
+                            w.delete_by_term("path", rel)
+                        w.commit()
+                except LockError:
+                    raise IndexLocked("the search index is being updated by another kb process",
+                                      hint="wait for it to finish, then try again") from None
+                for rel in deleted_by_shard.get(shard, []):
+                    manifest.pop(rel, None)
+                if by_shard.get(shard):
+                    try:
+                        m, p, w_ = _index_files(str(self.dir), name, str(self.kb.studies_dir), by_shard[shard],
+                                                str(self.kb.root), self.kb.vocab, False, lock_timeout)
+                    except LockError:
+                        raise IndexLocked("the search index is being updated by another kb process",
+                                          hint="wait for it to finish, then try again") from None
+                    manifest.update(m)
+                    problems.extend(p)
+                    words.update(w_)
+        manifest.update(ch.touched)
+        self._save(self.manifest_path, manifest)
+        if words:
+            try:
+                with open(self.words_path, "rb") as fh:
+                    known = pickle.load(fh)
+            except (OSError, pickle.PickleError, EOFError):
+                known = {}
+            for w, c in words.items():
+                known[w] = known.get(w, 0) + c
+            self._save(self.words_path, known)
+        report.added, report.changed, report.deleted = len(ch.added), len(ch.changed), len(ch.deleted)
+        report.records = sum(f.ok for f in manifest.values())
+        report.problems = problems
+        return report
+
+    # -- reading ------------------------------------------------------------------------
+    def open_searcher(self):
+        """A Whoosh searcher over every shard (one index as far as ranking is concerned)."""
+        from whoosh import reading, searching
+        from whoosh.filedb.filestore import FileStorage
+
+        meta = self.read_meta() or {}
+        shards = int(meta.get("shards", 1))
+        storage = FileStorage(str(self.dir), supports_mmap=False)
+        readers = [storage.open_index(f"s{i}").reader() for i in range(shards)]
+        reader = readers[0] if len(readers) == 1 else reading.MultiReader(readers)
+        return searching.Searcher(reader)
+
+    def invalid_count(self) -> int:
+        try:
+            return sum(not f.ok for f in self._load_manifest().values())
+        except Exception:  # noqa: BLE001
+            return 0
+
+    def words(self) -> dict[str, int]:
+        try:
+            with open(self.words_path, "rb") as fh:
+                return pickle.load(fh)
+        except (OSError, pickle.PickleError, EOFError):
+            return {}
