@@ -28,10 +28,13 @@ from .vocab import Vocabulary, load_vocabulary
 
 SCHEMA_VERSION = 1
 MIN_YEAR = 1900
+ET_AL = re.compile(r"^(?:and\s+)?(?:et\.?\s*al\.?|others)$", re.I)
 ID_RE = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*-(\d{4})[a-z]?$")
 DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
-PMID_RE = re.compile(r"^[1-9]\d{0,8}$")
-PMCID_RE = re.compile(r"^PMC\d{1,9}$")
+PMET_AL = re.compile(r"^(?:and\s+)?(?:et\.?\s*al\.?|others)$", re.I)
+ID_RE = re.compile(r"^[1-9]\d{0,8}$")
+PMCET_AL = re.compile(r"^(?:and\s+)?(?:et\.?\s*al\.?|others)$", re.I)
+ID_RE = re.compile(r"^PMC\d{1,9}$")
 REGISTRIES: dict[str, re.Pattern[str]] = {
     "ClinicalTrials.gov": re.compile(r"^NCT\d{8}$"),
     "EudraCT": re.compile(r"^(?:EUCTR)?\d{4}-\d{6}-\d{2}(?:-[A-Z]{2})?$"),
@@ -425,7 +428,7 @@ class Study(Model):
     @classmethod
     def _no_et_al(cls, value: list[str]) -> list[str]:
         for a in value:
-            if a.strip().lower().replace(".", "").replace(" ", "") in {"etal", "andothers", "others"}:
+            if ET_AL.match(a.strip()):
                 raise PydanticCustomError(
                     "et_al", "'et al.' is not an author; list the authors you know and set authors_truncated: true", {}
                 )

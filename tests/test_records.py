@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kb import yamlio
-from kb.records import Study, json_schema, record_data, validate_data
+from kb.records import ET_AL, Study, json_schema, record_data, validate_data
 from kb.scaffold import make_id, surname
 from kb.validate import check_file
 from kb.vocab import load_vocabulary
@@ -64,7 +64,7 @@ records = st.fixed_dictionaries(
     },
     optional={
         "title": text,
-        "authors": st.lists(text, max_size=4),
+        "authors": st.lists(text.filter(lambda a: not ET_AL.match(a)), max_size=4),
         "authors_truncated": st.booleans(),
         "journal": text,
         "volume": st.one_of(ident, st.integers(1, 400)),
