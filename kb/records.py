@@ -31,10 +31,8 @@ MIN_YEAR = 1900
 ET_AL = re.compile(r"^(?:and\s+)?(?:et\.?\s*al\.?|others)$", re.I)
 ID_RE = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*-(\d{4})[a-z]?$")
 DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
-PMET_AL = re.compile(r"^(?:and\s+)?(?:et\.?\s*al\.?|others)$", re.I)
-ID_RE = re.compile(r"^[1-9]\d{0,8}$")
-PMCET_AL = re.compile(r"^(?:and\s+)?(?:et\.?\s*al\.?|others)$", re.I)
-ID_RE = re.compile(r"^PMC\d{1,9}$")
+PMID_RE = re.compile(r"^[1-9]\d{0,8}$")
+PMCID_RE = re.compile(r"^PMC\d{1,9}$")
 REGISTRIES: dict[str, re.Pattern[str]] = {
     "ClinicalTrials.gov": re.compile(r"^NCT\d{8}$"),
     "EudraCT": re.compile(r"^(?:EUCTR)?\d{4}-\d{6}-\d{2}(?:-[A-Z]{2})?$"),
