@@ -38,7 +38,7 @@ from .errors import KbError
 from .records import Study
 from .validate import Problem, check_file
 
-INDEX_VERSION = 3
+INDEX_VERSION = 5
 """Bump when the schema, the analysis or the documents change: every index is rebuilt."""
 PARALLEL_MIN = 400
 TEXT_BOOSTS = {"title": 3.0, "key_finding": 2.5, "abstract": 1.0, "body": 0.7}
@@ -74,7 +74,7 @@ def make_schema():
     kw = dict(commas=True, scorable=True)
     return fields.Schema(
         path=fields.ID(stored=True, unique=True),
-        id=fields.ID(stored=True),
+        id=fields.ID(stored=True, sortable=True),
         title=fields.TEXT(analyzer=text, stored=True),
         key_finding=fields.TEXT(analyzer=text, stored=True),
         abstract=fields.TEXT(analyzer=text, stored=True),
@@ -101,6 +101,8 @@ def document(study: Study, relpath: str, vocab) -> dict:
     label = vocab.label
     body: list[str] = []
     add = body.append
+    if study.authors:
+        add(" ".join(study.authors))
     for v in (study.population, study.primary_outcome, study.blinding_details, study.sample_details, study.journal,
               study.notes):
         if v:
@@ -235,6 +237,10 @@ class RefreshReport:
     problems: list[Problem] = field(default_factory=list)  # errors that kept records out
     notices: list[str] = field(default_factory=list)
 
+    def __bool__(self) -> bool:
+        """True when the refresh changed the index."""
+        return bool(self.rebuilt or self.added or self.changed or self.deleted)
+
     @property
     def left_out(self) -> int:
         return len({p.file for p in self.problems})
@@ -292,6 +298,31 @@ def _index_files(storage_dir: str, indexname: str, studies: str, relpaths: list[
 
 def _shard_task(args):
     return _index_files(*args)
+
+
+_SEARCHER = None
+
+
+def _searcher_class():
+    """Whoosh's Searcher, with BM25F's average field length taken over the whole index.
+
+    Whoosh computes it in each segment's sub-searcher as the *whole* index's total length divided
+    by the *segment's* document count, so a document's score would depend on which segment (or
+    shard) holds it. Here both come from the top searcher.
+    """
+    global _SEARCHER
+    if _SEARCHER is None:
+        from whoosh import searching
+
+        class Searcher(searching.Searcher):
+            def avg_field_length(self, fieldname, default=None):
+                if not self.schema[fieldname].scorable:
+                    return default
+                top = self.get_parent()
+                return top.field_length(fieldname) / (top.doc_count_all() or 1)
+
+        _SEARCHER = Searcher
+    return _SEARCHER
 
 
 class SearchIndex:
@@ -492,15 +523,22 @@ class SearchIndex:
     # -- reading ------------------------------------------------------------------------
     def open_searcher(self):
         """A Whoosh searcher over every shard (one index as far as ranking is concerned)."""
-        from whoosh import reading, searching
+        from whoosh import reading
         from whoosh.filedb.filestore import FileStorage
 
         meta = self.read_meta() or {}
         shards = int(meta.get("shards", 1))
         storage = FileStorage(str(self.dir), supports_mmap=False)
-        readers = [storage.open_index(f"s{i}").reader() for i in range(shards)]
+        readers = []
+        try:
+            for i in range(shards):
+                readers.append(storage.open_index(f"s{i}").reader())
+        except BaseException:
+            for r in readers:
+                r.close()
+            raise
         reader = readers[0] if len(readers) == 1 else reading.MultiReader(readers)
-        return searching.Searcher(reader)
+        return _searcher_class()(reader)
 
     def invalid_count(self) -> int:
         try:

@@ -217,7 +217,7 @@ def compile_query(node, vocab: Vocabulary, match: str):
     free = [q for q in free if q is not Q.NullQuery]
     if free:
         if match == "any" and len(free) > 1:
-            required.insert(0, Q.Or(free, scale=0.9))
+            required.insert(0, Q.Or(free))
         else:
             required = free + required
     return _and(required)
@@ -410,13 +410,17 @@ def search(kb: KnowledgeBase, req: SearchRequest, *, refresh: bool = True,
             match = "all" if _free_count(parse_query(req.query, kb.vocab)) <= AUTO_ALL_MAX else "any"
         q = compile_query(tree, kb.vocab, match)
         sort = req.sort if (req.sort != "relevance" or free_text(tree)) else "evidence"
-        sortedby = None
+        # ties are broken by id, so that the order never depends on how records were sharded
+        sortedby = [sorting.ScoreFacet(), sorting.FieldFacet("id")]
         if sort == "year":
-            sortedby = [sorting.FieldFacet("year", reverse=True), sorting.FieldFacet("evidence", reverse=True)]
+            sortedby = [sorting.FieldFacet("year", reverse=True), sorting.FieldFacet("evidence", reverse=True),
+                        sorting.FieldFacet("id")]
         elif sort == "n":
-            sortedby = [sorting.FieldFacet("n", reverse=True), sorting.FieldFacet("year", reverse=True)]
+            sortedby = [sorting.FieldFacet("n", reverse=True), sorting.FieldFacet("year", reverse=True),
+                        sorting.FieldFacet("id")]
         elif sort == "evidence":
-            sortedby = [sorting.FieldFacet("evidence", reverse=True), sorting.FieldFacet("year", reverse=True)]
+            sortedby = [sorting.FieldFacet("evidence", reverse=True), sorting.FieldFacet("year", reverse=True),
+                        sorting.FieldFacet("id")]
         want = req.offset + req.limit
         results = searcher.search(q, limit=max(want, 1), sortedby=sortedby)
         from whoosh import highlight
@@ -427,8 +431,11 @@ def search(kb: KnowledgeBase, req: SearchRequest, *, refresh: bool = True,
         hits = []
         for h in page:
             meta = h["meta"]
+            score = h.score
+            if isinstance(score, tuple):  # sorted by (score, id): Whoosh gives the sort key, score negated
+                score = -score[0] if sort == "relevance" else None
             hits.append(Hit(
-                id=meta["id"], score=round(h.score, 4) if sort == "relevance" and h.score is not None else None,
+                id=meta["id"], score=round(score, 4) if sort == "relevance" and score is not None else None,
                 title=meta["title"], year=meta["year"], design=meta["design"], n=meta["n"],
                 conditions=meta["conditions"], outcomes=meta["outcomes"], snippet=_snippet(h),
                 key_finding=meta["key_finding"], retracted=meta["retracted"], status=meta["status"],

@@ -1,0 +1,335 @@
+"""kb index and kb search on a copy of the bundled knowledge base."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kb.config import open_kb
+from kb.index import SearchIndex, analyzer
+from kb.search import SearchRequest, search
+
+from .conftest import ROOT, invoke
+
+
+@pytest.fixture(scope="module")
+def kbroot(tmp_path_factory) -> Path:
+    """A copy of the bundled knowledge base with its index built once."""
+    root = tmp_path_factory.mktemp("ketamine-kb")
+    shutil.copytree(ROOT / "studies", root / "studies")
+    shutil.copy(ROOT / "kb.yaml", root / "kb.yaml")
+    SearchIndex(open_kb(root)).refresh()
+    return root
+
+
+def _copy(tmp_path: Path) -> Path:
+    root = tmp_path / "kb"
+    shutil.copytree(ROOT / "studies", root / "studies")
+    shutil.copy(ROOT / "kb.yaml", root / "kb.yaml")
+    return root
+
+
+def run(runner, root, *args):
+    return invoke(runner, "--kb", root, "search", *args)
+
+
+def data(runner, root, *args) -> dict:
+    result = run(runner, root, *args, "--format", "json")
+    assert result.exit_code in (0, 1), result.output
+    return json.loads(result.stdout)
+
+
+def ids(runner, root, *args) -> list[str]:
+    result = run(runner, root, *args, "--format", "ids", "--limit", "100")
+    return result.stdout.split()
+
+
+def test_the_issue_example(runner, kbroot):
+    result = run(runner, kbroot, "suicidal ideation rapid", "--condition", "depression", "--design", "rct")
+    assert result.exit_code == 0, result.output
+    d = data(runner, kbroot, "suicidal ideation rapid", "--condition", "depression", "--design", "rct")
+    assert d["total"] >= 2
+    for h in d["hits"]:
+        assert h["design"] == "rct" and "depression" in h["conditions"]
+        assert "<mark>" in h["snippet"]
+    assert set(d["facets"]) == {"condition", "outcome", "design", "year"}
+    assert d["facets"]["design"] == {"rct": d["total"]}
+    # a study about rapid reduction of suicidal ideation ranks first
+    assert d["hits"][0]["id"] in {"grunebaum-2018", "murrough-2015", "zolghadriha-2024"}
+
+
+def test_json_contract(runner, kbroot):
+    d = data(runner, kbroot, "ketamine", "--limit", "3")
+    assert set(d) >= {"query", "total", "hits", "facets", "offset", "limit", "sort", "match", "suggestions", "notices"}
+    hit = d["hits"][0]
+    for key in ("id", "score", "title", "year", "design", "n", "conditions", "outcomes", "snippet", "retracted"):
+        assert key in hit
+    assert d["total"] == 65
+    assert sum(d["facets"]["design"].values()) == 65
+
+
+@pytest.mark.parametrize("query,expected", [
+    ("TRD", "treatment-resistant depression"),
+    ('"treatment-resistant depression"', "TRD"),
+    ("PTSD", "posttraumatic stress disorder"),
+    ("SI", "suicidal ideation"),
+    ("ECT", "electroconvulsive therapy"),
+    ("CRPS", "complex regional pain syndrome"),
+    ("Spravato", "esketamine"),
+])
+def test_abbreviations_expand_both_ways(runner, kbroot, query, expected):
+    found = set(ids(runner, kbroot, query))
+    direct = set(ids(runner, kbroot, f'"{expected}"' if " " in expected else expected))
+    assert found and direct and found & direct
+    assert direct <= found or found <= direct or len(found & direct) >= 1
+
+
+def test_ptsd_finds_the_ptsd_trials(runner, kbroot):
+    found = ids(runner, kbroot, "PTSD")
+    assert {"feder-2014", "feder-2021", "abdallah-2022"} <= set(found)
+
+
+def test_esketamine_and_racemic_stay_distinct(runner, kbroot):
+    kb = open_kb(kbroot)
+    found = ids(runner, kbroot, "esketamine")
+    assert "noppers-2011" in found  # S-ketamine infusion trial
+    assert "feder-2014" not in found and "murrough-2013" not in found  # racemic/unspecified, no esketamine
+    for sid in found:
+        text = (kbroot / "studies" / f"{sid}.yaml").read_text().lower()
+        assert any(w in text for w in ("esketamine", "s-ketamine", "s(+)-ketamine", "spravato")), sid
+
+
+def test_porter2_stemming():
+    stem = [t.text for t in analyzer()("running randomized associations associated")]
+    assert stem == ["run", "random", "associ", "associ"]
+
+
+def test_word_families_match(runner, kbroot):
+    assert set(ids(runner, kbroot, "randomised")) == set(ids(runner, kbroot, "randomized")) or \
+        set(ids(runner, kbroot, "infusion")) == set(ids(runner, kbroot, "infusions"))
+    assert set(ids(runner, kbroot, "infusion")) == set(ids(runner, kbroot, "infusions"))
+
+
+def test_field_filters(runner, kbroot):
+    d = data(runner, kbroot, "condition:ptsd design:rct,crossover-rct route:iv year:2014..2022", "--limit", "50")
+    assert d["total"] >= 3
+    for h in d["hits"]:
+        assert "ptsd" in h["conditions"] and h["design"] in ("rct", "crossover-rct") and 2014 <= h["year"] <= 2022
+    d = data(runner, kbroot, "n:>=100", "--limit", "100")
+    assert d["total"] and all(h["n"] is not None and h["n"] >= 100 for h in d["hits"])
+
+
+def test_options_equal_query_filters(runner, kbroot):
+    a = ids(runner, kbroot, "ketamine condition:bipolar year:>=2015 n:>=13")
+    b = ids(runner, kbroot, "ketamine", "--condition", "bipolar", "--year", ">=2015", "--min-n", "13")
+    assert a == b and a
+
+
+def test_boolean_operators(runner, kbroot):
+    both = set(ids(runner, kbroot, "fibromyalgia AND CRPS"))
+    either = set(ids(runner, kbroot, "fibromyalgia OR CRPS"))
+    fib = set(ids(runner, kbroot, "fibromyalgia"))
+    crps = set(ids(runner, kbroot, "CRPS"))
+    assert both == fib & crps and either == fib | crps
+    assert set(ids(runner, kbroot, "CRPS NOT fibromyalgia")) == crps - fib
+    assert set(ids(runner, kbroot, "CRPS -fibromyalgia")) == crps - fib
+
+
+def test_sorting_and_paging(runner, kbroot):
+    years = [h["year"] for h in data(runner, kbroot, "depression", "--sort", "year", "--limit", "20")["hits"]]
+    assert years == sorted(years, reverse=True)
+    ns = [h["n"] for h in data(runner, kbroot, "depression", "--sort", "n", "--limit", "10")["hits"]]
+    assert ns == sorted(ns, key=lambda n: -1 if n is None else n, reverse=True)
+    rank = {"meta-analysis": 6, "systematic-review": 5, "rct": 4, "crossover-rct": 4, "consensus-statement": 3,
+            "open-label": 2, "cohort": 2, "case-series": 1}
+    designs = [h["design"] for h in data(runner, kbroot, "depression", "--sort", "evidence", "--limit", "40")["hits"]]
+    assert [rank[d] for d in designs] == sorted((rank[d] for d in designs), reverse=True)
+    first = ids(runner, kbroot, "depression", "--sort", "year")
+    page = data(runner, kbroot, "depression", "--sort", "year", "--limit", "5", "--offset", "5")
+    assert [h["id"] for h in page["hits"]] == first[5:10]
+
+
+def test_retracted_is_marked_everywhere(runner, kbroot):
+    d = data(runner, kbroot, "bipolar meta-analysis", "--limit", "50")
+    hit = next(h for h in d["hits"] if h["id"] == "parsaik-2015")
+    assert hit["retracted"] is True
+    table = run(runner, kbroot, "parsaik")
+    assert "RETRACTED" in table.output
+    assert "retracted" in run(runner, kbroot, "parsaik", "--format", "csv").output.splitlines()[0] + "yes"
+    assert "RETRACTED" in run(runner, kbroot, "parsaik", "--format", "bibtex").output
+    assert "N1  - RETRACTED" in run(runner, kbroot, "parsaik", "--format", "ris").output
+
+
+def test_no_results_exit_1_with_suggestion(runner, kbroot):
+    result = run(runner, kbroot, "ketamnie")
+    assert result.exit_code == 1
+    assert "did you mean: ketamine" in result.output
+
+
+@pytest.mark.parametrize("query,message", [
+    ('"suicidal ideation', "unbalanced quote"),
+    ("cond:ptsd", "unknown field 'cond'; did you mean 'condition'?"),
+    ("year:20x5", "bad range 'year:20x5'"),
+    ("year:2024..2015", "empty range"),
+    ("condition:depresion", "did you mean 'depression'?"),
+    ("(ketamine", "unbalanced parenthesis"),
+])
+def test_bad_queries_exit_2(runner, kbroot, query, message):
+    result = run(runner, kbroot, query)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unknown_field_lists_valid_ones(runner, kbroot):
+    result = run(runner, kbroot, "flavour:sweet")
+    assert "fields: condition, outcome, design" in result.output
+
+
+def test_formats(runner, kbroot):
+    csv = run(runner, kbroot, "PTSD", "--format", "csv").stdout.splitlines()
+    assert csv[0] == "id,score,title,year,design,n,conditions,outcomes,retracted,doi,pmid"
+    bib = run(runner, kbroot, "feder", "--format", "bibtex").stdout
+    assert "@article{feder_2014," in bib and "doi = {10.1001/jamapsychiatry.2014.62}" in bib
+    ris = run(runner, kbroot, "feder", "--format", "ris").stdout
+    assert "TY  - JOUR" in ris and "DO  - 10.1001/jamapsychiatry.2014.62" in ris and ris.count("ER  - ") >= 1
+
+
+def test_snippets_escape_record_text(runner, tmp_path):
+    root = tmp_path / "kb"
+    (root / "studies").mkdir(parents=True)
+    (root / "studies" / "xss-2020.yaml").write_text(
+        "id: xss-2020\ntitle: A <script>alert(1)</script> ketamine trial\nauthors: [Xss A]\nyear: 2020\n"
+        "doi: 10.5555/xss\ndesign: rct\nabstract: <b>bold</b> ketamine & more\nsources: [https://example.org/x]\n"
+        "added: 2024-01-01\n")
+    d = data(runner, root, "ketamine")
+    snippet = d["hits"][0]["snippet"]
+    assert "<script>" not in snippet and "<b>" not in snippet
+    assert "&lt;/b&gt;" in snippet and "&amp;" in snippet and "<mark>ketamine</mark>" in snippet
+
+
+# -- keeping the index fresh -------------------------------------------------------------------
+
+
+def test_incremental_refresh_by_content_hash(tmp_path):
+    root = _copy(tmp_path)
+    kb = open_kb(root)
+    idx = SearchIndex(kb)
+    first = idx.refresh()
+    assert first.rebuilt and first.records == 65
+    assert not idx.refresh()  # nothing changed: nothing to do
+    # new mtime, same content (a git checkout): not re-indexed
+    p = root / "studies" / "feder-2014.yaml"
+    os.utime(p, ns=(1, 1))
+    r = idx.refresh()
+    assert (r.added, r.changed, r.deleted) == (0, 0, 0)
+    # changed content with an OLDER mtime is still noticed
+    st = p.stat()
+    p.write_text(p.read_text().replace("proof-of-concept", "zanzibarian proof-of-concept"))
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns - 10**9))
+    r = idx.refresh()
+    assert r.changed == 1
+    assert [h.id for h in search(kb, SearchRequest(query="zanzibarian")).hits] == ["feder-2014"]
+    # deleted and added files
+    (root / "studies" / "feder-2014.yaml").unlink()
+    shutil.copy(ROOT / "studies" / "feder-2014.yaml", root / "studies" / "feder-2014b.yaml")
+    r = idx.refresh()
+    assert (r.added, r.deleted) == (1, 1)
+    res = search(kb, SearchRequest(query="zanzibarian"))
+    assert res.total == 0
+    # feder-2014b.yaml has id feder-2014: an error, so it is left out and said so
+    res = search(kb, SearchRequest(query="ketamine", limit=100))
+    assert res.total == 64
+    assert any("with errors left out" in n for n in res.notices)
+
+
+def test_search_refreshes_automatically(runner, tmp_path):
+    root = _copy(tmp_path)
+    assert ids(runner, root, "quokka") == []
+    p = root / "studies" / "su-2023.yaml"
+    p.write_text(p.read_text().replace("key_finding: One ketamine", "key_finding: One quokka-friendly ketamine"))
+    assert ids(runner, root, "quokka") == ["su-2023"]
+
+
+def test_version_bump_rebuilds(tmp_path, monkeypatch):
+    root = _copy(tmp_path)
+    kb = open_kb(root)
+    SearchIndex(kb).refresh()
+    import kb.index as index_module
+
+    monkeypatch.setattr(index_module, "INDEX_VERSION", index_module.INDEX_VERSION + 1)
+    r = SearchIndex(kb).refresh()
+    assert r.rebuilt and "format changed" in r.reason
+
+
+def test_corrupt_index_is_rebuilt_with_a_notice(runner, tmp_path):
+    root = _copy(tmp_path)
+    SearchIndex(open_kb(root)).refresh()
+    for seg in (root / ".kb" / "index").glob("*.seg"):
+        seg.write_bytes(b"garbage")
+    result = run(runner, root, "PTSD")
+    assert result.exit_code == 0, result.output
+    assert "note: the index could not be read" in result.output
+
+
+def test_missing_index_metadata_rebuilds(runner, tmp_path):
+    root = _copy(tmp_path)
+    SearchIndex(open_kb(root)).refresh()
+    (root / ".kb" / "index" / "kb-index.json").unlink()
+    result = run(runner, root, "PTSD")
+    assert result.exit_code == 0
+    assert "index rebuilt (index metadata missing or unreadable)" in result.output
+
+
+def test_locked_index_is_a_clear_message_not_a_hang(runner, tmp_path):
+    from whoosh.filedb.filestore import FileStorage
+
+    root = _copy(tmp_path)
+    SearchIndex(open_kb(root)).refresh()
+    p = root / "studies" / "su-2023.yaml"
+    p.write_text(p.read_text().replace("key_finding: One ketamine", "key_finding: One wombat ketamine"))
+    meta = json.loads((root / ".kb" / "index" / "kb-index.json").read_text())
+    storage = FileStorage(str(root / ".kb" / "index"))
+    writers = [storage.open_index(f"s{i}").writer() for i in range(meta["shards"])]
+    try:
+        result = invoke(runner, "--kb", root, "index")
+        assert result.exit_code == 1
+        assert "being updated by another kb process" in result.output
+        searched = run(runner, root, "PTSD")
+        assert searched.exit_code == 0
+        assert "another kb process is updating the index" in searched.output
+    finally:
+        for w in writers:
+            w.cancel()
+    assert ids(runner, root, "wombat") == ["su-2023"]
+
+
+def test_kb_index_command(runner, tmp_path):
+    root = _copy(tmp_path)
+    first = invoke(runner, "--kb", root, "index")
+    assert first.exit_code == 0 and "indexed 65 records" in first.output
+    again = invoke(runner, "--kb", root, "index")
+    assert "index up to date: 65 records" in again.output
+    rebuilt = invoke(runner, "--kb", root, "index", "--rebuild")
+    assert "indexed 65 records" in rebuilt.output and "--rebuild" in rebuilt.output
+
+
+def test_parallel_build_matches_single(tmp_path, monkeypatch):
+    """Shards built on two cores rank exactly like one index."""
+    import kb.index as index_module
+
+    one = _copy(tmp_path / "one")
+    two = _copy(tmp_path / "two")
+    SearchIndex(open_kb(one)).refresh(jobs=1)
+    monkeypatch.setattr(index_module, "PARALLEL_MIN", 10)
+    report = SearchIndex(open_kb(two)).refresh(jobs=2)
+    assert report.shards == 2
+    for q in ("suicidal ideation", "blood pressure dissociation", "PTSD midazolam"):
+        a = search(open_kb(one), SearchRequest(query=q, match="any", limit=20))
+        b = search(open_kb(two), SearchRequest(query=q, match="any", limit=20))
+        assert [(h.id, h.score) for h in a.hits] == [(h.id, h.score) for h in b.hits]
+        assert a.facets == b.facets and a.total == b.total
