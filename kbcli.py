@@ -27,6 +27,9 @@ class KbGroup(click.Group):
             ctx.exit(e.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
             raise
+        except BrokenPipeError:  # `kb search ... | head`: the reader left; not an error
+            sys.stderr.close()
+            ctx.exit(0)
         except Exception as e:  # a bug in kb, not bad input: one line, and the trace on request
             if os.environ.get("KB_DEBUG"):
                 raise
@@ -247,9 +250,10 @@ def _print_results(kb: KnowledgeBase, result, fmt: str) -> None:
         studies = [load_study(kb, h.id) for h in result.hits]
         click.echo(citations.to_bibtex(studies) if fmt == "bibtex" else citations.to_ris(studies), nl=False)
     else:
-        from rich.console import Console
+        import shutil
 
-        render.results_table(result, Console(highlight=False, soft_wrap=False), kb.vocab)
+        width = min(shutil.get_terminal_size((100, 24)).columns, 120)
+        render.results_table(result, click.echo, click.style, kb.vocab, width=width)
 
 
 @cli.command()

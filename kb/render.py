@@ -7,10 +7,12 @@ import json
 import re
 import textwrap
 
+from typing import TYPE_CHECKING
+
 from .config import KnowledgeBase
-from .records import Study, record_data
-from .templating import make_env
-from . import yamlio
+
+if TYPE_CHECKING:
+    from .records import Study
 
 FORMATS = ("text", "yaml", "json", "html")
 
@@ -108,6 +110,10 @@ def as_text(kb: KnowledgeBase, s: Study) -> str:
 
 
 def show(kb: KnowledgeBase, study: Study, fmt: str = "text") -> str:
+    from . import yamlio
+    from .records import record_data
+    from .templating import make_env
+
     if fmt == "yaml":
         return yamlio.dump(record_data(study))
     if fmt == "json":
@@ -122,28 +128,32 @@ def show(kb: KnowledgeBase, study: Study, fmt: str = "text") -> str:
 _MARKED = re.compile(r"<mark>(.*?)</mark>", re.S)
 
 
-def _rich_snippet(snippet: str) -> str:
-    """HTML snippet with <mark> -> rich markup, everything else shown as text."""
-    from rich.markup import escape
-
+def _styled_snippet(snippet: str, style) -> str:
+    """HTML snippet with <mark> -> terminal emphasis, everything else shown as text."""
     out, pos = [], 0
     for m in _MARKED.finditer(snippet):
-        out.append(escape(html.unescape(snippet[pos:m.start()])))
-        out.append("[bold reverse]" + escape(html.unescape(m.group(1))) + "[/]")
+        out.append(html.unescape(snippet[pos:m.start()]))
+        out.append(style(html.unescape(m.group(1)), bold=True, reverse=True))
         pos = m.end()
-    out.append(escape(html.unescape(snippet[pos:])))
+    out.append(html.unescape(snippet[pos:]))
     return "".join(out)
 
 
-def results_table(result, console, vocab) -> None:
-    """The results page for a terminal: ranked hits with snippets, then the facet counts."""
-    from rich.markup import escape
+def _wrapped(text: str, indent: int = 4, width: int = 100) -> str:
+    return textwrap.fill(text, width=width, initial_indent=" " * indent, subsequent_indent=" " * indent,
+                         break_long_words=False, break_on_hyphens=False)
 
+
+def results_table(result, echo, style, vocab, width: int = 100) -> None:
+    """The results page for a terminal: ranked hits with snippets, then the facet counts.
+
+    ``echo`` and ``style`` are click.echo and click.style (colour is dropped when not a terminal).
+    """
     shown = f"{result.offset + 1}-{result.offset + len(result.hits)} of " if result.hits else ""
     head = f"{shown}{result.total} result{'s' * (result.total != 1)}"
     if result.query:
-        head += f' for "{escape(result.query)}"'
-    console.print(f"[bold]{head}[/bold]  [dim](sorted by {result.sort}; {result.seconds * 1000:.0f} ms)[/dim]")
+        head += f' for "{result.query}"'
+    echo(style(head, bold=True) + style(f"  (sorted by {result.sort}; {result.seconds * 1000:.0f} ms)", dim=True))
     for rank, h in enumerate(result.hits, result.offset + 1):
         bits = [vocab.label("design", h.design)]
         if h.n is not None:
@@ -153,26 +163,32 @@ def results_table(result, console, vocab) -> None:
             bits.append(f"route: {h.route}")
         if h.drug in ("esketamine", "arketamine", "mixed"):
             bits.append(vocab.label("drug", h.drug))
-        flag = "  [bold white on red] RETRACTED [/]" if h.retracted else ""
-        console.print(f"\n[bold]{rank:>2}. {escape(h.id)}[/bold]  [cyan]{escape(' · '.join(bits))}[/cyan]{flag}")
-        console.print(f"    {escape(h.title or '(title not verified)')}")
+        flag = "  " + style(" RETRACTED ", fg="white", bg="red", bold=True) if h.retracted else ""
+        echo("")
+        echo(style(f"{rank:>2}. {h.id}", bold=True) + "  " + style(" · ".join(bits), fg="cyan") + flag)
+        echo(_wrapped(h.title or "(title not verified)", width=width))
         if h.snippet:
-            console.print(f"    [dim]…[/dim]{_rich_snippet(h.snippet)}[dim]…[/dim]")
+            # wrap the plain text first, then emphasise the marked words
+            plain = _MARKED.sub(lambda m: "\x00" + m.group(1) + "\x01", h.snippet)
+            wrapped = _wrapped("… " + html.unescape(plain) + " …", width=width)
+            echo(re.sub("\x00(.*?)\x01", lambda m: style(m.group(1), bold=True, reverse=True), wrapped, flags=re.S)
+                 .replace("\x00", "").replace("\x01", ""))
         if h.key_finding:
-            console.print(f"    [green]Key finding:[/green] {escape(h.key_finding)}")
+            echo(_wrapped("Key finding: " + h.key_finding, width=width))
         if h.conditions or h.outcomes:
-            console.print(f"    [dim]{escape(', '.join(h.conditions))}"
-                          f"{' | outcomes: ' + escape(', '.join(h.outcomes)) if h.outcomes else ''}[/dim]")
+            extra = ", ".join(h.conditions) + (" | outcomes: " + ", ".join(h.outcomes) if h.outcomes else "")
+            echo(style(_wrapped(extra, width=width), dim=True))
     if result.facets and result.total:
-        console.print()
+        echo("")
         for name, counts in result.facets.items():
             if counts:
-                items = "  ".join(f"{escape(v)} [bold]{c}[/bold]" for v, c in counts.items())
-                console.print(f"[magenta]{name:>9}[/magenta]  {items}")
+                items = "  ".join(f"{v} {style(str(c), bold=True)}" for v, c in counts.items())
+                echo(style(f"{name:>9}", fg="magenta") + "  " + items)
     if result.suggestions:
-        console.print(f"\n[yellow]did you mean:[/yellow] {escape(' '.join(result.suggestions))}")
+        echo("")
+        echo(style("did you mean: ", fg="yellow") + " ".join(result.suggestions))
     if result.total == 0:
-        console.print("[yellow]No study matched.[/yellow] Try fewer words, --match any, or drop a filter.")
+        echo(style("No study matched.", fg="yellow") + " Try fewer words, --match any, or drop a filter.")
 
 
 def results_csv(result) -> str:

@@ -7,8 +7,11 @@ highlighted snippets and "did you mean" suggestions.
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import html
+import os
+import pickle
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,7 +20,7 @@ from typing import Any, Callable
 
 from .config import KnowledgeBase
 from .errors import BadRequest, KbError
-from .index import EVIDENCE_RANK, KEYWORD_FIELDS, TEXT_BOOSTS, IndexLocked, SearchIndex, analyzer
+from .index import TEXT_BOOSTS, IndexLocked, SearchIndex, analyzer, tag
 from .query import Bool, Filter, Not, Range, Text, free_text, parse_query, parse_range
 from .vocab import Vocabulary
 
@@ -25,6 +28,7 @@ SORTS = ("relevance", "year", "n", "evidence")
 MATCHES = ("auto", "all", "any")
 FACETS = ("condition", "outcome", "design", "year")
 SUGGEST_CATEGORIES = ("condition", "outcome", "topic", "instrument", "comparator", "route", "drug", "design")
+MIN_YEAR, MAX_YEAR = 1900, datetime.date.today().year + 1
 AUTO_ALL_MAX = 3
 """With --match auto, up to this many free-text terms must all match; longer queries rank by how many match."""
 
@@ -169,27 +173,28 @@ def text_query(t: Text, vocab: Vocabulary):
 def _filter_query(f: Filter):
     from whoosh import query as Q
 
-    if f.field in KEYWORD_FIELDS:
-        terms = [Q.Term(f.field, v) for v in f.values]
-    elif f.field == "author":
-        terms = [Q.Term("author", v.lower()) for v in f.values]
-    elif f.field == "title":
+    if f.field == "title":
         words = [w for w, _ in _analyze(f.values[0])]
         return Q.And([Q.Term("title", w) for w in words]) if words else Q.NullQuery
-    elif f.field == "doi":
-        terms = [Q.Term("doi", v.lower()) for v in f.values]
+    if f.field == "id":
+        terms = [Q.Term("id", v) for v in f.values]
     else:
-        terms = [Q.Term(f.field, v) for v in f.values]
+        terms = [Q.Term("tags", tag(f.field, v)) for v in f.values]
     return terms[0] if len(terms) == 1 else Q.Or(terms)
 
 
 def _range_query(r: Range):
     from whoosh import query as Q
 
+    if r.field == "year":
+        low = max(r.low if r.low is not None else MIN_YEAR, MIN_YEAR)
+        high = min(r.high if r.high is not None else MAX_YEAR, MAX_YEAR)
+        terms = [Q.Term("tags", tag("year", y)) for y in range(low, high + 1)]
+        return Q.Or(terms) if len(terms) > 1 else (terms[0] if terms else Q.NullQuery)
     low = r.low
-    if r.field == "n" and (low is None or low < 0):
+    if low is None or low < 0:
         low = 0  # unknown sample sizes are stored as -1 and never match an n: filter
-    return Q.NumericRange(r.field, low, r.high)
+    return Q.NumericRange("n", low, r.high)
 
 
 def compile_query(node, vocab: Vocabulary, match: str):
@@ -260,70 +265,100 @@ def _free_count(node) -> int:
     return 1
 
 
-# -- facets --------------------------------------------------------------------------------
+# -- per-segment caches: facet bitsets and sort columns ---------------------------------------
+
+FACET_PREFIXES = ("condition=", "outcome=", "design=")
 
 
-class Facets:
-    """Per-value document sets for the facet fields, cached on disk per index version."""
+class SegmentCache:
+    """For one index segment: a bitset (a Python int) of its documents per facet value, and its
+    id, year, n and evidence columns. Segments never change once written, so each is computed
+    once, on first use, and kept beside the index; an update adds a small new segment."""
+
+    def __init__(self, reader, cache_dir):
+        seg = reader.segment()
+        name = f"cache-{seg.indexname}-{seg.segment_id()}.pickle"
+        path = cache_dir / name
+        try:
+            with open(path, "rb") as fh:
+                self.__dict__.update(pickle.load(fh))
+            return
+        except (OSError, EOFError, pickle.PickleError, AttributeError):
+            pass
+        size = reader.doc_count_all()
+        self.ids = list(reader.column_reader("id"))
+        self.ids = [i.decode() if isinstance(i, bytes) else i for i in self.ids]
+        self.year = list(reader.column_reader("year"))
+        self.evidence = list(reader.column_reader("evidence"))
+        n_col = reader.column_reader("n") if reader.has_column("n") else None
+        self.n = list(n_col) if n_col is not None else [-1] * size
+        self.bits: dict[str, int] = {}
+        for raw in reader.lexicon("tags"):
+            term = raw.decode() if isinstance(raw, bytes) else raw
+            if term.startswith(FACET_PREFIXES):
+                self.bits[term] = _bitset(reader.postings("tags", term).all_ids(), size)
+        bands: dict[str, list[int]] = {}
+        for docnum, y in enumerate(self.year):
+            if y:
+                start = y - y % 5
+                bands.setdefault(f"year={start}-{start + 4}", []).append(docnum)
+        for term, docs in bands.items():
+            self.bits[term] = _bitset(docs, size)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                pickle.dump(self.__dict__, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only index still searches; it just recomputes
+
+
+def _bitset(docnums, size: int) -> int:
+    buf = bytearray((size >> 3) + 1)
+    for d in docnums:
+        buf[d >> 3] |= 1 << (d & 7)
+    return int.from_bytes(buf, "little")
+
+
+class IndexCache:
+    """The segment caches of a whole (multi-shard, multi-segment) index, in global docnums."""
 
     def __init__(self, searcher, cache_dir):
-        import numpy as np
-
-        self.np = np
         reader = searcher.reader()
+        leaves = reader.leaf_readers() if not reader.is_atomic() else [(reader, 0)]
+        self.segments = [(SegmentCache(r, cache_dir), offset) for r, offset in leaves]
         self.size = reader.doc_count_all()
-        key = f"{self.size}-" + "-".join(str(getattr(r, "generation", lambda: 0)() if callable(getattr(r, "generation", None)) else 0)
-                                           for r in _leaves(reader))
-        path = cache_dir / f"facets-{_hash(key + _toc_stamp(cache_dir))}.npz"
-        self.sets: dict[str, dict[str, Any]] = {}
-        if path.exists():
-            try:
-                data = np.load(path, allow_pickle=False)
-                for k in data.files:
-                    fname, value = k.split("\x1f", 1)
-                    self.sets.setdefault(fname, {})[value] = np.unpackbits(data[k], count=self.size).astype(bool)
-                return
-            except Exception:  # noqa: BLE001 - a bad cache is rebuilt
-                self.sets = {}
-        for fname in ("condition", "outcome", "design"):
-            for raw in reader.lexicon(fname):
-                value = raw.decode() if isinstance(raw, bytes) else raw
-                arr = np.zeros(self.size, dtype=bool)
-                arr[np.fromiter(reader.postings(fname, value).all_ids(), dtype=np.int64)] = True
-                self.sets.setdefault(fname, {})[value] = arr
-        years = np.zeros(self.size, dtype=np.int32)
-        for docnum, stored in reader.iter_docs():
-            years[docnum] = stored.get("year") or 0
-        for band in sorted({y - y % 5 for y in years.tolist() if y}):
-            self.sets.setdefault("year", {})[f"{band}-{band + 4}"] = (years >= band) & (years <= band + 4)
-        for old in cache_dir.glob("facets-*.npz"):
-            old.unlink(missing_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **{f"{f}\x1f{v}": np.packbits(a) for f, vs in self.sets.items() for v, a in vs.items()})
-        tmp.replace(path)
+        self.ids: list[str] = []
+        self.year: list[int] = []
+        self.n: list[int] = []
+        self.evidence: list[int] = []
+        for cache, _ in self.segments:
+            self.ids += cache.ids
+            self.year += cache.year
+            self.n += cache.n
+            self.evidence += cache.evidence
+        terms = {t for cache, _ in self.segments for t in cache.bits}
+        self.bits = {t: sum(cache.bits.get(t, 0) << offset for cache, offset in self.segments) for t in terms}
+        _prune_caches(cache_dir, {f"cache-{r.segment().indexname}-{r.segment().segment_id()}.pickle"
+                                  for r, _ in leaves})
 
-    def counts(self, mask) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
-        for fname in FACETS:
-            counts = {v: int(self.np.count_nonzero(mask & a)) for v, a in self.sets.get(fname, {}).items()}
-            items = sorted(((v, c) for v, c in counts.items() if c),
-                           key=(lambda kv: kv[0]) if fname == "year" else (lambda kv: (-kv[1], kv[0])))
-            out[fname] = dict(items)
+    def facets(self, match: int) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {name: {} for name in FACETS}
+        for term, bits in self.bits.items():
+            count = (match & bits).bit_count()
+            if count:
+                name, value = term.split("=", 1)
+                out["year" if name == "year" else name][value] = count
+        for name, counts in out.items():
+            items = sorted(counts.items(), key=(lambda kv: kv[0]) if name == "year" else (lambda kv: (-kv[1], kv[0])))
+            out[name] = dict(items)
         return out
 
 
-def _leaves(reader) -> list:
-    return list(reader.readers) if hasattr(reader, "readers") else [reader]
-
-
-def _toc_stamp(index_dir) -> str:
-    return ",".join(sorted(p.name for p in index_dir.glob("_s*_*.toc")))
-
-
-def _hash(text: str) -> str:
-    import hashlib
-
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
+def _prune_caches(cache_dir, keep: set[str]) -> None:
+    for p in cache_dir.glob("cache-*.pickle"):
+        if p.name not in keep:
+            p.unlink(missing_ok=True)
 
 
 # -- snippets and suggestions ---------------------------------------------------------------
@@ -331,15 +366,31 @@ def _hash(text: str) -> str:
 _MARK = re.compile(r'<(/?)(?:b|mark|strong)(?: class="[^"]*")?>')
 
 
-def _snippet(hit, fields=("abstract", "key_finding", "title")) -> str:
-    for fname in fields:
-        try:
-            text = hit.highlights(fname, top=2)
-        except KeyError:
-            text = ""
-        if text:
-            return _MARK.sub(lambda m: f"<{m.group(1)}mark>", text.replace("...", " … "))
-    kf = hit.get("key_finding") or hit.get("title") or ""
+def _highlight_terms(tree, vocab: Vocabulary) -> frozenset[str]:
+    words: set[str] = set()
+    for t in free_text(tree):
+        _VOCABS[id(vocab)] = vocab
+        for text in (t.text, *_expansions(id(vocab), t.text)):
+            words.update(w for w, _ in _analyze(text))
+    return frozenset(words)
+
+
+def snippet(stored: dict, terms: frozenset[str]) -> str:
+    from whoosh import highlight
+
+    global _ANALYZER
+    if _ANALYZER is None:
+        _ANALYZER = analyzer()
+    if terms:
+        for fname in ("abstract", "key_finding", "title"):
+            text = stored.get(fname) or ""
+            if not text:
+                continue
+            out = highlight.highlight(text, terms, _ANALYZER, highlight.ContextFragmenter(maxchars=240, surround=70),
+                                      highlight.HtmlFormatter(tagname="mark", between=" … "), top=2)
+            if out:
+                return _MARK.sub(lambda m: f"<{m.group(1)}mark>", out)
+    kf = stored.get("key_finding") or stored.get("title") or ""
     return html.escape(kf[:240] + ("…" if len(kf) > 240 else ""))
 
 
@@ -370,7 +421,7 @@ def _suggest(words: list[str], known: dict[str, int], searcher, vocab: Vocabular
 def search(kb: KnowledgeBase, req: SearchRequest, *, refresh: bool = True,
            progress: Callable[[int, int], None] | None = None) -> SearchResult:
     """Search ``kb``, refreshing its index first when records changed."""
-    from whoosh import sorting
+    import heapq
 
     started = time.perf_counter()
     if req.sort not in SORTS:
@@ -386,8 +437,6 @@ def search(kb: KnowledgeBase, req: SearchRequest, *, refresh: bool = True,
             if report.rebuilt:
                 notices.append(f"index {'built' if report.reason == 'no index yet' else 'rebuilt'} "
                                f"({report.reason}): {report.records} records")
-            elif report:
-                pass
         except IndexLocked:
             if idx.read_meta() is None:
                 raise
@@ -410,52 +459,41 @@ def search(kb: KnowledgeBase, req: SearchRequest, *, refresh: bool = True,
             match = "all" if _free_count(parse_query(req.query, kb.vocab)) <= AUTO_ALL_MAX else "any"
         q = compile_query(tree, kb.vocab, match)
         sort = req.sort if (req.sort != "relevance" or free_text(tree)) else "evidence"
-        # ties are broken by id, so that the order never depends on how records were sharded
-        sortedby = [sorting.ScoreFacet(), sorting.FieldFacet("id")]
-        if sort == "year":
-            sortedby = [sorting.FieldFacet("year", reverse=True), sorting.FieldFacet("evidence", reverse=True),
-                        sorting.FieldFacet("id")]
-        elif sort == "n":
-            sortedby = [sorting.FieldFacet("n", reverse=True), sorting.FieldFacet("year", reverse=True),
-                        sorting.FieldFacet("id")]
-        elif sort == "evidence":
-            sortedby = [sorting.FieldFacet("evidence", reverse=True), sorting.FieldFacet("year", reverse=True),
-                        sorting.FieldFacet("id")]
+        cache = IndexCache(searcher, idx.dir)
+        matched = sorted(searcher.docs_for_query(q))
+        total = len(matched)
         want = req.offset + req.limit
-        results = searcher.search(q, limit=max(want, 1), sortedby=sortedby)
-        from whoosh import highlight
-
-        results.fragmenter = highlight.ContextFragmenter(maxchars=240, surround=70)
-        results.formatter = highlight.HtmlFormatter(tagname="mark", between=" … ")
-        page = results[req.offset:want] if want else []
+        scores: dict[int, float] = {}
+        if sort == "relevance":
+            # top hits by score; equal scores are ordered by id, never by where a record sits in the index
+            results = searcher.search(q, limit=want + 20 if want else 1)
+            scored = sorted(((h.score, cache.ids[h.docnum], h.docnum) for h in results),
+                            key=lambda t: (-round(t[0], 9), t[1]))
+            page_docs = [d for _, _, d in scored[req.offset:want]]
+            scores = {d: s for s, _, d in scored}
+        else:
+            y, n, ev, ids = cache.year, cache.n, cache.evidence, cache.ids
+            key = {"year": lambda d: (-y[d], -ev[d], ids[d]), "n": lambda d: (-n[d], -y[d], ids[d]),
+                   "evidence": lambda d: (-ev[d], -y[d], ids[d])}[sort]
+            page_docs = heapq.nsmallest(want, matched, key=key)[req.offset:] if want else []
+        terms = _highlight_terms(tree, kb.vocab)
         hits = []
-        for h in page:
-            meta = h["meta"]
-            score = h.score
-            if isinstance(score, tuple):  # sorted by (score, id): Whoosh gives the sort key, score negated
-                score = -score[0] if sort == "relevance" else None
+        for docnum in page_docs:
+            stored = searcher.stored_fields(docnum)
+            meta = stored["meta"]
+            score = scores.get(docnum)
             hits.append(Hit(
-                id=meta["id"], score=round(score, 4) if sort == "relevance" and score is not None else None,
+                id=meta["id"], score=round(score, 4) if score is not None else None,
                 title=meta["title"], year=meta["year"], design=meta["design"], n=meta["n"],
-                conditions=meta["conditions"], outcomes=meta["outcomes"], snippet=_snippet(h),
+                conditions=meta["conditions"], outcomes=meta["outcomes"], snippet=snippet(stored, terms),
                 key_finding=meta["key_finding"], retracted=meta["retracted"], status=meta["status"],
                 authors=meta["authors"], authors_truncated=meta["authors_truncated"], journal=meta["journal"],
-                doi=meta["doi"], pmid=meta["pmid"], route=meta["route"], drug=meta["drug"], path=h["path"]))
-        import numpy as np
-
-        mask = np.zeros(searcher.reader().doc_count_all(), dtype=bool)
-        ids = np.fromiter(searcher.docs_for_query(q), dtype=np.int64)
-        mask[ids] = True
-        total = int(ids.size)
-        facets = Facets(searcher, idx.dir).counts(mask) if req.facets else {}
+                doi=meta["doi"], pmid=meta["pmid"], route=meta["route"], drug=meta["drug"], path=stored["path"]))
+        facets = cache.facets(_bitset(matched, cache.size)) if req.facets else {}
         suggestions: list[str] = []
-        if total == 0 or total < 3:
+        if total < 3:
             words = [t.text for t in free_text(tree) if not t.phrase]
-            suggestions = [s for s in _suggest(words, idx.words(), searcher, kb.vocab)]
+            suggestions = _suggest(words, idx.words(), searcher, kb.vocab)
     return SearchResult(query=req.query, total=total, hits=hits, facets=facets, sort=sort, match=match,
                         limit=req.limit, offset=req.offset, notices=notices, suggestions=suggestions,
                         seconds=time.perf_counter() - started)
-
-
-def evidence_label(design: str) -> int:
-    return EVIDENCE_RANK.get(design, 0)
