@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from .config import KnowledgeBase
 from .errors import BadRequest, KbError
-from .index import TEXT_BOOSTS, IndexLocked, SearchIndex, analyzer, tag
+from .index import TEXT_BOOSTS, IndexLocked, SearchIndex, analyzer, known_phrases, stems, tag, term_postings
 from .query import Bool, Filter, Not, Range, Text, free_text, parse_query, parse_range
 from .vocab import Vocabulary
 
@@ -105,27 +105,22 @@ _ANALYZER = None
 
 
 def _analyze(text: str) -> list[tuple[str, int]]:
-    global _ANALYZER
-    if _ANALYZER is None:
-        _ANALYZER = analyzer()
-    return [(t.text, t.pos) for t in _ANALYZER(text, positions=True)]
+    return [(w, i) for i, w in enumerate(stems(text))]
 
 
-def _text_clauses(text: str, weight: float) -> list:
+def _text_clauses(text: str, weight: float, known: frozenset = frozenset()) -> list:
     from whoosh import query as Q
 
     toks = _analyze(text)
     if not toks:
         return []
     words = [w for w, _ in toks]
-    slop = max((b - a for (_, a), (_, b) in zip(toks, toks[1:])), default=1)
-    out = []
-    for fname, boost in TEXT_BOOSTS.items():
-        if len(words) == 1:
-            out.append(Q.Term(fname, words[0], boost=boost * weight))
-        else:
-            out.append(Q.Phrase(fname, words, slop=slop, boost=boost * weight))
-    return out
+    if len(words) == 1:
+        return [Q.Term("text", words[0], boost=weight)]
+    if tuple(words) in known or _HYPHENATED_WORD.fullmatch(text.strip()):
+        return [Q.Term("phrases", " ".join(words), boost=weight)]  # indexed as one term: no position checks
+    # the text field holds stems without stopwords, one position each: the phrase's stems are adjacent
+    return [Q.Phrase("text", words, slop=1, boost=weight)]
 
 
 @lru_cache(maxsize=4096)
@@ -157,14 +152,18 @@ def _lossy(text: str) -> bool:
     return any(len(run) == 1 for run in re.findall(r"[A-Za-z0-9]+", text)) and len(re.findall(r"\w+", text)) > 1
 
 
+_HYPHENATED_WORD = re.compile(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)+")
+
+
 def text_query(t: Text, vocab: Vocabulary):
     from whoosh import query as Q
 
     _VOCABS[id(vocab)] = vocab
+    known = known_phrases(vocab)
     variants = tuple(v for v in _expansions(id(vocab), t.text) if not _lossy(v))
-    clauses = [] if (_lossy(t.text) and variants) else _text_clauses(t.text, 1.0)
+    clauses = [] if (_lossy(t.text) and variants) else _text_clauses(t.text, 1.0, known)
     for v in variants:
-        clauses.extend(_text_clauses(v, 0.8))
+        clauses.extend(_text_clauses(v, 0.8, known))
     if not clauses:
         return None
     return clauses[0] if len(clauses) == 1 else Q.Or(clauses)
@@ -268,6 +267,8 @@ def _free_count(node) -> int:
 # -- per-segment caches: facet bitsets and sort columns ---------------------------------------
 
 FACET_PREFIXES = ("condition=", "outcome=", "design=")
+SCORED_FIELDS = ("text", "phrases")
+K1, B = 1.2, 0.75  # BM25, as Whoosh's BM25F defaults
 
 
 class SegmentCache:
@@ -277,7 +278,12 @@ class SegmentCache:
 
     def __init__(self, reader, cache_dir):
         seg = reader.segment()
-        name = f"cache-{seg.indexname}-{seg.segment_id()}.pickle"
+        if seg is None:  # an empty reader (a shard with no records)
+            size = reader.doc_count_all()
+            self.ids, self.year, self.evidence, self.n, self.bits = [""] * size, [0] * size, [0] * size, [-1] * size, {}
+            self.dl = {f: [0] * size for f in SCORED_FIELDS}
+            return
+        name = _cache_name(reader)
         path = cache_dir / name
         try:
             with open(path, "rb") as fh:
@@ -292,6 +298,8 @@ class SegmentCache:
         self.evidence = list(reader.column_reader("evidence"))
         n_col = reader.column_reader("n") if reader.has_column("n") else None
         self.n = list(n_col) if n_col is not None else [-1] * size
+        # field lengths as Whoosh stores them (one byte, lossy), for BM25's length normalisation
+        self.dl = {f: [reader.doc_field_length(d, f, 0) for d in range(size)] for f in SCORED_FIELDS}
         self.bits: dict[str, int] = {}
         for raw in reader.lexicon("tags"):
             term = raw.decode() if isinstance(raw, bytes) else raw
@@ -321,10 +329,26 @@ def _bitset(docnums, size: int) -> int:
 
 
 class IndexCache:
-    """The segment caches of a whole (multi-shard, multi-segment) index, in global docnums."""
+    """The segment caches of a whole (multi-shard, multi-segment) index, in global docnums.
 
-    def __init__(self, searcher, cache_dir):
-        reader = searcher.reader()
+    Kept for the life of the process while the index does not change (a warm process pays once).
+    """
+
+    _last: "tuple[tuple, IndexCache] | None" = None
+
+    @classmethod
+    def get(cls, reader, cache_dir) -> "IndexCache":
+        leaves = _leaf_list(reader)
+        key = (str(cache_dir), tuple(_cache_name(r) if r.segment() is not None else f"empty{o}" for r, o in leaves),
+               reader.doc_count_all())
+        if cls._last is not None and cls._last[0] == key:
+            return cls._last[1]
+        cache = cls(reader, cache_dir)
+        cls._last = (key, cache)
+        return cache
+
+    def __init__(self, reader, cache_dir):
+        self._orders: dict[str, list[int]] = {}
         leaves = reader.leaf_readers() if not reader.is_atomic() else [(reader, 0)]
         self.segments = [(SegmentCache(r, cache_dir), offset) for r, offset in leaves]
         self.size = reader.doc_count_all()
@@ -332,15 +356,29 @@ class IndexCache:
         self.year: list[int] = []
         self.n: list[int] = []
         self.evidence: list[int] = []
+        self.dl: dict[str, list[int]] = {f: [] for f in SCORED_FIELDS}
         for cache, _ in self.segments:
             self.ids += cache.ids
             self.year += cache.year
             self.n += cache.n
             self.evidence += cache.evidence
+            for f in SCORED_FIELDS:
+                self.dl[f] += cache.dl[f]
+        self.avgdl = {f: reader.field_length(f) / (self.size or 1) for f in SCORED_FIELDS}
+        self.df_total = self.size
+        self._np: dict = {}
         terms = {t for cache, _ in self.segments for t in cache.bits}
         self.bits = {t: sum(cache.bits.get(t, 0) << offset for cache, offset in self.segments) for t in terms}
-        _prune_caches(cache_dir, {f"cache-{r.segment().indexname}-{r.segment().segment_id()}.pickle"
-                                  for r, _ in leaves})
+        _prune_caches(cache_dir, {_cache_name(r) for r, _ in leaves if r.segment() is not None})
+
+    def order(self, sort: str) -> list[int]:
+        """Every docnum, best first for ``sort`` (ties by id), computed once per index version."""
+        if sort not in self._orders:
+            y, n, ev, ids = self.year, self.n, self.evidence, self.ids
+            key = {"year": lambda d: (-y[d], -ev[d], ids[d]), "n": lambda d: (-n[d], -y[d], ids[d]),
+                   "evidence": lambda d: (-ev[d], -y[d], ids[d])}[sort]
+            self._orders[sort] = sorted(range(self.size), key=key)
+        return self._orders[sort]
 
     def facets(self, match: int) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {name: {} for name in FACETS}
@@ -353,6 +391,181 @@ class IndexCache:
             items = sorted(counts.items(), key=(lambda kv: kv[0]) if name == "year" else (lambda kv: (-kv[1], kv[0])))
             out[name] = dict(items)
         return out
+
+
+class BitMatcher:
+    """Which documents match a query, as a Python-int bitset (bit i = global docnum i).
+
+    Term postings become bitsets once and are kept (per index version) for later queries;
+    And, Or and Not are then single integer operations, and counting is int.bit_count(). Only
+    phrases of arbitrary words still walk Whoosh's position-checking matcher.
+    """
+
+    _terms: "dict[tuple, int]" = {}
+    _key: tuple = ()
+    LIMIT = 4096
+
+    def __init__(self, reader, cache: IndexCache):
+        from whoosh import query as Q
+
+        self.Q = Q
+        self.reader = reader
+        self.cache = cache
+        key = tuple(_cache_name(r) for r, _ in _leaf_list(self.reader) if r.segment() is not None)
+        if key != BitMatcher._key:
+            BitMatcher._terms, BitMatcher._postings, BitMatcher._key = {}, {}, key
+        self.live = self._live()
+
+    def _live(self) -> int:
+        everything = (1 << self.cache.size) - 1
+        if not self.reader.has_deletions():
+            return everything
+        deleted = [d for d in range(self.cache.size) if self.reader.is_deleted(d)]
+        return everything & ~_bitset(deleted, self.cache.size)
+
+    def term(self, field: str, text: str) -> int:
+        key = (field, text)
+        bits = BitMatcher._terms.get(key)
+        if bits is None:
+            ids, _ = self.postings(field, text)
+            bits = _bitset(ids, self.cache.size)
+            if len(BitMatcher._terms) >= self.LIMIT:
+                BitMatcher._terms.pop(next(iter(BitMatcher._terms)))
+            BitMatcher._terms[key] = bits
+        return bits
+
+    def bits(self, q) -> int:
+        return self._bits(q) & self.live
+
+    def _bits(self, q) -> int:
+        Q = self.Q
+        if isinstance(q, Q.Term):
+            return self.term(q.fieldname, q.text)
+        if isinstance(q, Q.Every):
+            return self.live
+        if q is Q.NullQuery or isinstance(q, type(Q.NullQuery)):
+            return 0
+        if isinstance(q, Q.Not):
+            return self.live & ~self._bits(q.query)
+        if isinstance(q, Q.And):
+            out = self.live
+            for sub in q.subqueries:
+                out &= self._bits(sub)
+                if not out:
+                    break
+            return out
+        if isinstance(q, Q.Or):
+            out = 0
+            for sub in q.subqueries:
+                out |= self._bits(sub)
+            return out
+        if isinstance(q, Q.NumericRange) and q.fieldname == "n":
+            low = q.start if q.start is not None else -(2 ** 31)
+            high = q.end if q.end is not None else 2 ** 31
+            return _bitset((d for d, v in enumerate(self.cache.n) if low <= v <= high), self.cache.size)
+        return _bitset(self._whoosh_docs(q), self.cache.size)  # phrases: Whoosh checks positions
+
+    def _whoosh_docs(self, q):
+        from whoosh.searching import Searcher
+
+        searcher = Searcher(self.reader, closereader=False)
+        return list(searcher.docs_for_query(q))
+
+    _postings: "dict[tuple, tuple]" = {}
+
+    def postings(self, field: str, text: str):
+        """(docnums, weights) of a term, as arrays; kept for later queries."""
+        key = (field, text)
+        got = BitMatcher._postings.get(key)
+        if got is None:
+            got = term_postings(self.reader, field, text)
+            if len(BitMatcher._postings) >= self.LIMIT:
+                BitMatcher._postings.pop(next(iter(BitMatcher._postings)))
+            BitMatcher._postings[key] = got
+        return got
+
+
+def _scoring_leaves(q, boost: float = 1.0, out: list | None = None) -> list:
+    """The (leaf query, boost) pairs that contribute to a score: text terms and phrases, not filters."""
+    from whoosh import query as Q
+
+    out = [] if out is None else out
+    if isinstance(q, Q.Not):
+        return out
+    if isinstance(q, (Q.Term, Q.Phrase)) and q.fieldname in SCORED_FIELDS:
+        out.append((q, boost * q.boost))
+    elif isinstance(q, (Q.And, Q.Or)):
+        for sub in q.subqueries:
+            _scoring_leaves(sub, boost * q.boost, out)
+    return out
+
+
+def rank(reader, cache: IndexCache, matcher: BitMatcher, q, match_bits: int, want: int) -> list[tuple[int, float]]:
+    """The best ``want`` (docnum, score) pairs among the matches, by BM25 over the weighted text.
+
+    Scores are summed over the query's text terms (idf and average length from the whole index,
+    so shards and segments never change a score); ties are ordered by record id.
+    """
+    import math
+
+    import numpy as np
+
+    n = cache.size
+    if not want or not match_bits:
+        return []
+    if "dl" not in cache._np:
+        cache._np["dl"] = {f: np.asarray(cache.dl[f], dtype=np.float64) for f in SCORED_FIELDS}
+    dls = cache._np["dl"]
+    scores = np.zeros(n, dtype=np.float64)
+
+    def add(field: str, text: str, boost: float, restrict=None) -> None:
+        ids, weights = matcher.postings(field, text)
+        if not ids:
+            return
+        docs = np.frombuffer(ids, dtype=np.int32)
+        tf = np.frombuffer(weights, dtype=np.float32).astype(np.float64)
+        df = reader.doc_frequency(field, text)
+        idf = math.log(n / (df + 1)) + 1
+        avg = cache.avgdl[field] or 1.0
+        contrib = boost * idf * (tf * (K1 + 1)) / (tf + K1 * ((1 - B) + B * dls[field][docs] / avg))
+        if restrict is not None:
+            keep = restrict[docs]
+            docs, contrib = docs[keep], contrib[keep]
+        scores[docs] += contrib
+
+    for leaf, boost in _scoring_leaves(q):
+        if hasattr(leaf, "words"):  # a phrase: its words score where the phrase itself matched
+            where = _bool_array(matcher.bits(leaf), n)
+            for word in leaf.words:
+                add(leaf.fieldname, word, boost, restrict=where)
+        else:
+            add(leaf.fieldname, leaf.text, boost)
+    cand = np.flatnonzero(_bool_array(match_bits, n))
+    cand_scores = scores[cand]
+    extra = min(len(cand), want + 20)  # a margin, so that ties at the cut are ordered by id too
+    if extra < len(cand):
+        top = np.argpartition(-cand_scores, extra - 1)[:extra]
+    else:
+        top = np.arange(len(cand))
+    ids = cache.ids
+    best = sorted(((float(cand_scores[i]), int(cand[i])) for i in top), key=lambda t: (-round(t[0], 9), ids[t[1]]))
+    return [(d, s) for s, d in best[:want]]
+
+
+def _bool_array(bits: int, n: int):
+    import numpy as np
+
+    raw = np.frombuffer(bits.to_bytes((n + 7) // 8 + 1, "little"), dtype=np.uint8)
+    return np.unpackbits(raw, bitorder="little")[:n].astype(bool)
+
+
+def _leaf_list(reader) -> list:
+    return reader.leaf_readers() if not reader.is_atomic() else [(reader, 0)]
+
+
+def _cache_name(reader) -> str:
+    seg = reader.segment()
+    return f"cache-{seg.indexname}-{seg.segment_id()}.pickle"
 
 
 def _prune_caches(cache_dir, keep: set[str]) -> None:
@@ -394,12 +607,12 @@ def snippet(stored: dict, terms: frozenset[str]) -> str:
     return html.escape(kf[:240] + ("…" if len(kf) > 240 else ""))
 
 
-def _suggest(words: list[str], known: dict[str, int], searcher, vocab: Vocabulary) -> list[str]:
+def _suggest(words: list[str], known: dict[str, int], reader, vocab: Vocabulary) -> list[str]:
     out: list[str] = []
     for word in words:
         low = word.lower()
         stems = [w for w, _ in _analyze(word)]
-        present = any(searcher.doc_frequency(f, s) for s in stems for f in TEXT_BOOSTS)
+        present = any(reader.doc_frequency(f, s) for s in stems for f in TEXT_BOOSTS)
         if present or not stems:
             continue
         candidates = [w for w in known if abs(len(w) - len(low)) <= 2 and w[:1] == low[:1]]
@@ -421,8 +634,6 @@ def _suggest(words: list[str], known: dict[str, int], searcher, vocab: Vocabular
 def search(kb: KnowledgeBase, req: SearchRequest, *, refresh: bool = True,
            progress: Callable[[int, int], None] | None = None) -> SearchResult:
     """Search ``kb``, refreshing its index first when records changed."""
-    import heapq
-
     started = time.perf_counter()
     if req.sort not in SORTS:
         raise BadRequest(f"unknown sort '{req.sort}'", hint="sorts: " + ", ".join(SORTS))
@@ -442,44 +653,46 @@ def search(kb: KnowledgeBase, req: SearchRequest, *, refresh: bool = True,
                 raise
             notices.append("another kb process is updating the index; these results may miss its latest changes")
     try:
-        searcher = idx.open_searcher()
+        reader = idx.open_reader()
     except Exception as e:  # noqa: BLE001 - a corrupt index is rebuilt once
         if isinstance(e, KbError):
             raise
         notices.append(f"the index could not be read ({type(e).__name__}); rebuilt it")
         idx.refresh(rebuild=True, progress=progress)
-        searcher = idx.open_searcher()
+        reader = idx.open_reader()
     invalid = idx.invalid_count()
     if invalid:
         notices.append(f"{invalid} record file{'s' * (invalid != 1)} with errors left out of the index; "
                        "`kb validate` lists them")
-    with searcher:
+    try:
         match = req.match
         if match == "auto":
             match = "all" if _free_count(parse_query(req.query, kb.vocab)) <= AUTO_ALL_MAX else "any"
         q = compile_query(tree, kb.vocab, match)
         sort = req.sort if (req.sort != "relevance" or free_text(tree)) else "evidence"
-        cache = IndexCache(searcher, idx.dir)
-        matched = sorted(searcher.docs_for_query(q))
-        total = len(matched)
+        cache = IndexCache.get(reader, idx.dir)
+        matcher = BitMatcher(reader, cache)
+        match_bits = matcher.bits(q)
+        total = match_bits.bit_count()
         want = req.offset + req.limit
         scores: dict[int, float] = {}
         if sort == "relevance":
-            # top hits by score; equal scores are ordered by id, never by where a record sits in the index
-            results = searcher.search(q, limit=want + 20 if want else 1)
-            scored = sorted(((h.score, cache.ids[h.docnum], h.docnum) for h in results),
-                            key=lambda t: (-round(t[0], 9), t[1]))
-            page_docs = [d for _, _, d in scored[req.offset:want]]
-            scores = {d: s for s, _, d in scored}
+            best = rank(reader, cache, matcher, q, match_bits, want)
+            page_docs = [d for d, _ in best[req.offset:]]
+            scores = dict(best)
         else:
-            y, n, ev, ids = cache.year, cache.n, cache.evidence, cache.ids
-            key = {"year": lambda d: (-y[d], -ev[d], ids[d]), "n": lambda d: (-n[d], -y[d], ids[d]),
-                   "evidence": lambda d: (-ev[d], -y[d], ids[d])}[sort]
-            page_docs = heapq.nsmallest(want, matched, key=key)[req.offset:] if want else []
+            page_docs = []
+            if want:
+                for docnum in cache.order(sort):  # every document, best first for this sort
+                    if match_bits >> docnum & 1:
+                        page_docs.append(docnum)
+                        if len(page_docs) == want:
+                            break
+                page_docs = page_docs[req.offset:]
         terms = _highlight_terms(tree, kb.vocab)
         hits = []
         for docnum in page_docs:
-            stored = searcher.stored_fields(docnum)
+            stored = reader.stored_fields(docnum)
             meta = stored["meta"]
             score = scores.get(docnum)
             hits.append(Hit(
@@ -489,11 +702,13 @@ def search(kb: KnowledgeBase, req: SearchRequest, *, refresh: bool = True,
                 key_finding=meta["key_finding"], retracted=meta["retracted"], status=meta["status"],
                 authors=meta["authors"], authors_truncated=meta["authors_truncated"], journal=meta["journal"],
                 doi=meta["doi"], pmid=meta["pmid"], route=meta["route"], drug=meta["drug"], path=stored["path"]))
-        facets = cache.facets(_bitset(matched, cache.size)) if req.facets else {}
+        facets = cache.facets(match_bits) if req.facets else {}
         suggestions: list[str] = []
         if total < 3:
             words = [t.text for t in free_text(tree) if not t.phrase]
-            suggestions = _suggest(words, idx.words(), searcher, kb.vocab)
+            suggestions = _suggest(words, idx.words(), reader, kb.vocab)
+    finally:
+        reader.close()
     return SearchResult(query=req.query, total=total, hits=hits, facets=facets, sort=sort, match=match,
                         limit=req.limit, offset=req.offset, notices=notices, suggestions=suggestions,
                         seconds=time.perf_counter() - started)

@@ -333,3 +333,46 @@ def test_parallel_build_matches_single(tmp_path, monkeypatch):
         b = search(open_kb(two), SearchRequest(query=q, match="any", limit=20))
         assert [(h.id, h.score) for h in a.hits] == [(h.id, h.score) for h in b.hits]
         assert a.facets == b.facets and a.total == b.total
+
+
+def test_shards_with_several_segments_search_as_one(tmp_path, monkeypatch):
+    """After updates a shard holds several segments; all of them are searched, with exact ranking."""
+    import kb.index as index_module
+
+    monkeypatch.setattr(index_module, "PARALLEL_MIN", 10)
+    root = _copy(tmp_path)
+    kb = open_kb(root)
+    SearchIndex(kb).refresh(jobs=2)
+    for sid in ("su-2023", "feder-2014", "bloch-2012", "noppers-2011"):
+        p = root / "studies" / f"{sid}.yaml"
+        p.write_text(p.read_text().replace("key_finding: ", "key_finding: Okapi ", 1))
+        SearchIndex(kb).refresh()
+    reader = SearchIndex(kb).open_reader()
+    try:
+        assert len(reader.leaf_readers()) > 2
+    finally:
+        reader.close()
+    res = search(kb, SearchRequest(query="okapi", limit=10))
+    assert sorted(h.id for h in res.hits) == ["bloch-2012", "feder-2014", "noppers-2011", "su-2023"]
+    full = search(kb, SearchRequest(query="ketamine depression", match="any", limit=5))
+    assert full.total >= 40 and len(full.hits) == 5
+
+
+def test_fast_stems_equal_whoosh_analysis():
+    """kb's own analysis loop (used at index and query time) gives exactly Whoosh's stems."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from kb.index import stems
+
+    ana = analyzer()
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.text())
+    def check(text):
+        assert stems(text) == tuple(t.text for t in ana(text))
+
+    check()
+    for p in (ROOT / "studies").glob("*.yaml"):
+        text = p.read_text()
+        assert stems(text) == tuple(t.text for t in ana(text))
