@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+from array import array
 import html
 import os
 import pickle
@@ -273,49 +274,58 @@ K1, B = 1.2, 0.75  # BM25, as Whoosh's BM25F defaults
 
 class SegmentCache:
     """For one index segment: a bitset (a Python int) of its documents per facet value, and its
-    id, year, n and evidence columns. Segments never change once written, so each is computed
-    once, on first use, and kept beside the index; an update adds a small new segment."""
+    id, year, n, evidence and field-length columns. Segments never change once written, so each
+    is computed once, on first use, and kept beside the index; an update adds a small segment."""
+
+    COLUMNS = ("year", "n", "evidence", *(f"dl_{f}" for f in ("text", "phrases")))
 
     def __init__(self, reader, cache_dir):
+        size = reader.doc_count_all()
         seg = reader.segment()
         if seg is None:  # an empty reader (a shard with no records)
-            size = reader.doc_count_all()
-            self.ids, self.year, self.evidence, self.n, self.bits = [""] * size, [0] * size, [0] * size, [-1] * size, {}
-            self.dl = {f: [0] * size for f in SCORED_FIELDS}
+            self.ids = [""] * size
+            self.cols = {c: array("i", [0]) * size for c in self.COLUMNS}
+            self.bits: dict[str, int] = {}
             return
-        name = _cache_name(reader)
-        path = cache_dir / name
+        path = cache_dir / _cache_name(reader)
         try:
             with open(path, "rb") as fh:
-                self.__dict__.update(pickle.load(fh))
+                data = pickle.load(fh)
+            self.ids = data["ids"].split("\n") if size else []
+            self.cols = {c: array("i", data[c]) for c in self.COLUMNS}
+            self.bits = {t: int.from_bytes(b, "little") for t, b in data["bits"].items()}
             return
-        except (OSError, EOFError, pickle.PickleError, AttributeError):
+        except (OSError, EOFError, pickle.PickleError, KeyError, AttributeError, ValueError):
             pass
-        size = reader.doc_count_all()
-        self.ids = list(reader.column_reader("id"))
-        self.ids = [i.decode() if isinstance(i, bytes) else i for i in self.ids]
-        self.year = list(reader.column_reader("year"))
-        self.evidence = list(reader.column_reader("evidence"))
+        ids = [i.decode() if isinstance(i, bytes) else i for i in reader.column_reader("id")]
+        self.ids = ids
         n_col = reader.column_reader("n") if reader.has_column("n") else None
-        self.n = list(n_col) if n_col is not None else [-1] * size
+        self.cols = {
+            "year": array("i", list(reader.column_reader("year"))),
+            "n": array("i", list(n_col) if n_col is not None else [-1] * size),
+            "evidence": array("i", list(reader.column_reader("evidence"))),
+        }
         # field lengths as Whoosh stores them (one byte, lossy), for BM25's length normalisation
-        self.dl = {f: [reader.doc_field_length(d, f, 0) for d in range(size)] for f in SCORED_FIELDS}
-        self.bits: dict[str, int] = {}
+        for f in SCORED_FIELDS:
+            self.cols[f"dl_{f}"] = array("i", [reader.doc_field_length(d, f, 0) or 0 for d in range(size)])
+        self.bits = {}
         for raw in reader.lexicon("tags"):
             term = raw.decode() if isinstance(raw, bytes) else raw
             if term.startswith(FACET_PREFIXES):
                 self.bits[term] = _bitset(reader.postings("tags", term).all_ids(), size)
         bands: dict[str, list[int]] = {}
-        for docnum, y in enumerate(self.year):
+        for docnum, y in enumerate(self.cols["year"]):
             if y:
                 start = y - y % 5
                 bands.setdefault(f"year={start}-{start + 4}", []).append(docnum)
         for term, docs in bands.items():
             self.bits[term] = _bitset(docs, size)
+        data = {"ids": "\n".join(ids), **{c: self.cols[c].tobytes() for c in self.COLUMNS},
+                "bits": {t: b.to_bytes((size >> 3) + 1, "little") for t, b in self.bits.items()}}
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         try:
             with open(tmp, "wb") as fh:
-                pickle.dump(self.__dict__, fh, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL)
             os.replace(tmp, path)
         except OSError:
             pass  # a read-only index still searches; it just recomputes
@@ -353,17 +363,13 @@ class IndexCache:
         self.segments = [(SegmentCache(r, cache_dir), offset) for r, offset in leaves]
         self.size = reader.doc_count_all()
         self.ids: list[str] = []
-        self.year: list[int] = []
-        self.n: list[int] = []
-        self.evidence: list[int] = []
-        self.dl: dict[str, list[int]] = {f: [] for f in SCORED_FIELDS}
+        cols = {c: array("i") for c in SegmentCache.COLUMNS}
         for cache, _ in self.segments:
             self.ids += cache.ids
-            self.year += cache.year
-            self.n += cache.n
-            self.evidence += cache.evidence
-            for f in SCORED_FIELDS:
-                self.dl[f] += cache.dl[f]
+            for c in SegmentCache.COLUMNS:
+                cols[c] += cache.cols[c]
+        self.year, self.n, self.evidence = cols["year"], cols["n"], cols["evidence"]
+        self.dl = {f: cols[f"dl_{f}"] for f in SCORED_FIELDS}
         self.avgdl = {f: reader.field_length(f) / (self.size or 1) for f in SCORED_FIELDS}
         self.df_total = self.size
         self._np: dict = {}
@@ -514,7 +520,7 @@ def rank(reader, cache: IndexCache, matcher: BitMatcher, q, match_bits: int, wan
     if not want or not match_bits:
         return []
     if "dl" not in cache._np:
-        cache._np["dl"] = {f: np.asarray(cache.dl[f], dtype=np.float64) for f in SCORED_FIELDS}
+        cache._np["dl"] = {f: np.frombuffer(cache.dl[f], dtype=np.int32).astype(np.float64) for f in SCORED_FIELDS}
     dls = cache._np["dl"]
     scores = np.zeros(n, dtype=np.float64)
 
