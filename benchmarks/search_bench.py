@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from .proc import measure
-from .synth import WORDS, generate
+from .synth import generate, vocabulary
 
 HERE = Path(__file__).resolve().parent
 FILTERS = ["", "", "condition:depression", "condition:ptsd design:rct", "design:meta-analysis", "year:2010..2020",
@@ -39,13 +39,14 @@ def queries(count: int, seed: int = 7) -> list[dict]:
     """Free text (1-3 words), long natural-language queries, abbreviations and clinical phrases,
     each with a random filter (or none) and sort."""
     rng = random.Random(seed)
+    words, weights = vocabulary()
     out = []
     for _ in range(count):
         kind = rng.random()
         if kind < 0.55:
-            text = " ".join(rng.sample(WORDS, rng.randint(1, 3)))
+            text = " ".join(rng.choices(words, weights, k=rng.randint(1, 3)))
         elif kind < 0.75:
-            text = " ".join(rng.sample(WORDS, rng.randint(4, 7)))  # long: ranked by how many terms match
+            text = " ".join(rng.choices(words, weights, k=rng.randint(4, 7)))  # long: ranked by terms matched
         else:
             text = rng.choice(VOCAB_QUERIES)
         out.append({"query": (text + " " + rng.choice(FILTERS)).strip(), "sort": rng.choice(SORTS)})
@@ -53,9 +54,11 @@ def queries(count: int, seed: int = 7) -> list[dict]:
 
 
 def phrase_queries(count: int, seed: int = 11) -> list[dict]:
-    """Quoted phrases of arbitrary words, which need position checks (reported separately)."""
+    """Quoted phrases of two arbitrary words, which need position checks (reported separately)."""
     rng = random.Random(seed)
-    return [{"query": '"' + " ".join(rng.sample(WORDS, 2)) + '"', "sort": "relevance"} for _ in range(count)]
+    words, weights = vocabulary()
+    return [{"query": '"' + " ".join(rng.choices(words, weights, k=2)) + '"', "sort": "relevance"}
+            for _ in range(count)]
 
 
 def pct(values: list[float], p: float) -> float:

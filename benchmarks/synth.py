@@ -1,6 +1,7 @@
 """Realistic synthetic study records for benchmarks (never for the knowledge base itself).
 
-Each record has an abstract of about 250 words, the real vocabularies,
+Each record has an abstract of about 250 words drawn from the bundled records' own prose with
+its real word frequencies (a Zipf-like vocabulary of ~2,000 words), the real vocabularies,
 two to four outcomes with arm-level data, sources and verification lists,
 so that parsing and validation cost what real records cost. Every record is
 marked synthetic in its title and notes.
@@ -16,6 +17,24 @@ from pathlib import Path
 
 from kb.vocab import load_vocabulary
 
+def _prose_words() -> tuple[list[str], list[int]]:
+    """Words of the bundled records' prose, with their frequencies: a Zipf-like vocabulary, so that
+    common words are common and most are rare, as in real abstracts."""
+    import collections
+    import re
+
+    import yaml
+
+    counts: collections.Counter = collections.Counter()
+    for path in (Path(__file__).resolve().parent.parent / "studies").glob("*.yaml"):
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        texts = [data.get(k) or "" for k in ("title", "key_finding", "population", "primary_outcome", "notes")]
+        texts += data.get("results") or []
+        texts += [o.get("result") or "" for o in data.get("outcomes") or []]
+        counts.update(w.lower() for t in texts for w in re.findall(r"[A-Za-z][A-Za-z\-]+", t))
+    return list(counts), list(counts.values())
+
+
 WORDS = (
     "ketamine infusion depression treatment resistant patients randomized placebo midazolam saline response remission "
     "symptoms scale baseline hours days week weeks follow-up dissociation blood pressure nausea adverse events "
@@ -28,9 +47,25 @@ SURNAMES = ("Smith Garcia Chen Okafor Novak Rossi Tanaka Kowalski Haddad Silva M
             "Dubois Costa Nguyen Schmidt Larsen Ahmed Moreau Fischer Ortiz").split()
 
 
+_VOCAB: tuple[list[str], list[int]] | None = None
+
+
+def vocabulary() -> tuple[list[str], list[int]]:
+    global _VOCAB
+    if _VOCAB is None:
+        words, weights = _prose_words()
+        _VOCAB = (words, weights) if len(words) > 500 else (list(WORDS), [1] * len(WORDS))
+    return _VOCAB
+
+
 def _sentence(rng: random.Random, n: int) -> str:
-    words = [rng.choice(WORDS) for _ in range(n)]
-    return " ".join(words).capitalize() + "."
+    words, weights = vocabulary()
+    return " ".join(rng.choices(words, weights, k=n)).capitalize() + "."
+
+
+def q(text: str) -> str:
+    """A YAML single-quoted scalar (any word stays text: no, null, true...)."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _abstract(rng: random.Random) -> str:
@@ -62,7 +97,7 @@ def record(i: int, rng: random.Random, vocab) -> tuple[str, str]:
             f"- outcome: {rng.choice(vocab.terms('outcome'))}\n"
             f"  instrument: {rng.choice(vocab.terms('instrument'))}\n"
             f"  timepoint: {rng.choice(['24 h', 'day 7', 'week 4', '240 min'])}\n"
-            f"  definition: {_sentence(rng, 6)}\n"
+            f"  definition: {q(_sentence(rng, 6))}\n"
             f"  data:\n    type: {kind}\n    arms:\n{arms}"
             f"  counts: {rng.choice(['stated', 'derived'])}\n"
             f"  derivation: back-calculated from reported percentages\n"
@@ -71,7 +106,7 @@ def record(i: int, rng: random.Random, vocab) -> tuple[str, str]:
     authors = ", ".join(f"{rng.choice(SURNAMES)} {rng.choice('ABCDEFGH')}{rng.choice('JKLMN')}" for _ in range(rng.randint(3, 8)))
     text = f"""\
 id: {rid}
-title: 'Synthetic benchmark record {i}: {_sentence(rng, 10)[:-1]}'
+title: {q(f"Synthetic benchmark record {i}: {_sentence(rng, 10)[:-1]}")}
 authors: [{surname} A, {authors}]
 year: {year}
 journal: Journal of Synthetic Benchmarks
@@ -83,11 +118,11 @@ pmid: '{90000000 + i}'
 registrations: [NCT{80000000 + i:08d}]
 abstract: |
   {_abstract(rng).replace(chr(10), chr(10) + '  ')}
-keywords: [{', '.join(rng.sample(WORDS, 5))}]
+keywords: [{', '.join(q(w) for w in rng.choices(*vocabulary(), k=5))}]
 design: {design}
 blinding: {rng.choice(vocab.terms('blinding'))}
 n_randomized: {n_rand}
-population: {_sentence(rng, 12)}
+population: {q(_sentence(rng, 12))}
 conditions: [{', '.join(conds)}]
 topics: [{', '.join(rng.sample(vocab.terms('topic'), 2))}]
 intervention:
@@ -98,17 +133,17 @@ intervention:
   infusions: {rng.randint(1, 8)}
 comparator:
   type: {rng.choice(vocab.terms('comparator'))}
-primary_outcome: {_sentence(rng, 8)}
+primary_outcome: {q(_sentence(rng, 8))}
 outcomes:
 {''.join(outcomes)}results:
-- {_sentence(rng, 18)}
-- {_sentence(rng, 14)}
+- {q(_sentence(rng, 18))}
+- {q(_sentence(rng, 14))}
 adverse_events:
-  summary: {_sentence(rng, 14)}
+  summary: {q(_sentence(rng, 14))}
   events: [dissociation, blood-pressure]
 durability:
-  summary: {_sentence(rng, 12)}
-key_finding: {_sentence(rng, 20)}
+  summary: {q(_sentence(rng, 12))}
+key_finding: {q(_sentence(rng, 20))}
 sources:
 - https://example.org/synthetic/{i}
 verified_fields: [title, authors, year]

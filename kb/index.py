@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # the search path must not import the schema (pydantic): it i
     from .records import Study
     from .validate import Problem
 
-INDEX_VERSION = 14
+INDEX_VERSION = 16
 """Bump when the schema, the analysis or the documents change: every index is rebuilt."""
 PARALLEL_MIN = 400
 SEGMENT_DOCS = 5000
@@ -94,19 +94,18 @@ def make_schema():
     return fields.Schema(
         path=fields.ID(stored=True, unique=True),
         id=fields.ID(stored=True, sortable=True),
-        title=fields.TEXT(analyzer=text, stored=True, phrase=False),  # for title: filters
+        title=fields.TEXT(analyzer=text, phrase=False),  # for title: filters (shown from meta)
         # title and key finding (weighted), abstract and everything else, analysed once by kb
         # (porter2 stems joined by spaces), so Whoosh only splits it
         text=fields.TEXT(analyzer=pre_analyzed()),
         # multi-word vocabulary terms and hyphenated words found in the text, as single terms
         # ("suicid ideat", "follow up"), so that the phrases clinicians type most need no position checks
         phrases=fields.KEYWORD(commas=True, scorable=True),
-        key_finding=fields.STORED(),  # shown in results and snippets
-        abstract=fields.STORED(),
+        abstract=fields.STORED(),  # for snippets; the title and key finding are in meta
         # every filterable value as one keyword field ("condition=ptsd", "year=2015", "author=feder"):
         # one field instead of a dozen keeps indexing fast
         tags=fields.KEYWORD(commas=True, lowercase=True),
-        n=fields.NUMERIC(int, bits=32, shift_step=8, signed=True, sortable=True),
+        n=fields.COLUMN(columns.NumericColumn("i")),  # n: filters use kb's column cache, not postings
         year=fields.COLUMN(columns.NumericColumn("i")),
         evidence=fields.COLUMN(columns.NumericColumn("b")),
         meta=fields.STORED(),
@@ -294,7 +293,7 @@ def document(study: Study, relpath: str, vocab) -> dict:  # noqa: C901 - a flat 
                       study.abstract or "", *body])
     toks = stems(text)
     doc = {
-        "path": relpath, "id": study.id, "title": study.title or "", "key_finding": study.key_finding or "",
+        "path": relpath, "id": study.id, "title": study.title or "",
         "abstract": study.abstract or "",
         "text": list(toks),  # a list: Whoosh takes the items as tokens and skips analysis
         "phrases": ",".join(phrase_terms(text, known_phrases(vocab), toks)) or None,
@@ -370,6 +369,36 @@ class Changes:
 
     def __bool__(self) -> bool:
         return bool(self.added or self.changed or self.deleted)
+
+
+@dataclass
+class Check:
+    """The outcome of SearchIndex.check: a reason to rebuild, or the changes to apply."""
+
+    reason: str | None
+    manifest: dict
+    changes: Changes
+
+    @property
+    def needed(self) -> bool:
+        return self.reason is not None or bool(self.changes) or bool(self.changes.touched)
+
+
+class _gc_paused:
+    """Pause the cyclic garbage collector while building large plain structures (no cycles):
+    loading a 100k-entry manifest otherwise triggers several full collections."""
+
+    def __enter__(self):
+        import gc
+
+        self._was = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc):
+        import gc
+
+        if self._was:
+            gc.enable()
 
 
 @dataclass
@@ -463,6 +492,51 @@ def leaves(reader) -> list:
 _ONES = None
 
 
+def _decode_w3_postings(m, offset: int, ids, weights) -> None:
+    """Decode a whole Whoosh 3 posting list from one read of its bytes.
+
+    The same format W3LeafMatcher reads (a magic tag, then blocks of: signed length, pickled
+    block info, optionally zlib-compressed pickled (delta ids, weights, values)), but read as one
+    byte string instead of a seek and several small reads per block.
+    """
+    import io
+    import pickle as pk
+    import zlib as zl
+    from array import array
+    from itertools import accumulate
+
+    from whoosh.system import unpack_int
+
+    total = m._length[0] if isinstance(m._length, tuple) else m._length  # Whoosh keeps it as (n,)
+    raw = m._postfile.get(m._startoffset, total)
+    bio = io.BytesIO(raw)
+    pos = 4  # the header tag
+    while True:
+        length = unpack_int(raw[pos:pos + 4])[0]
+        last = length < 0
+        pos += 4
+        nxt = pos + abs(length)
+        bio.seek(pos)
+        info = pk.load(bio)
+        data = raw[bio.tell():nxt]
+        if info[3]:  # compression
+            data = zl.decompress(data)
+        deltas, w = pk.loads(data)[:2]
+        first = len(ids)
+        ids.extend(accumulate(deltas, initial=offset))
+        del ids[first]  # accumulate's initial value is not a docnum
+        count = len(ids) - first
+        if w is None:
+            weights.extend(_ONES[:count] if count <= len(_ONES) else array("f", [1.0]) * count)
+        elif isinstance(w, float):
+            weights.extend(array("f", [w]) * count)
+        else:
+            weights.extend(w)
+        if last or nxt >= len(raw):
+            break
+        pos = nxt
+
+
 def term_postings(reader, fieldname: str, text: str):
     """(global docnums, weights) of one term across every segment, read a block at a time.
 
@@ -484,28 +558,31 @@ def term_postings(reader, fieldname: str, text: str):
         except TermNotFound:
             continue
         m = getattr(m, "child", m)  # a FilterMatcher hides deleted documents: we mask them later
-        if hasattr(m, "_read_data") and hasattr(m, "_next_block") and not getattr(m, "_byteids", True):
-            while m.is_active():
-                if m._data is None:
-                    m._read_data()
-                deltas, w = m._data[0], m._data[1]
-                first = len(ids)
-                ids.extend(accumulate(deltas, initial=offset))
-                del ids[first]  # accumulate's initial value is not a docnum
-                count = len(ids) - first
-                if w is None:
-                    weights.extend(_ONES[:count] if count <= len(_ONES) else array("f", [1.0]) * count)
-                elif isinstance(w, float):
-                    weights.extend(array("f", [w]) * count)
-                else:
-                    weights.extend(w)
-                m._next_block()
+        if hasattr(m, "_startoffset") and hasattr(m, "_postfile") and not getattr(m, "_byteids", True):
+            _decode_w3_postings(m, offset, ids, weights)
         else:  # pragma: no cover - other matcher kinds: one posting at a time
             while m.is_active():
                 ids.append(m.id() + offset)
                 weights.append(m.weight())
                 m.next()
     return ids, weights
+
+
+def _read_storage(path: str):
+    """Whoosh file storage for searching: files opened with a 256 kB read buffer.
+
+    A posting list is read block by block with a seek and a small read each; with Python's
+    default 8 kB buffer that was ~40k read() calls (a third of a cold search) at 100k records.
+    Memory-mapping is no answer: Whoosh then copies whole segment parts into memory.
+    """
+    from whoosh.filedb.filestore import FileStorage
+    from whoosh.filedb.structfile import StructFile
+
+    class BufferedStorage(FileStorage):
+        def open_file(self, name, **kwargs):
+            return StructFile(open(self._fpath(name), "rb", buffering=256 * 1024), name=name, **kwargs)
+
+    return BufferedStorage(path, supports_mmap=False)
 
 
 class SearchIndex:
@@ -536,20 +613,30 @@ class SearchIndex:
             return f"index format changed (version {meta.get('version')} -> {INDEX_VERSION})"
         if meta.get("vocab") != self.vocab_hash():
             return "vocabulary changed"
-        if not self.manifest_path.exists():
+        if not self.manifest_path.exists() or not self.manifest_path.with_name("stamps.marshal").exists():
             return "index manifest missing"
         return None
 
+    def _load_stamps(self) -> dict:
+        """relative path -> (size, mtime_ns): all a no-change check needs."""
+        with open(self.manifest_path.with_name("stamps.marshal"), "rb") as fh:
+            return marshal.loads(fh.read())  # marshal.load(fh) reads in small pieces: 5x slower
+
     def _load_manifest(self) -> dict:
         """relative path -> (size, mtime_ns, sha1, ok) tuples (cheap to load: no objects built)."""
+        stamps = self._load_stamps()
         with open(self.manifest_path, "rb") as fh:
-            return marshal.load(fh)
+            info = marshal.loads(fh.read())
+        return {rel: (*stamps[rel], *info[rel]) for rel in info}
 
     def _save_manifest(self, path: Path, manifest: dict[str, FileState]) -> None:
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
-            marshal.dump({rel: tuple(f) for rel, f in manifest.items()}, fh)
-        os.replace(tmp, path)
+        """Two files: the stamps (for the no-change check) and the hashes and status."""
+        for target, data in ((path.with_name("stamps.marshal"), {r: (f[0], f[1]) for r, f in manifest.items()}),
+                             (path, {r: (f[2], f[3]) for r, f in manifest.items()})):
+            tmp = target.with_suffix(".tmp")
+            with open(tmp, "wb") as fh:
+                marshal.dump(data, fh)
+            os.replace(tmp, target)
 
     def _save(self, path: Path, obj: Any) -> None:
         tmp = path.with_suffix(".tmp")
@@ -557,12 +644,12 @@ class SearchIndex:
             pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)
 
-    def changes(self, manifest: dict) -> Changes:
+    def changes(self, manifest: dict, current: dict | None = None) -> Changes:
         """What differs between studies/ and the manifest (by content hash).
 
         ``manifest`` maps a relative path to (size, mtime_ns, sha1, ok) tuples or FileStates.
         """
-        current = _scan(self.kb.studies_dir)
+        current = _scan(self.kb.studies_dir) if current is None else current
         ch = Changes()
         get = manifest.get
         for rel, stamp in current.items():
@@ -580,21 +667,71 @@ class SearchIndex:
         return ch
 
     # -- building and refreshing ------------------------------------------------------
+    def check(self, rebuild: bool = False) -> "Check":
+        """What a refresh would have to do (reads the manifest and stats every record file)."""
+        with _gc_paused():
+            reason = "--rebuild" if rebuild else self.why_rebuild()
+            manifest: dict = {}
+            changes = Changes()
+            if reason is None:
+                try:
+                    stamps = self._load_stamps()
+                    current = _scan(self.kb.studies_dir)
+                    if current != stamps:  # one comparison in C: the common case costs nothing more
+                        manifest = self._load_manifest()
+                        changes = self.changes(manifest, current)
+                except Exception:  # noqa: BLE001 - unreadable manifest: rebuild
+                    reason = "index manifest unreadable"
+        return Check(reason, manifest, changes)
+
+    def check_in_background(self) -> "Callable[[], Check]":
+        """Start :meth:`check` on another core; call the returned function for its result.
+
+        A forked child stats the record files (a third of a second at 100k) while this process
+        opens the index and searches; only the differences come back, through a pipe. Where
+        fork is not available, the check simply runs when its result is asked for.
+        """
+        if not hasattr(os, "fork"):  # pragma: no cover - Windows
+            return self.check
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: check, send the result, leave at once
+            code = 0
+            try:
+                os.close(read_fd)
+                check = self.check()
+                payload = pickle.dumps((check.reason, check.changes), protocol=pickle.HIGHEST_PROTOCOL)
+                with os.fdopen(write_fd, "wb") as fh:
+                    fh.write(payload)
+            except BaseException:  # noqa: BLE001 - the parent then checks by itself
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+
+        def result() -> Check:
+            with os.fdopen(read_fd, "rb") as fh:
+                payload = fh.read()
+            _, status = os.waitpid(pid, 0)
+            if status != 0 or not payload:
+                return self.check()
+            reason, changes = pickle.loads(payload)
+            manifest = self._load_manifest() if reason is None and (changes or changes.touched) else {}
+            return Check(reason, manifest, changes)
+
+        return result
+
     def refresh(self, *, rebuild: bool = False, jobs: int | None = None,
-                progress: Callable[[int, int], None] | None = None, lock_timeout: float = 2.0) -> RefreshReport:
+                progress: Callable[[int, int], None] | None = None, lock_timeout: float = 2.0,
+                checked: "Check | None" = None) -> RefreshReport:
         """Bring the index up to date: a full build when needed, else only what changed."""
         start = time.perf_counter()
-        reason = "--rebuild" if rebuild else self.why_rebuild()
-        if reason is None:
-            try:
-                manifest = self._load_manifest()
-            except Exception:  # noqa: BLE001 - unreadable manifest: rebuild
-                reason = "index manifest unreadable"
-        if reason is not None:
+        check = checked if checked is not None and not rebuild else self.check(rebuild)
+        if check.reason is not None:
             report = self._build(jobs=jobs, progress=progress)
-            report.rebuilt, report.reason = True, reason
+            report.rebuilt, report.reason = True, check.reason
         else:
-            report = self._update(manifest, progress=progress, lock_timeout=lock_timeout)
+            report = self._update(check.manifest, check.changes, progress=progress, lock_timeout=lock_timeout)
         report.seconds = time.perf_counter() - start
         return report
 
@@ -643,7 +780,8 @@ class SearchIndex:
         self._save(tmp / "words.pickle", dict(words))
         (tmp / "kb-index.json").write_text(json.dumps(
             {"version": INDEX_VERSION, "shards": shards, "vocab": self.vocab_hash(), "built": time.time(),
-             "invalid": sum(1 for f in manifest.values() if not f[3])}))
+             "invalid": sum(1 for f in manifest.values() if not f[3]),
+             "records": sum(1 for f in manifest.values() if f[3])}))
         # swap the new index in; a search running meanwhile keeps its open files
         old = self.dir.with_name("index.old")
         shutil.rmtree(old, ignore_errors=True)
@@ -655,13 +793,12 @@ class SearchIndex:
         return RefreshReport(added=len(manifest), records=sum(1 for f in manifest.values() if f[3]),
                              shards=shards, problems=problems)
 
-    def _update(self, manifest: dict[str, FileState], *, progress, lock_timeout: float) -> RefreshReport:
+    def _update(self, manifest: dict, ch: "Changes", *, progress, lock_timeout: float) -> RefreshReport:
         meta = self.read_meta() or {}
         shards = int(meta.get("shards", 1))
-        ch = self.changes(manifest)
         report = RefreshReport(shards=shards)
         if not ch and not ch.touched:
-            report.records = len(manifest) - int(meta.get("invalid", 0))
+            report.records = int(meta.get("records", len(manifest) - int(meta.get("invalid", 0))))
             return report
         from whoosh.filedb.filestore import FileStorage
         from whoosh.index import LockError
@@ -715,6 +852,7 @@ class SearchIndex:
         report.records = sum(1 for f in manifest.values() if f[3])
         report.problems = problems
         meta["invalid"] = len(manifest) - report.records
+        meta["records"] = report.records
         tmp = self.meta_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(meta))
         os.replace(tmp, self.meta_path)
@@ -724,11 +862,10 @@ class SearchIndex:
     def open_reader(self):
         """One reader over every segment of every shard (one index as far as ranking is concerned)."""
         from whoosh import reading
-        from whoosh.filedb.filestore import FileStorage
 
         meta = self.read_meta() or {}
         shards = int(meta.get("shards", 1))
-        storage = FileStorage(str(self.dir), supports_mmap=False)
+        storage = _read_storage(str(self.dir))
         readers = []
         try:
             for i in range(shards):

@@ -299,7 +299,7 @@ class SegmentCache:
             pass
         ids = [i.decode() if isinstance(i, bytes) else i for i in reader.column_reader("id")]
         self.ids = ids
-        n_col = reader.column_reader("n") if reader.has_column("n") else None
+        n_col = reader.column_reader("n") if reader.has_column("n") else None  # noqa: SIM108
         self.cols = {
             "year": array("i", list(reader.column_reader("year"))),
             "n": array("i", list(n_col) if n_col is not None else [-1] * size),
@@ -332,6 +332,13 @@ class SegmentCache:
 
 
 def _bitset(docnums, size: int) -> int:
+    """A Python-int bitset with the bits ``docnums`` set."""
+    if isinstance(docnums, array) and len(docnums) > 256:
+        import numpy as np
+
+        mask = np.zeros(size + 8, dtype=bool)
+        mask[np.frombuffer(docnums, dtype=np.int32)] = True
+        return int.from_bytes(np.packbits(mask, bitorder="little").tobytes(), "little")
     buf = bytearray((size >> 3) + 1)
     for d in docnums:
         buf[d >> 3] |= 1 << (d & 7)
@@ -426,7 +433,7 @@ class BitMatcher:
         everything = (1 << self.cache.size) - 1
         if not self.reader.has_deletions():
             return everything
-        deleted = [d for d in range(self.cache.size) if self.reader.is_deleted(d)]
+        deleted = [offset + d for r, offset in _leaf_list(self.reader) for d in (r.deleted_docs_set or ())]
         return everything & ~_bitset(deleted, self.cache.size)
 
     def term(self, field: str, text: str) -> int:
@@ -648,24 +655,49 @@ def search(kb: KnowledgeBase, req: SearchRequest, *, refresh: bool = True,
     tree = request_tree(req, kb.vocab)
     idx = SearchIndex(kb)
     notices: list[str] = []
+    pending = None
     if refresh:
-        try:
-            report = idx.refresh(progress=progress, lock_timeout=0.5)
-            if report.rebuilt:
-                notices.append(f"index {'built' if report.reason == 'no index yet' else 'rebuilt'} "
-                               f"({report.reason}): {report.records} records")
-        except IndexLocked:
-            if idx.read_meta() is None:
-                raise
-            notices.append("another kb process is updating the index; these results may miss its latest changes")
+        if idx.why_rebuild() is None:
+            # the usual case: check for changed records while this search runs, and search
+            # again only if something changed
+            pending = idx.check_in_background()
+        else:
+            _apply_refresh(idx, None, notices, progress)
     try:
         reader = idx.open_reader()
     except Exception as e:  # noqa: BLE001 - a corrupt index is rebuilt once
         if isinstance(e, KbError):
             raise
+        if pending is not None:
+            pending()
+            pending = None
         notices.append(f"the index could not be read ({type(e).__name__}); rebuilt it")
         idx.refresh(rebuild=True, progress=progress)
         reader = idx.open_reader()
+    result = _run(kb, idx, reader, req, tree, notices, started)
+    if pending is not None:
+        check = pending()
+        if check.needed:
+            _apply_refresh(idx, check, notices, progress)
+            result = _run(kb, idx, idx.open_reader(), req, tree, notices, started)
+    return result
+
+
+def _apply_refresh(idx: SearchIndex, check, notices: list[str], progress) -> None:
+    try:
+        report = idx.refresh(progress=progress, lock_timeout=0.5, checked=check)
+        if report.rebuilt:
+            notices.append(f"index {'built' if report.reason == 'no index yet' else 'rebuilt'} "
+                           f"({report.reason}): {report.records} records")
+    except IndexLocked:
+        if idx.read_meta() is None:
+            raise
+        notices.append("another kb process is updating the index; these results may miss its latest changes")
+
+
+def _run(kb: KnowledgeBase, idx: SearchIndex, reader, req: SearchRequest, tree, notices: list[str],
+         started: float) -> SearchResult:
+    notices = [*notices]
     invalid = idx.invalid_count()
     if invalid:
         notices.append(f"{invalid} record file{'s' * (invalid != 1)} with errors left out of the index; "
@@ -700,6 +732,8 @@ def search(kb: KnowledgeBase, req: SearchRequest, *, refresh: bool = True,
         for docnum in page_docs:
             stored = reader.stored_fields(docnum)
             meta = stored["meta"]
+            stored = {"abstract": stored.get("abstract"), "key_finding": meta.get("key_finding"),
+                      "title": meta.get("title"), "path": stored["path"]}
             score = scores.get(docnum)
             hits.append(Hit(
                 id=meta["id"], score=round(score, 4) if score is not None else None,

@@ -376,3 +376,27 @@ def test_fast_stems_equal_whoosh_analysis():
     for p in (ROOT / "studies").glob("*.yaml"):
         text = p.read_text()
         assert stems(text) == tuple(t.text for t in ana(text))
+
+
+def test_postings_decoding_equals_whoosh(kbroot):
+    """kb's one-read posting decoder returns exactly what Whoosh's matcher iterates."""
+    from kb.index import term_postings
+
+    reader = SearchIndex(open_kb(kbroot)).open_reader()
+    try:
+        checked = 0
+        for field in ("text", "phrases", "tags"):
+            for raw in list(reader.lexicon(field))[:200]:
+                term = raw.decode() if isinstance(raw, bytes) else raw
+                ids, weights = term_postings(reader, field, term)
+                m = reader.postings(field, term)
+                expect_ids, expect_w = [], []
+                while m.is_active():
+                    expect_ids.append(m.id())
+                    expect_w.append(m.weight())
+                    m.next()
+                assert list(ids) == expect_ids and list(weights) == [float(w) for w in expect_w], (field, term)
+                checked += 1
+        assert checked > 300
+    finally:
+        reader.close()
