@@ -266,6 +266,7 @@ def test_version_bump_rebuilds(tmp_path, monkeypatch):
     assert r.rebuilt and "format changed" in r.reason
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # Whoosh leaks a file handle
 def test_corrupt_index_is_rebuilt_with_a_notice(runner, tmp_path):
     root = _copy(tmp_path)
     SearchIndex(open_kb(root)).refresh()
@@ -400,3 +401,18 @@ def test_postings_decoding_equals_whoosh(kbroot):
         assert checked > 300
     finally:
         reader.close()
+
+
+def test_python_and_numpy_scoring_agree(kbroot, monkeypatch):
+    """Small result sets are scored in Python (no numpy import on a cold search); large ones with
+    numpy. Both compute the same BM25 and give the same order."""
+    import kb.search as search_module
+
+    kb = open_kb(kbroot)
+    queries = ["ketamine depression", "suicidal ideation rapid", "blood pressure dissociation", "PTSD midazolam"]
+    python = [search(kb, SearchRequest(query=q, match="any", limit=30), refresh=False) for q in queries]
+    monkeypatch.setattr(search_module, "_PY_SCORING_MAX", -1)
+    numpy = [search(kb, SearchRequest(query=q, match="any", limit=30), refresh=False) for q in queries]
+    for a, b in zip(python, numpy):
+        assert [(h.id, h.score) for h in a.hits] == [(h.id, h.score) for h in b.hits]
+        assert a.total == b.total
