@@ -15,6 +15,7 @@ import html
 import os
 import pickle
 import re
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -541,7 +542,7 @@ def rank(reader, cache: IndexCache, matcher: BitMatcher, q, match_bits: int, wan
     for (field, text, boost, where), (ids, _) in zip(terms, postings):
         df = reader.doc_frequency(field, text)
         weights.append((boost * (math.log(n / (df + 1)) + 1), cache.avgdl[field] or 1.0))
-    if sum(len(ids) for ids, _ in postings) > _PY_SCORING_MAX or match_bits.bit_count() > 20_000:
+    if _use_numpy(sum(len(ids) for ids, _ in postings), match_bits.bit_count()):
         scored = _scores_numpy(cache, terms, postings, weights, match_bits, n, want + 20)
     else:  # the same arithmetic, in Python: no numpy import for a cold search of a few terms
         scored = {}
@@ -561,6 +562,12 @@ def rank(reader, cache: IndexCache, matcher: BitMatcher, q, match_bits: int, wan
         best = scored
     best.sort(key=lambda t: (-round(t[0], 9), ids[t[1]]))
     return [(d, sc) for sc, d in best[:want]]
+
+
+def _use_numpy(postings: int, matches: int) -> bool:
+    """numpy once it is loaded (a warm process) or for large work; plain Python for a cold search
+    of a few selective terms, where importing numpy would cost more than the arithmetic."""
+    return "numpy" in sys.modules or postings > _PY_SCORING_MAX or matches > 20_000
 
 
 def _bits_not_in(bits: int, scored: dict, n: int):

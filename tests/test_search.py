@@ -410,8 +410,9 @@ def test_python_and_numpy_scoring_agree(kbroot, monkeypatch):
 
     kb = open_kb(kbroot)
     queries = ["ketamine depression", "suicidal ideation rapid", "blood pressure dissociation", "PTSD midazolam"]
+    monkeypatch.setattr(search_module, "_use_numpy", lambda postings, matches: False)
     python = [search(kb, SearchRequest(query=q, match="any", limit=30), refresh=False) for q in queries]
-    monkeypatch.setattr(search_module, "_PY_SCORING_MAX", -1)
+    monkeypatch.setattr(search_module, "_use_numpy", lambda postings, matches: True)
     numpy = [search(kb, SearchRequest(query=q, match="any", limit=30), refresh=False) for q in queries]
     for a, b in zip(python, numpy):
         assert [(h.id, h.score) for h in a.hits] == [(h.id, h.score) for h in b.hits]
