@@ -593,8 +593,8 @@ def _scores_numpy(cache, terms, postings, weights, match_bits: int, n: int, keep
         tf = np.frombuffer(tfs, dtype=np.float32).astype(np.float64)
         contrib = idf * (tf * (K1 + 1)) / (tf + K1 * ((1 - B) + B * dls[field][docs] / avg))
         if where is not None:
-            keep = _bool_array(where, n)[docs]
-            docs, contrib = docs[keep], contrib[keep]
+            inside = _bool_array(where, n)[docs]
+            docs, contrib = docs[inside], contrib[inside]
         scores[docs] += contrib
     cand = np.flatnonzero(_bool_array(match_bits, n))
     cand_scores = scores[cand]

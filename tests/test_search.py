@@ -409,7 +409,8 @@ def test_python_and_numpy_scoring_agree(kbroot, monkeypatch):
     import kb.search as search_module
 
     kb = open_kb(kbroot)
-    queries = ["ketamine depression", "suicidal ideation rapid", "blood pressure dissociation", "PTSD midazolam"]
+    queries = ["ketamine depression", "suicidal ideation rapid", "blood pressure dissociation", "PTSD midazolam",
+               '"single infusion" ketamine', '"randomized controlled" OR placebo']
     monkeypatch.setattr(search_module, "_use_numpy", lambda postings, matches: False)
     python = [search(kb, SearchRequest(query=q, match="any", limit=30), refresh=False) for q in queries]
     monkeypatch.setattr(search_module, "_use_numpy", lambda postings, matches: True)
