@@ -65,10 +65,6 @@ class IndexLocked(KbError):
     """Another kb process is writing the index."""
 
 
-class IndexError_(KbError):
-    """The index could not be read or written."""
-
-
 # -- analysis and schema ------------------------------------------------------------
 
 
@@ -544,7 +540,6 @@ def term_postings(reader, fieldname: str, text: str):
     directly (W3LeafMatcher) rather than one posting per Python call, which is ~50x faster.
     """
     from array import array
-    from itertools import accumulate
 
     from whoosh.reading import TermNotFound
 

@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Callable
 
 from .config import KnowledgeBase
 from .errors import BadRequest, KbError
@@ -546,8 +546,8 @@ def rank(reader, cache: IndexCache, matcher: BitMatcher, q, match_bits: int, wan
         scored = _scores_numpy(cache, terms, postings, weights, match_bits, n, want + 20)
     else:  # the same arithmetic, in Python: no numpy import for a cold search of a few terms
         scored = {}
-        for (field, _, _, where), (ids, tfs), (idf, avg) in zip(terms, postings, weights):
-            dl = cache.dl[field]
+        for (fname, _, _, where), (ids, tfs), (idf, avg) in zip(terms, postings, weights):
+            dl = cache.dl[fname]
             for d, tf in zip(ids, tfs):
                 if match_bits >> d & 1 and (where is None or where >> d & 1):
                     scored[d] = scored.get(d, 0.0) + idf * (tf * (K1 + 1)) / (tf + K1 * ((1 - B) + B * dl[d] / avg))
@@ -586,12 +586,12 @@ def _scores_numpy(cache, terms, postings, weights, match_bits: int, n: int, keep
         cache._np["dl"] = {f: np.frombuffer(cache.dl[f], dtype=np.int32).astype(np.float64) for f in SCORED_FIELDS}
     dls = cache._np["dl"]
     scores = np.zeros(n, dtype=np.float64)
-    for (field, _, _, where), (ids, tfs), (idf, avg) in zip(terms, postings, weights):
+    for (fname, _, _, where), (ids, tfs), (idf, avg) in zip(terms, postings, weights):
         if not ids:
             continue
         docs = np.frombuffer(ids, dtype=np.int32)
         tf = np.frombuffer(tfs, dtype=np.float32).astype(np.float64)
-        contrib = idf * (tf * (K1 + 1)) / (tf + K1 * ((1 - B) + B * dls[field][docs] / avg))
+        contrib = idf * (tf * (K1 + 1)) / (tf + K1 * ((1 - B) + B * dls[fname][docs] / avg))
         if where is not None:
             inside = _bool_array(where, n)[docs]
             docs, contrib = docs[inside], contrib[inside]

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
-import click
 import pytest
 
 from kbcli import cli
 
-from .conftest import FIXTURES, invoke
+from .conftest import invoke
 
 
 def test_version(runner):

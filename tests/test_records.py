@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import string
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -14,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kb import yamlio
-from kb.records import ET_AL, Study, json_schema, record_data, validate_data
+from kb.records import ET_AL, json_schema, record_data, validate_data
 from kb.scaffold import make_id, surname
 from kb.validate import check_file
 from kb.vocab import load_vocabulary

@@ -94,7 +94,7 @@ def test_ptsd_finds_the_ptsd_trials(runner, kbroot):
 
 
 def test_esketamine_and_racemic_stay_distinct(runner, kbroot):
-    kb = open_kb(kbroot)
+    open_kb(kbroot)
     found = ids(runner, kbroot, "esketamine")
     assert "noppers-2011" in found  # S-ketamine infusion trial
     assert "feder-2014" not in found and "murrough-2013" not in found  # racemic/unspecified, no esketamine
