@@ -539,9 +539,9 @@ def rank(reader, cache: IndexCache, matcher: BitMatcher, q, match_bits: int, wan
             terms.append((leaf.fieldname, leaf.text, boost, None))
     postings = [matcher.postings(f, t) for f, t, _, _ in terms]
     weights = []
-    for (field, text, boost, where), (ids, _) in zip(terms, postings):
-        df = reader.doc_frequency(field, text)
-        weights.append((boost * (math.log(n / (df + 1)) + 1), cache.avgdl[field] or 1.0))
+    for (fname, text, boost, _), _ in zip(terms, postings):
+        df = reader.doc_frequency(fname, text)
+        weights.append((boost * (math.log(n / (df + 1)) + 1), cache.avgdl[fname] or 1.0))
     if _use_numpy(sum(len(ids) for ids, _ in postings), match_bits.bit_count()):
         scored = _scores_numpy(cache, terms, postings, weights, match_bits, n, want + 20)
     else:  # the same arithmetic, in Python: no numpy import for a cold search of a few terms
