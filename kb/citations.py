@@ -16,13 +16,23 @@ def _bib_escape(text: str) -> str:
     return text.replace("~", "\\textasciitilde{}").replace("^", "\\textasciicircum{}")
 
 
-def _bib_author(author: str) -> str:
-    """'Murrough JW' -> 'Murrough, J. W.'"""
+def _split_author(author: str) -> tuple[str, str]:
+    """'Murrough JW' -> ('Murrough', 'JW'); a name without initials -> (name, '')."""
     parts = author.split()
     if len(parts) > 1 and re.fullmatch(r"[A-Z]{1,4}", parts[-1]):
-        initials = " ".join(f"{c}." for c in parts[-1])
-        return f"{' '.join(parts[:-1])}, {initials}"
-    return author
+        return " ".join(parts[:-1]), parts[-1]
+    return author, ""
+
+
+def _bib_author(author: str) -> str:
+    """'Murrough JW' -> 'Murrough, J. W.'"""
+    surname, initials = _split_author(author)
+    return f"{surname}, {' '.join(f'{c}.' for c in initials)}" if initials else author
+
+
+def _retraction_note(s: Study) -> str:
+    r = s.retraction
+    return "RETRACTED" + (f" {r.date}" if r and r.date else "") + (f": {r.notice}" if r and r.notice else "")
 
 
 def bibtex_key(study: Study) -> str:
@@ -51,12 +61,8 @@ def to_bibtex(studies: list[Study]) -> str:
             fields.append(("pmid", s.pmid))
         if s.pmcid:
             fields.append(("pmcid", s.pmcid))
-        notes = []
         if s.retracted:
-            r = s.retraction
-            notes.append("RETRACTED" + (f" {r.date}" if r and r.date else "") + (f": {r.notice}" if r and r.notice else ""))
-        if notes:
-            fields.append(("note", "; ".join(notes)))
+            fields.append(("note", _retraction_note(s)))
         body = ",\n".join(f"  {k} = {{{_bib_escape(v) if k not in ('doi',) else v}}}" for k, v in fields)
         out.append(f"@article{{{bibtex_key(s)},\n{body}\n}}\n")
     return "\n".join(out)
@@ -68,10 +74,8 @@ def to_ris(studies: list[Study]) -> str:
         lines.append(f"TY  - {DESIGN_TYPES_RIS.get(s.design, 'JOUR')}")
         lines.append(f"ID  - {s.id}")
         for a in s.authors:
-            parts = a.split()
-            if len(parts) > 1 and re.fullmatch(r"[A-Z]{1,4}", parts[-1]):
-                a = f"{' '.join(parts[:-1])}, {'.'.join(parts[-1])}."
-            lines.append(f"AU  - {a}")
+            surname, initials = _split_author(a)
+            lines.append(f"AU  - {surname}, {'.'.join(initials)}." if initials else f"AU  - {a}")
         if s.title:
             lines.append(f"TI  - {s.title}")
         if s.journal:
@@ -95,8 +99,7 @@ def to_ris(studies: list[Study]) -> str:
         for k in s.keywords:
             lines.append(f"KW  - {k}")
         if s.retracted:
-            r = s.retraction
-            lines.append("N1  - RETRACTED" + (f" {r.date}" if r and r.date else "") + (f": {r.notice}" if r and r.notice else ""))
+            lines.append(f"N1  - {_retraction_note(s)}")
         for src in s.sources[:1]:
             lines.append(f"UR  - {src.url}")
         lines.append("ER  - ")

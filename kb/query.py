@@ -95,7 +95,8 @@ def parse_range(field_name: str, value: str) -> Range:
     return Range(field_name, low, high)
 
 
-def _filter(name: str, raw: str, vocab: Vocabulary) -> Node:
+def filter_node(name: str, raw: str, vocab: Vocabulary) -> Node:
+    """The node for ``name:raw`` (a range, vocabulary terms with synonyms resolved, or a value)."""
     value = raw[1:-1] if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2 else raw
     if not value:
         raise BadRequest(f"'{name}:' needs a value", hint=f"e.g. {name}:{_example(name)}")
@@ -195,7 +196,7 @@ class _Parser:
                 close = difflib.get_close_matches(name, FIELDS, n=1, cutoff=0.6)
                 raise BadRequest(f"unknown field '{m.group(1)}'" + (f"; did you mean '{close[0]}'?" if close else ""),
                                  hint="fields: " + ", ".join(FIELDS))
-            return _filter(name, m.group(2), self.vocab)
+            return filter_node(name, m.group(2), self.vocab)
         return Text(tok)
 
 

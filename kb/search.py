@@ -24,7 +24,7 @@ from typing import Callable
 from .config import KnowledgeBase
 from .errors import BadRequest, KbError
 from .index import TEXT_BOOSTS, IndexLocked, SearchIndex, analyzer, known_phrases, stems, tag, term_postings
-from .query import Bool, Filter, Not, Range, Text, free_text, parse_query, parse_range
+from .query import Bool, Filter, Not, Range, Text, filter_node, free_text, parse_query, parse_range
 from .vocab import Vocabulary
 
 SORTS = ("relevance", "year", "n", "evidence")
@@ -127,14 +127,13 @@ def _text_clauses(text: str, weight: float, known: frozenset = frozenset()) -> l
 
 
 @lru_cache(maxsize=4096)
-def _expansions(vocab_id: int, text: str) -> tuple[str, ...]:
+def _expansions(vocab: Vocabulary, text: str) -> tuple[str, ...]:
     """Other spellings of ``text``: an abbreviation's long forms, or a long form's abbreviation.
 
     Abbreviations expand only as typed (TRD, not "trd"), so that ordinary words such as "sad" stay
     words. Vocabulary concepts are not expanded here: "fibromyalgia" must not find every chronic-pain
     record; `condition:` filters do that on purpose.
     """
-    vocab = _VOCABS[vocab_id]
     variants: list[str] = []
     cats = vocab.categories.get("abbreviation", {})
     if text in cats:
@@ -145,9 +144,6 @@ def _expansions(vocab_id: int, text: str) -> tuple[str, ...]:
             variants.append(abbr)
             variants.extend(s for s in cats[abbr].synonyms if s.lower() != text.lower())
     return tuple(variants)
-
-
-_VOCABS: dict[int, Vocabulary] = {}
 
 
 def _lossy(text: str) -> bool:
@@ -161,9 +157,8 @@ _HYPHENATED_WORD = re.compile(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)+")
 def text_query(t: Text, vocab: Vocabulary):
     from whoosh import query as Q
 
-    _VOCABS[id(vocab)] = vocab
     known = known_phrases(vocab)
-    variants = tuple(v for v in _expansions(id(vocab), t.text) if not _lossy(v))
+    variants = tuple(v for v in _expansions(vocab, t.text) if not _lossy(v))
     clauses = [] if (_lossy(t.text) and variants) else _text_clauses(t.text, 1.0, known)
     for v in variants:
         clauses.extend(_text_clauses(v, 0.8, known))
@@ -248,9 +243,7 @@ def request_tree(req: SearchRequest, vocab: Vocabulary):
     for name in ("condition", "outcome", "design", "route", "drug", "status"):
         values = getattr(req, name)
         if values:
-            from .query import _filter
-
-            extra.append(_filter(name, ",".join(values), vocab))
+            extra.append(filter_node(name, ",".join(values), vocab))
     if req.year:
         extra.append(parse_range("year", req.year))
     if req.min_n is not None:
@@ -635,8 +628,7 @@ _MARK = re.compile(r'<(/?)(?:b|mark|strong)(?: class="[^"]*")?>')
 def _highlight_terms(tree, vocab: Vocabulary) -> frozenset[str]:
     words: set[str] = set()
     for t in free_text(tree):
-        _VOCABS[id(vocab)] = vocab
-        for text in (t.text, *_expansions(id(vocab), t.text)):
+        for text in (t.text, *_expansions(vocab, t.text)):
             words.update(w for w, _ in _analyze(text))
     return frozenset(words)
 
