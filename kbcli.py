@@ -233,6 +233,126 @@ def search(ctx: click.Context, query: tuple[str, ...], condition, outcome, desig
         ctx.exit(1)
 
 
+def _meta_options(f):
+    """The selection and model options shared by `kb meta` and `kb forest`."""
+    options = [
+        click.option("--outcome", help="The outcome to pool, e.g. response, remission, symptom-change."),
+        click.option("--condition", help="Studies whose primary condition this is (synonyms accepted)."),
+        click.option("--measure", type=click.Choice(["rr", "or", "rd", "smd", "md", "hr"]),
+                     help="Default: rr for events, smd for means, else the reported measure."),
+        click.option("--method", type=click.Choice(["REML", "DL", "PM", "FE", "MH"], case_sensitive=False),
+                     default="REML", show_default=True,
+                     help="REML, DerSimonian-Laird, Paule-Mandel; FE common effect; MH Mantel-Haenszel."),
+        click.option("--knha", is_flag=True, help="Knapp-Hartung adjustment (t distribution, k - 1 df)."),
+        click.option("--subgroup", type=click.Choice(["condition", "comparator", "route", "design", "drug",
+                                                      "blinding", "counts", "instrument"]),
+                     help="Pool within subgroups of this field and test the difference."),
+        click.option("--comparator", multiple=True,
+                     help="Comparators to pool against (repeatable). Default: saline, placebo, midazolam."),
+        click.option("--timepoint", metavar="DAYS", help="Only entries in this window, e.g. 1, 0.5..7, >=7."),
+        click.option("--crossover/--no-crossover", default=True, show_default=True, help="Include crossover trials."),
+        click.option("--derived/--no-derived", default=True, show_default=True,
+                     help="Include counts derived from percentages (marked in the output)."),
+        click.option("--non-iv", is_flag=True, help="Also routes other than intravenous."),
+        click.option("--esketamine", is_flag=True, help="Also esketamine (default: racemic ketamine only)."),
+        click.option("--any-condition", is_flag=True,
+                     help="Also studies where --condition is a secondary condition."),
+        click.option("--smd-variant", type=click.Choice(["metafor", "revman5"]), default="metafor", show_default=True,
+                     help="Hedges' g as metafor computes it, or with RevMan 5's approximations."),
+        click.option("--level", type=click.FloatRange(0.5, 0.999), default=0.95, show_default=True,
+                     help="Confidence level."),
+        click.option("--data", "data_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="Pool a CSV of study data instead of the records (metafor's column names)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _meta_request(opts: dict):
+    from kb.synthesis import MetaRequest
+
+    return MetaRequest(outcome=opts["outcome"], condition=opts["condition"], measure=opts["measure"],
+                       method=opts["method"], knha=opts["knha"], subgroup=opts["subgroup"],
+                       comparators=tuple(opts["comparator"]), timepoint=opts["timepoint"], crossover=opts["crossover"],
+                       derived=opts["derived"], non_iv=opts["non_iv"], esketamine=opts["esketamine"],
+                       any_condition=opts["any_condition"], smd_variant=opts["smd_variant"], level=opts["level"])
+
+
+def _analyse(ctx: click.Context, opts: dict) -> tuple:
+    from kb.synthesis import analyse
+
+    data_file = opts["data_file"]
+    kb = _kb(ctx, required=data_file is None)
+    if data_file is None and not opts["outcome"]:
+        raise click.UsageError("name an outcome with --outcome (or pool a CSV with --data FILE)")
+    return kb, analyse(kb, _meta_request(opts), data_file=data_file)
+
+
+@cli.command()
+@_meta_options
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="json is a stable contract (docs/meta.md).")
+@click.pass_context
+def meta(ctx: click.Context, fmt: str, **opts) -> None:
+    """Pool the studies' data for one outcome: a meta-analysis from the records.
+
+    Effects are computed from the raw counts (or means and SDs) at run time,
+    as metafor computes them; reported effects are used as given. Every
+    entry left out is listed with its reason: retracted papers, reviews,
+    entries marked pool: false, non-IV routes, esketamine, non-control
+    comparators, other timepoints. The certainty is a GRADE-style suggestion
+    with its reasons; summaries/<condition>.yaml can override it.
+
+    \b
+    Examples:
+      kb meta --condition depression --outcome response
+      kb meta --outcome response --method DL --knha --subgroup condition
+      kb meta --condition depression --outcome response --comparator ect
+      kb meta --data trials.csv --measure or      # study,ai,n1i,ci,n2i
+    """
+    kb, result = _analyse(ctx, opts)
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        from kb import render
+
+        render.meta_text(result, click.echo, click.style)
+
+
+@cli.command()
+@_meta_options
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the SVG here (default: standard output).")
+@click.option("--force", is_flag=True, help="Overwrite an existing --output file.")
+@click.pass_context
+def forest(ctx: click.Context, output: Path | None, force: bool, **opts) -> None:
+    """Draw the forest plot of a meta-analysis as SVG (same options as kb meta).
+
+    The SVG has a title and description for screen readers, prints well and
+    needs no plotting library. Derived counts are marked with a dagger.
+
+    \b
+    Example:
+      kb forest --condition depression --outcome response -o response.svg
+    """
+    from kb.forest import forest_svg
+
+    kb, result = _analyse(ctx, opts)
+    svg = forest_svg(result, kb)
+    if output is None:
+        click.echo(svg, nl=False)
+        return
+    from kb.errors import RecordExists
+    from kb.yamlio import write_new
+
+    try:
+        write_new(output, svg, overwrite=force)
+    except RecordExists:
+        raise RecordExists(f"{output} already exists; not overwriting it", hint="--force overwrites it") from None
+    click.echo(f"wrote {output} ({result['k']} studies)", err=True)
+
+
 def _print_results(kb: KnowledgeBase, result, fmt: str) -> None:
     from kb import render
 

@@ -380,7 +380,7 @@ class Check:
         return self.reason is not None or bool(self.changes) or bool(self.changes.touched)
 
 
-class _gc_paused:
+class gc_paused:
     """Pause the cyclic garbage collector while building large plain structures (no cycles):
     loading a 100k-entry manifest otherwise triggers several full collections."""
 
@@ -806,7 +806,7 @@ class SearchIndex:
     # -- building and refreshing ------------------------------------------------------
     def check(self, rebuild: bool = False) -> "Check":
         """What a refresh would have to do (reads the manifest and stats every record file)."""
-        with _gc_paused():
+        with gc_paused():
             reason = "--rebuild" if rebuild else self.why_rebuild()
             manifest: dict = {}
             changes = Changes()

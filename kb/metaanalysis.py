@@ -164,9 +164,9 @@ def pool(y: list[float], v: list[float], method: str = "REML", knha: bool = Fals
         s2 = sum(wi * (yi - mu) ** 2 for wi, yi in zip(w, y)) / (k - 1)
         se = math.sqrt(s2 / sw)
         df = k - 1
-        crit = stats.t.ppf(0.5 + level / 2, df)
+        crit = float(stats.t.ppf(0.5 + level / 2, df))
     else:
-        crit = stats.norm.ppf(0.5 + level / 2)
+        crit = float(stats.norm.ppf(0.5 + level / 2))
     stat = mu / se if se > 0 else math.inf
     p = 2 * (stats.t.sf(abs(stat), df) if knha else stats.norm.sf(abs(stat)))
     q = cochran_q(y, v)
@@ -237,7 +237,7 @@ def mantel_haenszel(measure: str, ai: list[float], n1i: list[float], ci: list[fl
     else:
         raise PoolingError(f"Mantel-Haenszel pools rr, or or rd, not {measure}")
     se = math.sqrt(var)
-    crit = stats.norm.ppf(0.5 + level / 2)
+    crit = float(stats.norm.ppf(0.5 + level / 2))
     q = sum((yi - est) ** 2 / vi for yi, vi in zip(y, v))
     q_df = k - 1
     i2, h2 = heterogeneity(v, 0.0, q, q_df, random=False)

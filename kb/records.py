@@ -21,6 +21,7 @@ from pydantic import (
     StringConstraints,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -511,6 +512,39 @@ def record_data(study: Study) -> dict:
 
 
 FIELD_NAMES = tuple(Study.model_fields)
+
+
+# -- evidence summaries (summaries/<condition>.yaml) ----------------------------------
+
+CERTAINTY_LEVELS = ("high", "moderate", "low", "very-low")
+
+
+class OutcomeSummary(Model):
+    """A reviewer's word on one pooled outcome: a certainty that overrides kb's suggestion, with why."""
+
+    certainty: Literal["high", "moderate", "low", "very-low"] | None = None
+    justification: Text | None = Field(None, description="why the certainty differs from kb's suggestion")
+    note: Text | None = Field(None, description="shown beside the pooled result")
+
+    @model_validator(mode="after")
+    def _justified(self):
+        if self.certainty and not self.justification:
+            raise PydanticCustomError("justification", "a certainty override needs a justification", {})
+        return self
+
+
+class ConditionSummary(Model):
+    """summaries/<condition>.yaml: what reviewers write about a condition's evidence."""
+
+    condition: Term("condition")
+    bottom_line: Text | None = Field(None, description="one or two sentences for clinicians")
+    outcomes: dict[Term("outcome"), OutcomeSummary] = Field(default_factory=dict)
+    practice: list[Text] = Field(default_factory=list, description="practice and ethics statements, with sources")
+    updated: _dt.date | None = None
+
+
+def validate_summary(data: dict, vocab: Vocabulary | None = None) -> ConditionSummary:
+    return ConditionSummary.model_validate(data, context={"vocab": vocab} if vocab else None)
 
 
 def validate_data(data: dict, vocab: Vocabulary | None = None) -> Study:

@@ -7,7 +7,7 @@ import json
 import re
 import textwrap
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from .config import KnowledgeBase
 
@@ -203,3 +203,76 @@ def results_csv(result) -> str:
                     "" if h.n is None else h.n, ";".join(h.conditions), ";".join(h.outcomes),
                     "yes" if h.retracted else "", h.doi or "", h.pmid or ""])
     return buf.getvalue()
+
+
+def meta_text(result: dict, echo: Callable[[str], None], style: Callable[..., str]) -> None:
+    """`kb meta`'s table: a Summary of Findings row, then the studies, the exclusions and the checks."""
+    from .synthesis import fmt
+
+    m = result["measure"]
+    nat = result["natural"]
+    pct = int(round(result["level"] * 100))
+    cert = result["certainty"]
+    echo(style(result["sentence"], bold=True))
+    echo("")
+    n = f"{result['participants']:,}" + ("" if result["participants_known"] else "+")
+    rows = [
+        ("Pooled", f"{result['measure_label']} {fmt(nat['estimate'], m)} ({pct}% CI {fmt(nat['ci_low'], m)} to "
+                   f"{fmt(nat['ci_high'], m)}); {result['test']} = {result['stat']:.2f}, p = {_p(result['p'])}"),
+        ("Model", result["method_label"] + (" with Knapp-Hartung" if result["knha"] else "")),
+        ("Studies", f"k = {result['k']}, {n} participants"
+         + (f", {result['events']:,} events" if result["events"] is not None else "")),
+        ("Heterogeneity", f"tau2 = {result['tau2']:.4f}, I2 = " + (f"{result['i2']:.1f}%" if result["i2"] is not None
+                                                                  else "n/a")
+         + f", Q = {result['q']:.2f} on {result['q_df']} df" + (f" (p = {_p(result['q_p'])})" if result["q_p"] is not None else "")),
+        ("Prediction", f"{fmt(nat['pi_low'], m)} to {fmt(nat['pi_high'], m)}"),
+        ("Certainty", cert["level"].replace("-", " ") + (f" (reviewer's override of '{cert['suggested']}': "
+                                                          f"{cert['override']['justification']})" if cert["override"] else "")),
+    ]
+    for name, text in rows:
+        echo(f"  {name:<14} {text}")
+    for r in cert["reasons"]:
+        if r["domain"] != "start" or r["change"]:
+            echo(f"  {'':<14} {r['change']:+d} {r['domain'].replace('_', ' ')}: {r['text']}" if r["change"] else
+                 f"  {'':<14}  0 {r['domain'].replace('_', ' ')}: {r['text']}")
+    echo("")
+    echo(style(f"  {'study':<24} {'effect':>9}  {pct}% CI{'':<12} {'weight':>7}  data", bold=True))
+    for s in result["studies"]:
+        d = s["data"]
+        data = (f"{d['ai']:g}/{d['n1i']:g} vs {d['ci']:g}/{d['n2i']:g}" if s["kind"] == "binary" else
+                f"{d['m1i']:g} ({d['sd1i']:g}) n={d['n1i']:g} vs {d['m2i']:g} ({d['sd2i']:g}) n={d['n2i']:g}"
+                if s["kind"] == "continuous" else "reported effect")
+        ci = f"{fmt(s['effect_ci_low'], m)} to {fmt(s['effect_ci_high'], m)}"
+        echo(f"  {s['id']:<24} {fmt(s['effect'], m):>9}  {ci:<18} {s['weight']:>6.1f}%  {data}"
+             + (" (derived counts)" if s["derived"] else ""))
+    if result.get("subgroups"):
+        sg = result["subgroups"]
+        echo("")
+        echo(style(f"  Subgroups by {sg['field']}", bold=True))
+        for g in sg["groups"]:
+            gn = g["natural"]
+            echo(f"  {g['value']:<24} k={g['k']:<3} {fmt(gn['estimate'], m)} ({fmt(gn['ci_low'], m)} to "
+                 f"{fmt(gn['ci_high'], m)})")
+        if sg["p"] is not None:
+            echo(f"  test for subgroup differences: Q = {sg['q_between']:.2f} on {sg['df']} df, p = {_p(sg['p'])}")
+    if result["leave_one_out"]:
+        echo("")
+        echo(style("  Leave one out", bold=True))
+        for lo in result["leave_one_out"]:
+            ln = lo["natural"]
+            echo(f"  without {lo['omitted']:<16} {fmt(ln['estimate'], m)} ({fmt(ln['ci_low'], m)} to {fmt(ln['ci_high'], m)})")
+    if result["egger"]:
+        e = result["egger"]
+        echo(f"  Egger's test: intercept {e['intercept']:.2f}, t = {e['t']:.2f} on {e['df']} df, p = {_p(e['p'])}")
+    if result["excluded"]:
+        echo("")
+        echo(style(f"  Left out ({len(result['excluded'])})", bold=True))
+        for x in result["excluded"]:
+            when = f" [{x['timepoint']}]" if x.get("timepoint") else ""
+            echo(f"  {x['id']}{when}: {x['reason']}")
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "n/a"
+    return "< 0.0001" if p < 0.0001 else f"{p:.4f}"

@@ -23,7 +23,7 @@ from typing import Callable
 
 from .config import KnowledgeBase
 from .errors import BadRequest, KbError
-from .index import TEXT_BOOSTS, IndexLocked, SearchIndex, analyzer, known_phrases, stems, tag, term_postings
+from .index import TEXT_BOOSTS, IndexLocked, SearchIndex, gc_paused, analyzer, known_phrases, stems, tag, term_postings
 from .query import Bool, Filter, Not, Range, Text, filter_node, free_text, parse_query, parse_range
 from .vocab import Vocabulary
 
@@ -695,18 +695,19 @@ def search(kb: KnowledgeBase, req: SearchRequest, *, refresh: bool = True,
             pending = idx.check_in_background()
         else:
             _apply_refresh(idx, None, notices, progress)
-    try:
-        reader = idx.open_reader()
-    except Exception as e:  # noqa: BLE001 - a corrupt index is rebuilt once
-        if isinstance(e, KbError):
-            raise
-        if pending is not None:
-            pending()
-            pending = None
-        notices.append(f"the index could not be read ({type(e).__name__}); rebuilt it")
-        idx.refresh(rebuild=True, progress=progress)
-        reader = idx.open_reader()
-    result = _run(kb, idx, reader, req, tree, notices, started)
+    with gc_paused():  # a search makes many objects and no garbage cycles worth collecting now
+        try:
+            reader = idx.open_reader()
+        except Exception as e:  # noqa: BLE001 - a corrupt index is rebuilt once
+            if isinstance(e, KbError):
+                raise
+            if pending is not None:
+                pending()
+                pending = None
+            notices.append(f"the index could not be read ({type(e).__name__}); rebuilt it")
+            idx.refresh(rebuild=True, progress=progress)
+            reader = idx.open_reader()
+        result = _run(kb, idx, reader, req, tree, notices, started)
     if pending is not None:
         check = pending()
         if check.needed:

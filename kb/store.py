@@ -7,8 +7,8 @@ from typing import Callable
 
 from .config import KnowledgeBase
 from .errors import NotFound, RecordError
-from .records import Study
-from .validate import Report, check_file, record_files, validate_paths
+from .records import ConditionSummary, Study
+from .validate import Report, check_file, check_summary_file, record_files, validate_paths
 
 
 def load_studies(kb: KnowledgeBase, progress: Callable[[int, int], None] | None = None) -> Report:
@@ -43,3 +43,24 @@ def load_study(kb: KnowledgeBase, study_id: str) -> Study:
         more = f"\n... and {len(errors) - 5} more" if len(errors) > 5 else ""
         raise RecordError(f"{path} has errors:\n{shown}{more}", hint=f"run `kb validate {path}`")
     return res.study
+
+
+def summaries_dir(kb: KnowledgeBase) -> Path:
+    return kb.root / "summaries"
+
+
+def load_summaries(kb: KnowledgeBase) -> dict[str, ConditionSummary]:
+    """condition -> the reviewers' summary (summaries/<condition>.yaml). A file with errors is refused
+    with its problems: a certainty override must never be dropped silently."""
+    folder = summaries_dir(kb)
+    out: dict[str, ConditionSummary] = {}
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.glob("*.y*ml")):
+        display = str(path.relative_to(kb.root))
+        summary, problems = check_summary_file(path, kb.vocab, display)
+        if problems:
+            shown = "\n".join(p.format() for p in problems[:5])
+            raise RecordError(f"{display} has errors:\n{shown}", hint="fix the summary file, or move it aside")
+        out[summary.condition] = summary
+    return out

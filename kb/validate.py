@@ -603,3 +603,24 @@ def validate_paths(paths: Iterable[Path], vocab: Vocabulary | None = None, *, kb
     problems.sort(key=lambda p: (p.file, p.line, p.column))
     studies = [r.study for r in results if r.study is not None]
     return Report(files=len(files), problems=problems, studies=studies)
+
+
+def check_summary_file(path: Path, vocab: Vocabulary, display: str | None = None):
+    """(summary or None, problems) for one summaries/<condition>.yaml file."""
+    from .records import validate_summary
+
+    display = display or str(path)
+    try:
+        loaded = yamlio.load(path)
+    except yamlio.YamlProblem as p:
+        return None, [Problem(display, p.line, p.column, p.field, p.message, "error", p.hint, p.code)]
+    try:
+        summary = validate_summary(loaded.data, vocab)
+    except ValidationError as err:
+        return None, _schema_problems(err, loaded.data, loaded, display)
+    if path.stem != summary.condition:
+        line, col = yamlio.locate(loaded.node, ("condition",))
+        return summary, [Problem(display, line, col, "condition",
+                                 f"the file is named {path.name} but is about '{summary.condition}'", "error",
+                                 f"rename it to {summary.condition}.yaml", "summary-name")]
+    return summary, []
