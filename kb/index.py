@@ -29,7 +29,6 @@ import shutil
 import time
 import zlib
 from collections import Counter, namedtuple
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -874,6 +873,7 @@ class SearchIndex:
 
     def _build(self, *, jobs: int | None, progress: Callable[[int, int], None] | None) -> RefreshReport:
         import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor  # here, not at the top: a cold search never needs it
 
         files = sorted(_scan(self.kb.studies_dir))
         jobs = jobs or os.cpu_count() or 1
