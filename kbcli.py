@@ -284,8 +284,6 @@ def _analyse(ctx: click.Context, opts: dict) -> tuple:
 
     data_file = opts["data_file"]
     kb = _kb(ctx, required=data_file is None)
-    if data_file is None and not opts["outcome"]:
-        raise click.UsageError("name an outcome with --outcome (or pool a CSV with --data FILE)")
     return kb, analyse(kb, _meta_request(opts), data_file=data_file)
 
 

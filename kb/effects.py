@@ -104,7 +104,7 @@ def reported(measure: str, value: float, ci_low: float | None = None, ci_high: f
     ``se`` is on the analysis scale (the SE of the log ratio for ratios). Without an SE, the CI gives
     it: (upper - lower) / (2 z), on the log scale for ratios.
     """
-    from statistics import NormalDist
+    from .metaanalysis import z_crit
 
     ratio = is_ratio(measure)
     if ratio and value <= 0:
@@ -118,8 +118,7 @@ def reported(measure: str, value: float, ci_low: float | None = None, ci_high: f
         lo, hi = (math.log(ci_low), math.log(ci_high)) if ratio else (ci_low, ci_high)
         if not lo <= yi <= hi or hi <= lo:
             raise EffectError("the estimate must lie inside its CI")
-        z = NormalDist().inv_cdf(0.5 + ci_level / 2)
-        se = (hi - lo) / (2 * z)
+        se = (hi - lo) / (2 * z_crit(ci_level))
     if se <= 0:
         raise EffectError("the standard error must be above 0")
     return yi, se ** 2

@@ -78,8 +78,7 @@ def layout(result: dict, vocab=None) -> dict:
         "pi": {"x1": x(result["pi_low"]), "x2": x(result["pi_high"]), "y": y_pool + ROW_H} if result["k"] > 1 else None,
         "pool_text": f"{fmt(nat['estimate'], m)} [{fmt(nat['ci_low'], m)}, {fmt(nat['ci_high'], m)}]",
         "pi_text": f"PI [{fmt(nat['pi_low'], m)}, {fmt(nat['pi_high'], m)}]",
-        "ticks": [{"x": x(t), "label": fmt(math.exp(t) if ratio else t, m).rstrip("0").rstrip(".")
-                   if not ratio else f"{math.exp(t):g}"} for t in _ticks(lo, hi, ratio)],
+        "ticks": [{"x": x(t), "label": f"{math.exp(t):g}" if ratio else f"{t:g}"} for t in _ticks(lo, hi, ratio)],
         "title": f"Forest plot: {outcome}, {label}".strip(),
         "desc": (f"{result['k']} studies pooled by {result['method_label']}: {label} "
                  f"{fmt(nat['estimate'], m)} ({pct}% CI {fmt(nat['ci_low'], m)} to {fmt(nat['ci_high'], m)}); "

@@ -76,6 +76,11 @@ def _sums(y: list[float], v: list[float], tau2: float) -> tuple[list[float], flo
     return w, sw, sum(wi * yi for wi, yi in zip(w, y)) / sw
 
 
+def z_crit(level: float) -> float:
+    """The two-sided normal critical value for a confidence level (1.959964 for 0.95)."""
+    return float(_dist().norm.ppf(0.5 + level / 2))
+
+
 def cochran_q(y: list[float], v: list[float]) -> float:
     w, sw, mu = _sums(y, v, 0.0)
     return sum(wi * (yi - mu) ** 2 for wi, yi in zip(w, y))
@@ -166,7 +171,7 @@ def pool(y: list[float], v: list[float], method: str = "REML", knha: bool = Fals
         df = k - 1
         crit = float(stats.t.ppf(0.5 + level / 2, df))
     else:
-        crit = float(stats.norm.ppf(0.5 + level / 2))
+        crit = z_crit(level)
     stat = mu / se if se > 0 else math.inf
     p = 2 * (stats.t.sf(abs(stat), df) if knha else stats.norm.sf(abs(stat)))
     q = cochran_q(y, v)
@@ -237,7 +242,7 @@ def mantel_haenszel(measure: str, ai: list[float], n1i: list[float], ci: list[fl
     else:
         raise PoolingError(f"Mantel-Haenszel pools rr, or or rd, not {measure}")
     se = math.sqrt(var)
-    crit = float(stats.norm.ppf(0.5 + level / 2))
+    crit = z_crit(level)
     q = sum((yi - est) ** 2 / vi for yi, vi in zip(y, v))
     q_df = k - 1
     i2, h2 = heterogeneity(v, 0.0, q, q_df, random=False)

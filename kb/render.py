@@ -232,9 +232,8 @@ def meta_text(result: dict, echo: Callable[[str], None], style: Callable[..., st
     for name, text in rows:
         echo(f"  {name:<14} {text}")
     for r in cert["reasons"]:
-        if r["domain"] != "start" or r["change"]:
-            echo(f"  {'':<14} {r['change']:+d} {r['domain'].replace('_', ' ')}: {r['text']}" if r["change"] else
-                 f"  {'':<14}  0 {r['domain'].replace('_', ' ')}: {r['text']}")
+        if r["domain"] != "start":
+            echo(f"  {'':<14} {r['change']:+d} {r['domain'].replace('_', ' ')}: {r['text']}")
     echo("")
     echo(style(f"  {'study':<24} {'effect':>9}  {pct}% CI{'':<12} {'weight':>7}  data", bold=True))
     for s in result["studies"]:

@@ -397,8 +397,6 @@ def _effects(rows: list[Row], req: MetaRequest) -> tuple[str, list[Row], list[Ex
                              hint="choose --measure rr, or or rd (binary) or smd or md (continuous)")
         else:
             measure = "rr" if "binary" in kinds else "smd" if "continuous" in kinds else "rr"
-    if measure == "yi":  # a CSV of yi, vi: the scale is the user's
-        pass
     excluded: list[Excluded] = []
     kept: list[Row] = []
     if measure == "md":
@@ -470,7 +468,7 @@ def _natural(measure: str, x: float | None) -> float | None:
 def _pool(rows: list[Row], measure: str, req: MetaRequest) -> dict:
     fit = _fit(rows, measure, req)
     ratio = E.is_ratio(measure)
-    crit = _crit(req.level)
+    crit = M.z_crit(req.level)  # per-study CIs are normal-theory, as in metafor's forest plots
     studies = []
     for r, w in zip(rows, fit.weights):
         se = math.sqrt(r.vi)
@@ -502,12 +500,6 @@ def _pool(rows: list[Row], measure: str, req: MetaRequest) -> dict:
         e = M.egger([r.yi for r in rows], [r.vi for r in rows])
         out["egger"] = {"intercept": e.intercept, "se": e.se, "t": e.t, "df": e.df, "p": e.p}
     return out
-
-
-def _crit(level: float) -> float:
-    from statistics import NormalDist
-
-    return NormalDist().inv_cdf(0.5 + level / 2)
 
 
 def _leave_one_out(rows: list[Row], measure: str, req: MetaRequest) -> list[dict]:
