@@ -351,6 +351,143 @@ def forest(ctx: click.Context, output: Path | None, force: bool, **opts) -> None
     click.echo(f"wrote {output} ({result['k']} studies)", err=True)
 
 
+def _phased_progress():
+    """A rich progress bar on stderr (when it is a terminal) whose label follows the build's phases."""
+    if not sys.stderr.isatty():
+        return None, None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=Console(stderr=True), transient=True)
+    task = bar.add_task("building", total=None)
+
+    def update(phase: str, done: int, total: int) -> None:
+        bar.update(task, description=phase, completed=done, total=total)
+
+    return bar, update
+
+
+def _build(kb: KnowledgeBase, out, base_url, jobs, search, full, strict, quiet=False):
+    from kb.site import build_site
+
+    bar, update = (None, None) if quiet else _phased_progress()
+    if bar:
+        bar.start()
+    try:
+        return build_site(kb, out, base_url=base_url, jobs=jobs, search=search, full=full, strict=strict,
+                          progress=update)
+    finally:
+        if bar:
+            bar.stop()
+
+
+def _build_summary(report) -> str:
+    if report.up_to_date:
+        return (f"site up to date: {report.studies:,} studies, {report.pages_total:,} pages in {report.out} "
+                f"(checked in {report.seconds:.2f} s)")
+    search = {"indexed": f"; search indexed in {report.search_seconds:.1f} s" if report.search_seconds is not None else "",
+              "unchanged": "; search index unchanged", "skipped": "; no search index (--no-search)"}[report.search]
+    return (f"{'built' if report.full else 'updated'} {report.out}: {report.studies:,} studies, "
+            f"{report.analyses} pooled analyses, {report.pages_written:,} of {report.pages_total:,} pages written"
+            f"{f', {report.pages_removed} removed' if report.pages_removed else ''} in {report.seconds:.1f} s{search}")
+
+
+def _site_options(f):
+    f = click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+                     help="Where the site goes (default: _site in the knowledge base).")(f)
+    f = click.option("--base-url", metavar="URL",
+                     help="Absolute address the site is published at, for the feed and sitemap "
+                          "(default: base_url in kb.yaml; pages always link relatively).")(f)
+    f = click.option("--no-search", is_flag=True, help="Skip the Pagefind search index.")(f)
+    f = click.option("--jobs", "-j", type=click.IntRange(1, 64), help="Processes for parsing and study pages "
+                     "(default: all cores).")(f)
+    return f
+
+
+@cli.command()
+@_site_options
+@click.option("--full", is_flag=True, help="Rebuild every page, ignoring what the last build left.")
+@click.option("--strict", is_flag=True, help="Fail (exit 1) if any record has errors, instead of leaving it out.")
+@click.pass_context
+def build(ctx: click.Context, out: Path | None, base_url: str | None, no_search: bool, jobs: int | None, full: bool,
+          strict: bool) -> None:
+    """Build the static evidence site: a folder any static host can serve.
+
+    Pages: home, one per condition (bottom line, summary of findings with
+    forest plots, durability, dosing, adverse events, practice and ethics, all
+    studies), one per outcome, one per study, search (Pagefind), methods, what
+    changed, downloads (JSON, CSV, BibTeX, RIS), an Atom feed, a sitemap and a
+    404 page. Links are relative: the folder also works from disk or a sub-path.
+
+    Only what changed is rebuilt: records are parsed again when their content
+    changes, and a page is written only when its bytes differ. The build date
+    is SOURCE_DATE_EPOCH, else the last git commit's date, so the same inputs
+    give the same bytes. Records with errors are left out and listed.
+
+    \b
+    Examples:
+      kb build
+      kb build -o public --base-url https://evidence.example.org/
+      kb build --no-search --full
+    """
+    kb = _kb(ctx)
+    report = _build(kb, out, base_url, jobs, not no_search, full, strict)
+    for p in report.problems:
+        click.echo(p.format(), err=True)
+    if report.problems:
+        click.echo(f"{report.invalid} record file(s) with errors left out of the site; run `kb validate`", err=True)
+    for n in report.notices:
+        click.echo(f"note: {n}", err=True)
+    click.echo(_build_summary(report))
+
+
+@cli.command()
+@_site_options
+@click.option("--port", "-p", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port on localhost (0 picks a free one).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.pass_context
+def serve(ctx: click.Context, out: Path | None, base_url: str | None, no_search: bool, jobs: int | None, port: int,
+          host: str) -> None:
+    """Preview the site on localhost, rebuilding when a record changes.
+
+    Builds the site first (as `kb build`), serves it, and watches studies/,
+    summaries/, templates/ and kb.yaml once a second; a change rebuilds what it
+    touched. A record with errors is reported and left out; the preview keeps
+    running. Stop with Ctrl-C.
+
+    \b
+    Examples:
+      kb serve
+      kb serve --port 8080 --no-search
+    """
+    import time
+
+    from kb.serve import Preview
+
+    kb = _kb(ctx)
+    report = _build(kb, out, base_url, jobs, not no_search, False, False)
+    click.echo(_build_summary(report))
+
+    def rebuild() -> str:
+        r = _build(kb, out, base_url, jobs, not no_search, False, False, quiet=True)
+        for p in r.problems:
+            click.echo(p.format(), err=True)
+        return _build_summary(r)
+
+    preview = Preview(kb, report.out, rebuild, host=host, port=port, on_event=click.echo)
+    preview.start()
+    click.echo(f"serving {report.out} at {preview.url} (Ctrl-C stops)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        click.echo("stopped")
+    finally:
+        preview.stop()
+
+
 def _print_results(kb: KnowledgeBase, result, fmt: str) -> None:
     from kb import render
 

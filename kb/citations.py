@@ -10,7 +10,13 @@ from .records import Study
 DESIGN_TYPES_RIS = {"consensus-statement": "JOUR", "guideline": "JOUR"}
 
 
+def _line(text: str) -> str:
+    """Whitespace collapsed: a value never breaks a line (or leaves a blank one) in BibTeX or RIS."""
+    return " ".join(text.split())
+
+
 def _bib_escape(text: str) -> str:
+    text = _line(text)
     text = text.replace("\\", "\\textbackslash{}")
     text = re.sub(r"([&%$#_{}])", r"\\\1", text)
     return text.replace("~", "\\textasciitilde{}").replace("^", "\\textasciicircum{}")
@@ -63,7 +69,7 @@ def to_bibtex(studies: list[Study]) -> str:
             fields.append(("pmcid", s.pmcid))
         if s.retracted:
             fields.append(("note", _retraction_note(s)))
-        body = ",\n".join(f"  {k} = {{{_bib_escape(v) if k not in ('doi',) else v}}}" for k, v in fields)
+        body = ",\n".join(f"  {k} = {{{_bib_escape(v) if k not in ('doi',) else _line(v)}}}" for k, v in fields)
         out.append(f"@article{{{bibtex_key(s)},\n{body}\n}}\n")
     return "\n".join(out)
 
@@ -104,4 +110,4 @@ def to_ris(studies: list[Study]) -> str:
             lines.append(f"UR  - {src.url}")
         lines.append("ER  - ")
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(x[:6] + _line(x[6:]) for x in lines)

@@ -38,7 +38,7 @@ def _ticks(lo: float, hi: float, ratio: bool) -> list[float]:
     return out
 
 
-def layout(result: dict, vocab=None) -> dict:
+def layout(result: dict, vocab=None, uid: str = "forest") -> dict:
     """Everything the template needs: rows with pixel positions, the diamond, the PI, the axis."""
     m = result["measure"]
     ratio = E.is_ratio(m)
@@ -87,12 +87,13 @@ def layout(result: dict, vocab=None) -> dict:
                  f"{result['k']} study: {label} {fmt(nat['estimate'], m)} "
                  f"({pct}% CI {fmt(nat['ci_low'], m)} to {fmt(nat['ci_high'], m)})."),
         "measure_label": label, "method_label": result["method_label"], "ratio": ratio,
-        "level": pct, "any_derived": any(r["derived"] for r in rows),
+        "level": pct, "any_derived": any(r["derived"] for r in rows), "uid": uid,
     }
 
 
-def forest_svg(result: dict, kb=None) -> str:
+def forest_svg(result: dict, kb=None, uid: str = "forest", env=None) -> str:
+    """The SVG; ``uid`` keeps the ids of its title and desc unique when a page shows several plots."""
     from .templating import make_env
 
-    env = make_env(kb)
-    return env.get_template("_forest.svg").render(f=layout(result, kb.vocab if kb is not None else None))
+    env = env or make_env(kb)
+    return env.get_template("_forest.svg").render(f=layout(result, kb.vocab if kb is not None else None, uid))

@@ -119,7 +119,12 @@ def show(kb: KnowledgeBase, study: Study, fmt: str = "text") -> str:
     if fmt == "json":
         return json.dumps(study.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
     if fmt == "html":
-        return make_env(kb).get_template("study.html").render(kb=kb, study=study, vocab=kb.vocab, root="")
+        from .site import digest, study_context
+        from .validate import record_files
+
+        known = {p.stem for p in record_files([kb.studies_dir])} if kb.studies_dir.is_dir() else set()
+        ctx = study_context(study, digest(study, f"{study.id}.yaml", ""), kb.vocab, known)
+        return make_env(kb).get_template("study.html").render(kb=kb, vocab=kb.vocab, **ctx)
     return as_text(kb, study)
 
 

@@ -29,7 +29,7 @@ import csv
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 from . import effects as E
 from . import metaanalysis as M
@@ -120,11 +120,20 @@ def analyse(kb, req: MetaRequest, data_file: Path | None = None) -> dict:
         summaries = load_summaries(kb)
         rows, excluded = select(report.studies, req, kb.vocab)
         source = "records"
+    return analyse_rows(rows, excluded, req, summaries.get(req.condition) if req.condition else None,
+                        kb.vocab if kb is not None else None, source)
+
+
+def analyse_rows(rows: list[Row], excluded: list[Excluded], req: MetaRequest, summary=None, vocab=None,
+                 source: str = "records", loo: bool = True) -> dict:
+    """Pool selected rows (from :func:`select`, or :func:`select_one` study by study) into the
+    documented answer; ``summary`` is the condition's summaries/ file, if any. ``loo=False`` skips
+    the leave-one-out refits (k extra fits), which the site skips for large k."""
     measure, rows, more = _effects(rows, req)
-    excluded += more
+    excluded = excluded + more
     if not rows:
         raise SynthesisError(_nothing_message(req, excluded), hint=_nothing_hint(excluded))
-    result = _pool(rows, measure, req)
+    result = _pool(rows, measure, req, loo)
     result.update(
         outcome=req.outcome, condition=req.condition, source=source,
         options={"comparators": list(req.comparators or CONTROLS), "crossover": req.crossover, "derived": req.derived,
@@ -134,11 +143,10 @@ def analyse(kb, req: MetaRequest, data_file: Path | None = None) -> dict:
     )
     if req.subgroup:
         result["subgroups"] = _subgroups(rows, measure, req)
-    summary = summaries.get(req.condition) if req.condition else None
     result["certainty"] = certainty(rows, result, measure,
                                     summary.outcomes.get(req.outcome) if summary and req.outcome else None,
                                     f"summaries/{req.condition}.yaml" if summary else None)
-    result["sentence"] = sentence(result, kb.vocab if kb is not None else None)
+    result["sentence"] = sentence(result, vocab)
     return result
 
 
@@ -221,81 +229,85 @@ def select(studies: Iterable, req: MetaRequest, vocab) -> tuple[list[Row], list[
     if req.outcome is None:
         raise BadRequest("name an outcome with --outcome", hint="outcomes with data: "
                          + ", ".join(outcomes_with_data(studies)))
-    comparators = set(req.comparators or CONTROLS)
-    candidates: dict[str, list[tuple[Any, Any]]] = {}
+    rows: list[Row] = []
     excluded: list[Excluded] = []
     seen_outcome = False
     for s in sorted(studies, key=lambda s: s.id):
-        if req.condition and req.condition not in s.condition_terms:
-            continue
-        entries = [o for o in s.outcomes if o.outcome == req.outcome]
-        if not entries:
-            continue
-        seen_outcome = True
-
-        def out(reason: str, o=None) -> None:
-            excluded.append(Excluded(s.id, reason, req.outcome, o.timepoint if o is not None else None))
-
-        if req.condition and s.condition_terms[0] != req.condition and not req.any_condition:
-            # a PTSD trial that also lists depression measures PTSD response, not depression response
-            out(f"{req.condition} is a secondary condition here (primary: {s.condition_terms[0]}); "
-                "--any-condition includes it")
-            continue
-
-        if s.retracted:
-            out("retracted publication: never pooled")
-            continue
-        if s.design in REVIEW_DESIGNS:
-            out(f"a {s.design}: its trials are pooled one by one (pooling the review too would count them twice)")
-            continue
-        if s.design == "crossover-rct" and not req.crossover:
-            out("crossover trial (left out by --no-crossover)")
-            continue
-        route = s.intervention.route if s.intervention else None
-        drug = s.intervention.drug if s.intervention else None
-        if route != "iv" and not req.non_iv:
-            out(f"route {route or 'not recorded'}: not intravenous (--non-iv includes it)")
-            continue
-        if drug == "esketamine" and not req.esketamine:
-            out("esketamine, not racemic ketamine (--esketamine includes it)")
-            continue
-        usable = []
-        for o in entries:
-            comparator = o.comparator or (s.comparator.type if s.comparator else None)
-            if not o.pool:
-                out(f"marked pool: false ({o.pool_note})" if o.pool_note else "marked pool: false", o)
-            elif o.data is None:
-                out("reported without numbers that can be pooled", o)
-            elif o.counts == "derived" and not req.derived:
-                out("derived counts (left out by --no-derived)", o)
-            elif comparator not in comparators:
-                out(f"comparator {comparator or 'not recorded'} (analyse it with --comparator {comparator})"
-                    if comparator not in (None, "none", "pre-post") else "no control arm: nothing to compare", o)
-            elif o.data.type != "effect" and len(o.data.arms) == 1:
-                out("a single arm: no comparison to pool", o)
-            elif o.data.type != "effect" and len(o.data.arms) > 2:
-                out("more than two arms: record one outcome entry per comparison", o)
-            elif not _in_window(o.timepoint_days, req.timepoint):
-                out(f"timepoint {o.timepoint or 'not recorded'} outside --timepoint {req.timepoint}", o)
-            else:
-                usable.append((o, comparator))
-        if not usable:
-            continue
-        usable.sort(key=lambda oc: (not oc[0].primary, oc[0].timepoint_days if oc[0].timepoint_days is not None
-                                    else math.inf))
-        chosen, comparator = usable[0]
-        for o, _ in usable[1:]:
-            out(f"another entry of the same study (the {'primary' if chosen.primary else 'earliest'} one, "
-                f"{chosen.timepoint or 'timepoint not recorded'}, is pooled)", o)
-        candidates[s.id] = [(s, chosen, comparator)]
+        seen, row, out = select_one(s, req)
+        seen_outcome |= seen
+        excluded += out
+        if row is not None:
+            rows.append(row)
     if not seen_outcome:
         have = outcomes_with_data(studies, req.condition)
         where = f" for {req.condition}" if req.condition else ""
         raise NotFound(f"no study reports {req.outcome}{where}",
                        hint=("outcomes with data" + where + ": " + ", ".join(have)) if have else
                        "no outcome has pooled data here yet")
-    rows = [_row(s, o, comparator) for (s, o, comparator), in candidates.values()]
     return rows, excluded
+
+
+def select_one(s, req: MetaRequest) -> tuple[bool, Row | None, list[Excluded]]:
+    """One study's part of :func:`select`: (reports the outcome, its row or None, its entries left out).
+
+    Selection looks at one study at a time, so the site builds rows where records are parsed."""
+    excluded: list[Excluded] = []
+    comparators = set(req.comparators or CONTROLS)
+    if req.condition and req.condition not in s.condition_terms:
+        return False, None, excluded
+    entries = [o for o in s.outcomes if o.outcome == req.outcome]
+    if not entries:
+        return False, None, excluded
+
+    def out(reason: str, o=None) -> tuple[bool, None, list[Excluded]]:
+        excluded.append(Excluded(s.id, reason, req.outcome, o.timepoint if o is not None else None))
+        return True, None, excluded
+
+    if req.condition and s.condition_terms[0] != req.condition and not req.any_condition:
+        # a PTSD trial that also lists depression measures PTSD response, not depression response
+        return out(f"{req.condition} is a secondary condition here (primary: {s.condition_terms[0]}); "
+                   "--any-condition includes it")
+    if s.retracted:
+        return out("retracted publication: never pooled")
+    if s.design in REVIEW_DESIGNS:
+        return out(f"a {s.design}: its trials are pooled one by one (pooling the review too would count them twice)")
+    if s.design == "crossover-rct" and not req.crossover:
+        return out("crossover trial (left out by --no-crossover)")
+    route = s.intervention.route if s.intervention else None
+    drug = s.intervention.drug if s.intervention else None
+    if route != "iv" and not req.non_iv:
+        return out(f"route {route or 'not recorded'}: not intravenous (--non-iv includes it)")
+    if drug == "esketamine" and not req.esketamine:
+        return out("esketamine, not racemic ketamine (--esketamine includes it)")
+    usable = []
+    for o in entries:
+        comparator = o.comparator or (s.comparator.type if s.comparator else None)
+        if not o.pool:
+            out(f"marked pool: false ({o.pool_note})" if o.pool_note else "marked pool: false", o)
+        elif o.data is None:
+            out("reported without numbers that can be pooled", o)
+        elif o.counts == "derived" and not req.derived:
+            out("derived counts (left out by --no-derived)", o)
+        elif comparator not in comparators:
+            out(f"comparator {comparator or 'not recorded'} (analyse it with --comparator {comparator})"
+                if comparator not in (None, "none", "pre-post") else "no control arm: nothing to compare", o)
+        elif o.data.type != "effect" and len(o.data.arms) == 1:
+            out("a single arm: no comparison to pool", o)
+        elif o.data.type != "effect" and len(o.data.arms) > 2:
+            out("more than two arms: record one outcome entry per comparison", o)
+        elif not _in_window(o.timepoint_days, req.timepoint):
+            out(f"timepoint {o.timepoint or 'not recorded'} outside --timepoint {req.timepoint}", o)
+        else:
+            usable.append((o, comparator))
+    if not usable:
+        return True, None, excluded
+    usable.sort(key=lambda oc: (not oc[0].primary, oc[0].timepoint_days if oc[0].timepoint_days is not None
+                                else math.inf))
+    chosen, comparator = usable[0]
+    for o, _ in usable[1:]:
+        out(f"another entry of the same study (the {'primary' if chosen.primary else 'earliest'} one, "
+            f"{chosen.timepoint or 'timepoint not recorded'}, is pooled)", o)
+    return True, _row(s, chosen, comparator), excluded
 
 
 def outcomes_with_data(studies: Iterable, condition: str | None = None) -> list[str]:
@@ -465,7 +477,7 @@ def _natural(measure: str, x: float | None) -> float | None:
     return E.back(measure, x) if measure != "yi" else x
 
 
-def _pool(rows: list[Row], measure: str, req: MetaRequest) -> dict:
+def _pool(rows: list[Row], measure: str, req: MetaRequest, loo: bool = True) -> dict:
     fit = _fit(rows, measure, req)
     ratio = E.is_ratio(measure)
     crit = M.z_crit(req.level)  # per-study CIs are normal-theory, as in metafor's forest plots
@@ -493,7 +505,7 @@ def _pool(rows: list[Row], measure: str, req: MetaRequest) -> dict:
         "participants_known": all(r.participants is not None for r in rows),
         "events": sum(r.events for r in rows) if all(r.events is not None for r in rows) else None,
         "studies": studies,
-        "leave_one_out": _leave_one_out(rows, measure, req) if len(rows) >= 3 else [],
+        "leave_one_out": _leave_one_out(rows, measure, req) if loo and len(rows) >= 3 else [],
         "egger": None,
     }
     if len(rows) >= 10:

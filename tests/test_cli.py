@@ -95,7 +95,7 @@ def test_show_retracted_banner_everywhere(runner, kb_dir):
     text = invoke(runner, "--kb", kb_dir, "show", "retracted-2015").output
     assert "!! RETRACTED in 2018: Synthetic Notice 2018;1:1" in text
     html = invoke(runner, "--kb", kb_dir, "show", "retracted-2015", "--format", "html").output
-    assert '<div class="retracted" role="alert">' in html
+    assert '<div class="retracted" role="note" aria-label="Retraction notice">' in html
 
 
 def test_show_unknown_id_suggests(runner, kb_dir):

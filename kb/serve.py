@@ -1,0 +1,94 @@
+"""``kb serve``: preview the site on localhost, rebuilding when a record, summary or template changes."""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable
+
+from .config import KnowledgeBase
+from .errors import BadRequest, KbError
+
+
+def watched_state(kb: KnowledgeBase) -> tuple:
+    """(path, size, mtime) of every input of the site: records, summaries, templates, kb.yaml."""
+    out = []
+    for folder in (kb.studies_dir, kb.root / "summaries", kb.templates_dir):
+        if folder.is_dir():
+            for dirpath, dirs, files in os.walk(folder):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                for f in files:
+                    if not f.startswith("."):
+                        p = os.path.join(dirpath, f)
+                        try:
+                            st = os.stat(p)
+                        except FileNotFoundError:
+                            continue
+                        out.append((p, st.st_size, st.st_mtime_ns))
+    cfg = kb.root / "kb.yaml"
+    if cfg.is_file():
+        st = cfg.stat()
+        out.append((str(cfg), st.st_size, st.st_mtime_ns))
+    return tuple(sorted(out))
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # quiet: the terminal shows rebuilds, not every request
+        pass
+
+    def send_error(self, code, message=None, explain=None):
+        page = Path(self.directory) / "404.html"
+        if code == 404 and page.is_file():
+            body = page.read_bytes()
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+            return
+        super().send_error(code, message, explain)
+
+
+class Preview:
+    """A local HTTP server for ``out`` and a thread that rebuilds it when its inputs change."""
+
+    def __init__(self, kb: KnowledgeBase, out: Path, rebuild: Callable[[], object], host: str = "127.0.0.1",
+                 port: int = 8000, interval: float = 1.0, on_event: Callable[[str], None] | None = None):
+        self.kb, self.out, self.rebuild, self.interval = kb, out, rebuild, interval
+        self.on_event = on_event or (lambda message: None)
+        handler = functools.partial(_Handler, directory=str(out))
+        try:
+            self.server = ThreadingHTTPServer((host, port), handler)
+        except OSError as e:
+            raise BadRequest(f"cannot listen on {host}:{port}: {e.strerror}", hint="choose another --port") from None
+        self.stop_event = threading.Event()
+        self.state = watched_state(kb)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def watch(self) -> None:
+        while not self.stop_event.wait(self.interval):
+            now = watched_state(self.kb)
+            if now == self.state:
+                continue
+            self.state = now
+            try:
+                self.on_event(f"rebuilt: {self.rebuild()}")
+            except KbError as e:  # a broken record must not stop the preview
+                self.on_event(f"build failed: {e.message}" + (f" (hint: {e.hint})" if e.hint else ""))
+
+    def start(self) -> None:
+        threading.Thread(target=self.watch, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.server.shutdown()
+        self.server.server_close()

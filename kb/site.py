@@ -1,0 +1,899 @@
+"""The static evidence site: ``kb build``.
+
+Data flows one way: record files -> (parsed where they changed, on all cores) per-study pages and a
+small *digest* of each study -> pooled analyses per condition and outcome (computed from the rows
+of :func:`kb.synthesis.select_one`, never stored) -> the pages that span studies.
+
+Incremental builds. ``.kb/site/<out-hash>/`` keeps what the last build saw: each record file's size,
+mtime and SHA-1 (``stamps.marshal``), the digests (``digests.pickle``) and the key of everything
+else a page depends on (``meta.json``). A record is parsed again only when its content changed; a
+page is written only when its bytes differ from the last build's. A changed template, kb.yaml,
+vocabulary or kb version rebuilds every page. The output folder holds ``.kb-build.json``: content
+hashes only, so the same inputs give a byte-identical folder.
+
+Every text from a record goes through Jinja's autoescaping; links are relative, so the folder
+works from ``file://``, a sub-path or a domain; ``--base-url`` makes the feed and sitemap absolute.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import marshal
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from . import __version__
+from . import synthesis as S
+from .citations import to_bibtex, to_ris
+from .config import KnowledgeBase
+from .errors import BadRequest, KbError
+from .export import FILE_NAMES, FORMATS, SplitError, assemble, fragments, split
+from .index import _scan
+from .templating import default_templates_dir, make_env
+from .validate import Problem, check_file
+
+SITE_VERSION = "1"
+MANIFEST = ".kb-build.json"
+PARALLEL_THRESHOLD = 300
+FOREST_MAX_K = 80  # larger analyses are summarised, not drawn
+LOO_MAX_K = 40  # leave-one-out (sensitivity) up to this many studies
+LIST_MAX = 200  # long lists on the changes page are cut here, with a count
+SEPARATORS = {"json": "\n", "csv": "\n", "bibtex": "\n\n", "ris": "\n\n"}  # fragments have no blank line
+SITEMAP_MAX = 50_000  # URLs per sitemap file (the protocol's limit)
+AE_SHOWN = ("dissociation", "blood-pressure", "nausea", "mania-switch", "psychotomimetic", "heart-rate", "dizziness",
+            "headache", "sedation", "suicidality-worsening", "urological", "cognitive", "abuse-liability", "serious",
+            "death", "hepatic")
+REGISTRY_URLS = {
+    "ClinicalTrials.gov": "https://clinicaltrials.gov/study/{}",
+    "ISRCTN": "https://www.isrctn.com/{}",
+    "ANZCTR": "https://www.anzctr.org.au/Trial/Registration/TrialReview.aspx?ACTRN={}",
+    "EudraCT": "https://www.clinicaltrialsregister.eu/ctr-search/search?query={}",
+    "DRKS": "https://drks.de/search/en/trial/{}",
+}
+YEAR_BANDS = ((0, 1999, "before 2000"), (2000, 2009, "2000-2009"), (2010, 2014, "2010-2014"),
+              (2015, 2019, "2015-2019"), (2020, 2024, "2020-2024"), (2025, 9999, "2025 on"))
+
+
+class SiteError(KbError):
+    """The site cannot be built (exit 1)."""
+
+
+# -- build information ------------------------------------------------------------------
+
+
+@dataclass
+class SiteInfo:
+    """What the methods page, the feed and the footer of aggregate pages say about this build."""
+
+    title: str
+    description: str
+    language: str
+    base_url: str | None
+    date: str  # ISO 8601, UTC
+    date_source: str  # SOURCE_DATE_EPOCH | git commit | latest record
+    commit: str | None
+    dirty: bool
+    kb_version: str = __version__
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        res = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() if res.returncode == 0 else None
+
+
+def build_info(kb: KnowledgeBase, base_url: str | None, latest: str | None) -> SiteInfo:
+    """The build date: SOURCE_DATE_EPOCH, else the git commit's date, else the latest record date,
+    so that building the same inputs twice gives the same bytes."""
+    commit = _git(kb.root, "rev-parse", "HEAD")
+    dirty = False
+    if commit:
+        status = _git(kb.root, "status", "--porcelain", "--", "studies", "summaries", "kb.yaml", "templates")
+        dirty = bool(status)
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        try:
+            when = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            raise BadRequest(f"SOURCE_DATE_EPOCH={epoch!r} is not a Unix time in seconds") from None
+        source = "SOURCE_DATE_EPOCH"
+    elif commit and (stamp := _git(kb.root, "log", "-1", "--format=%ct")):
+        when, source = _dt.datetime.fromtimestamp(int(stamp), _dt.timezone.utc), "git commit"
+    else:
+        day = _dt.date.fromisoformat(latest) if latest else _dt.date(1970, 1, 1)
+        when, source = _dt.datetime(day.year, day.month, day.day, tzinfo=_dt.timezone.utc), "latest record date"
+    url = base_url if base_url is not None else kb.base_url
+    if url and not url.endswith("/"):
+        url += "/"
+    return SiteInfo(kb.title, kb.description, kb.language, url, when.strftime("%Y-%m-%dT%H:%M:%SZ"), source,
+                    commit, dirty)
+
+
+# -- per-study work (runs in worker processes for big builds) --------------------------
+
+
+def year_band(year: int) -> str:
+    return next(label for lo, hi, label in YEAR_BANDS if lo <= year <= hi)
+
+
+def study_links(s) -> list[dict]:
+    """DOI, PubMed, PMC and registry links of a record."""
+    from .records import registry_of
+
+    links = []
+    if s.doi:
+        links.append({"label": f"DOI {s.doi}", "url": f"https://doi.org/{s.doi}"})
+    if s.pmid:
+        links.append({"label": f"PubMed {s.pmid}", "url": f"https://pubmed.ncbi.nlm.nih.gov/{s.pmid}/"})
+    if s.pmcid:
+        links.append({"label": f"PubMed Central {s.pmcid}", "url": f"https://www.ncbi.nlm.nih.gov/pmc/articles/{s.pmcid}/"})
+    for r in s.registrations:
+        pattern = REGISTRY_URLS.get(registry_of(r) or "")
+        links.append({"label": f"{registry_of(r) or 'Registry'} {r}", "url": pattern.format(r) if pattern else None})
+    return links
+
+
+def study_rows(s) -> list[tuple[str, str, dict | None, list[dict]]]:
+    """(condition, outcome, row or None, entries left out) for every pair the study can feed, with the
+    site's analysis options (kb meta's defaults)."""
+    out = []
+    outcomes = sorted({o.outcome for o in s.outcomes})
+    for cond in dict.fromkeys(s.condition_terms):
+        for outcome in outcomes:
+            seen, row, excluded = S.select_one(s, S.MetaRequest(outcome=outcome, condition=cond))
+            if seen:
+                out.append((cond, outcome, asdict(row) if row is not None else None, [asdict(e) for e in excluded]))
+    return out
+
+
+def digest(s, rel: str, sha1: str) -> dict:
+    """What the pages that span studies need of one study: plain data, cheap to pickle and cache."""
+    iv = s.intervention
+    label = f"{s.authors[0].split()[0]} {s.year}" if s.authors else s.id
+    return {
+        "id": s.id, "rel": rel, "sha1": sha1, "title": s.title, "label": label, "year": s.year,
+        "authors": s.authors[:3], "more_authors": len(s.authors) > 3 or s.authors_truncated, "journal": s.journal,
+        "design": s.design, "n": s.n, "conditions": s.condition_terms, "topics": list(s.topics),
+        "retracted": s.retracted, "status": s.status, "added": s.added.isoformat(),
+        "updated": s.updated.isoformat() if s.updated else None, "key_finding": s.key_finding,
+        "drug": iv.drug if iv else None, "route": iv.route if iv else None,
+        "dose": list(iv.dose_mg_per_kg) if iv and iv.dose_mg_per_kg else [],
+        "infusion_minutes": iv.infusion_minutes if iv else None, "infusions": iv.infusions if iv else None,
+        "schedule": iv.schedule if iv else None, "comparator": s.comparator.type if s.comparator else None,
+        "ae": list(s.adverse_events.events) if s.adverse_events else [],
+        "ae_summary": s.adverse_events.summary if s.adverse_events else None,
+        "durability": s.durability.summary if s.durability else None,
+        "relapse": s.durability.relapse if s.durability else None,
+        "outcomes": sorted({o.outcome for o in s.outcomes}),
+        "data_outcomes": sorted({o.outcome for o in s.outcomes if o.data is not None}),
+        "related": [r.id for r in s.related], "rows": study_rows(s), "page": f"studies/{s.id}.html",
+    }
+
+
+def study_context(s, d: dict, vocab, known_ids: set[str] | frozenset) -> dict:
+    """Everything study.html needs beyond the record: links, citations, the analyses it feeds."""
+    feeds = sorted({(c, o) for c, o, row, _ in d["rows"] if row is not None},
+                   key=lambda co: (vocab.terms("condition").index(co[0]) if co[0] in vocab.terms("condition") else 99,
+                                   co[1]))
+    return {
+        "study": s, "root": "../", "links": study_links(s), "bibtex": to_bibtex([s]), "ris": to_ris([s]),
+        "related": [{"id": r.id, "relation": r.relation, "present": r.id in known_ids} for r in s.related],
+        "feeds": [{"condition": c, "outcome": o} for c, o in feeds],
+        "filters": {"condition": [vocab.label("condition", c) for c in s.condition_terms],
+                    "outcome": [vocab.label("outcome", o) for o in d["outcomes"]],
+                    "design": [vocab.label("design", s.design)],
+                    "route": [vocab.label("route", s.intervention.route)] if s.intervention else [],
+                    "year": [year_band(s.year)]},
+    }
+
+
+_W: dict[str, Any] = {}
+
+
+def _worker_init(kb: KnowledgeBase, out: str, known_ids: frozenset, spool: str | None) -> None:
+    _W.update(kb=kb, out=out, known=known_ids, spool=spool, env=make_env(kb))
+    _W["tpl"] = _W["env"].get_template("study.html")
+    _W["globals"] = {"kb": kb, "vocab": kb.vocab}
+
+
+def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
+    """Parse, check, render and write one batch of record files. Returns per file: stamp, sha1,
+    digest (None with problems when the record has errors), page hash, and download fragments
+    (in memory, or spooled to files named by the batch number for a full build)."""
+    number, items = batch
+    kb, out, tpl = _W["kb"], _W["out"], _W["tpl"]
+    results = []
+    spooled: dict[str, list[str]] = {f: [] for f in FORMATS}
+    for rel, old_page_sha in items:
+        path = kb.studies_dir / rel
+        try:
+            raw = path.read_bytes()
+            st = os.stat(path)
+        except OSError as e:
+            results.append({"rel": rel, "gone": True, "error": str(e)})
+            continue
+        sha1 = hashlib.sha1(raw).hexdigest()
+        res = check_file(path, kb.vocab, f"studies/{rel}")
+        errors = [p for p in res.problems if p.severity == "error"]
+        item = {"rel": rel, "stamp": (st.st_size, st.st_mtime_ns), "sha1": sha1}
+        if res.study is None or errors:
+            item.update(digest=None, problems=errors)
+            results.append(item)
+            continue
+        s = res.study
+        d = digest(s, rel, sha1)
+        html = tpl.render(**_W["globals"], **study_context(s, d, kb.vocab, _W["known"]))
+        data = html.encode("utf-8")
+        page_sha = hashlib.sha1(data).hexdigest()
+        target = os.path.join(out, d["page"])
+        if page_sha != old_page_sha or not os.path.exists(target):
+            _write(target, data)
+            item["written"] = True
+        d["page_sha"] = page_sha
+        frags = fragments(s)
+        if _W["spool"]:
+            for f in FORMATS:
+                spooled[f].append(frags[f])
+        else:
+            item["fragments"] = frags
+        item["digest"] = d
+        results.append(item)
+    if _W["spool"]:
+        for f in FORMATS:
+            with open(os.path.join(_W["spool"], f"{number:07d}.{f}"), "w", encoding="utf-8") as fh:
+                fh.write(SEPARATORS[f].join(spooled[f]))
+    return results
+
+
+def _write(target: str, data: bytes) -> None:
+    try:
+        with open(target, "wb") as fh:
+            fh.write(data)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb") as fh:
+            fh.write(data)
+
+
+# -- the whole site ----------------------------------------------------------------------
+
+
+@dataclass
+class BuildReport:
+    out: Path
+    studies: int = 0
+    parsed: int = 0
+    pages_written: int = 0
+    pages_total: int = 0
+    pages_removed: int = 0
+    analyses: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    full: bool = False
+    up_to_date: bool = False
+    search: str = "skipped"  # indexed | unchanged | skipped
+    search_seconds: float | None = None
+    seconds: float = 0.0
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def invalid(self) -> int:
+        return len({p.file for p in self.problems})
+
+
+@dataclass
+class Site:
+    """Everything the pages that span studies are made from."""
+
+    kb: KnowledgeBase
+    info: SiteInfo
+    digests: dict[str, dict]  # id -> digest
+    summaries: dict
+    analyses: dict[tuple[str, str], dict] = field(default_factory=dict)  # (condition, outcome) -> result or error
+    changes: dict = field(default_factory=dict)
+
+    @property
+    def vocab(self):
+        return self.kb.vocab
+
+    def studies(self, condition: str | None = None) -> list[dict]:
+        ds = sorted(self.digests.values(), key=lambda d: d["id"])
+        return [d for d in ds if condition in d["conditions"]] if condition else ds
+
+    def conditions(self) -> list[str]:
+        present = {c for d in self.digests.values() for c in d["conditions"]}
+        return [c for c in self.vocab.terms("condition") if c in present]
+
+    def outcomes(self) -> list[str]:
+        present = {o for d in self.digests.values() for o in d["outcomes"]}
+        return [o for o in self.vocab.terms("outcome") if o in present]
+
+
+def _order(vocab, category: str, terms: Iterable[str]) -> list[str]:
+    order = {t: i for i, t in enumerate(vocab.terms(category))}
+    return sorted(set(terms), key=lambda t: (order.get(t, len(order)), t))
+
+
+def run_analyses(site: Site) -> None:
+    """Pool every (condition, outcome) pair some study has numbers for, with kb meta's defaults."""
+    groups: dict[tuple[str, str], tuple[list, list]] = defaultdict(lambda: ([], []))
+    with_data = set()
+    for d in sorted(site.digests.values(), key=lambda d: d["id"]):
+        for cond, outcome in ((c, o) for c in d["conditions"] for o in d["data_outcomes"]):
+            with_data.add((cond, outcome))
+        for cond, outcome, row, excluded in d["rows"]:
+            rows, out = groups[(cond, outcome)]
+            if row is not None:
+                rows.append(S.Row(**row))
+            out.extend(S.Excluded(**e) for e in excluded)
+    for key in sorted(with_data):
+        cond, outcome = key
+        rows, excluded = groups[key]
+        req = S.MetaRequest(outcome=outcome, condition=cond)
+        try:
+            result = S.analyse_rows(rows, list(excluded), req,
+                                    site.summaries.get(cond), site.vocab, loo=len(rows) <= LOO_MAX_K)
+            site.analyses[key] = {"ok": True, "result": result}
+        except KbError as e:
+            site.analyses[key] = {"ok": False, "message": e.message, "hint": e.hint,
+                                  "excluded": [asdict(x) for x in excluded]}
+
+
+def _fmt_pair(result: dict) -> dict:
+    m, nat = result["measure"], result["natural"]
+    return {"estimate": S.fmt(nat["estimate"], m), "ci_low": S.fmt(nat["ci_low"], m), "ci_high": S.fmt(nat["ci_high"], m),
+            "k": result["k"], "measure": m}
+
+
+def snapshot(site: Site) -> dict:
+    return {"studies": {i: d["sha1"] for i, d in sorted(site.digests.items())},
+            "pooled": {f"{c}/{o}": _fmt_pair(a["result"]) for (c, o), a in sorted(site.analyses.items()) if a["ok"]}}
+
+
+def compute_changes(prev: dict | None, snap: dict, info: SiteInfo) -> dict:
+    """Studies added, changed or removed since the previous build, and pooled estimates that moved.
+    A rebuild of the same inputs keeps the previous answer, so the page does not empty itself."""
+    if prev and prev.get("snapshot") == snap and "changes" in prev:
+        return prev["changes"]
+    if not prev or "snapshot" not in prev:
+        return {"first": True, "date": info.date, "added": sorted(snap["studies"]), "changed": [], "removed": [],
+                "moved": [], "new_pooled": sorted(snap["pooled"]), "gone_pooled": []}
+    before, after = prev["snapshot"]["studies"], snap["studies"]
+    pb, pa = prev["snapshot"]["pooled"], snap["pooled"]
+    moved = [{"key": k, "before": pb[k], "after": pa[k]} for k in sorted(set(pb) & set(pa)) if pb[k] != pa[k]]
+    return {"first": False, "date": info.date, "since": prev.get("date"),
+            "added": sorted(set(after) - set(before)), "removed": sorted(set(before) - set(after)),
+            "changed": sorted(i for i in set(before) & set(after) if before[i] != after[i]),
+            "moved": moved, "new_pooled": sorted(set(pa) - set(pb)), "gone_pooled": sorted(set(pb) - set(pa))}
+
+
+# -- page contexts (unit-tested) ---------------------------------------------------------
+
+
+def headline(site: Site, cond: str) -> dict | None:
+    """The first pooled outcome of a condition, in vocabulary order: what its card shows."""
+    for outcome in site.vocab.terms("outcome"):
+        a = site.analyses.get((cond, outcome))
+        if a and a["ok"]:
+            return {"outcome": outcome, "result": a["result"]}
+    return None
+
+
+def home_context(site: Site) -> dict:
+    cards = []
+    for cond in site.conditions():
+        studies = site.studies(cond)
+        summary = site.summaries.get(cond)
+        cards.append({"condition": cond, "count": len(studies), "primary": sum(d["conditions"][0] == cond for d in studies),
+                      "bottom_line": summary.bottom_line if summary else None, "headline": headline(site, cond)})
+    latest = sorted(site.digests.values(), key=lambda d: (d["added"], d["id"]), reverse=True)[:10]
+    return {"root": "", "cards": cards, "latest": latest, "total": len(site.digests),
+            "retracted": sum(d["retracted"] for d in site.digests.values())}
+
+
+def _by_study(studies: list[dict], pick: Callable[[dict], Any]) -> list[dict]:
+    return [d for d in studies if pick(d)]
+
+
+def condition_context(site: Site, cond: str) -> dict:
+    studies = site.studies(cond)
+    summary = site.summaries.get(cond)
+    rows = []
+    for outcome in site.vocab.terms("outcome"):
+        a = site.analyses.get((cond, outcome))
+        if a is None:
+            continue
+        rows.append(_sof_row(site, cond, outcome, a))
+    ae = []
+    for term in _order(site.vocab, "adverse_event", [t for d in studies for t in d["ae"]]):
+        reporting = [d for d in studies if term in d["ae"]]
+        ae.append({"term": term, "studies": reporting})
+    return {
+        "root": "../", "condition": cond, "summary": summary, "studies": studies, "sof": rows,
+        "headline": headline(site, cond),
+        "durability": _by_study(studies, lambda d: d["durability"] or d["relapse"]
+                                or {"durability", "maintenance"} & set(d["topics"])),
+        "dosing": _by_study(studies, lambda d: d["dose"] or d["infusions"] or d["schedule"]),
+        "ae": ae, "ae_summaries": _by_study(studies, lambda d: d["ae_summary"]),
+        "practice": _by_study(studies, lambda d: "practice-and-ethics" in d["topics"]
+                              or d["design"] in ("guideline", "consensus-statement")),
+        "primary_count": sum(d["conditions"][0] == cond for d in studies),
+    }
+
+
+def _sof_row(site: Site, cond: str, outcome: str, a: dict) -> dict:
+    row = {"condition": cond, "outcome": outcome, "anchor": f"{outcome}", "ok": a["ok"]}
+    if not a["ok"]:
+        row.update(message=a["message"], excluded=a["excluded"])
+        return row
+    r = a["result"]
+    uid = f"forest-{cond}-{outcome}"
+    row.update(result=r, pair=_fmt_pair(r), excluded=r["excluded"], uid=uid,
+               draw=r["k"] <= FOREST_MAX_K, studies=r["studies"], summary=(site.summaries.get(cond).outcomes.get(outcome)
+                                                                           if site.summaries.get(cond) else None))
+    return row
+
+
+def outcome_context(site: Site, outcome: str) -> dict:
+    rows = []
+    for cond in site.vocab.terms("condition"):
+        a = site.analyses.get((cond, outcome))
+        if a is not None:
+            rows.append(_sof_row(site, cond, outcome, a))
+    studies = [d for d in site.studies() if outcome in d["outcomes"]]
+    return {"root": "../", "outcome": outcome, "sof": rows, "studies": studies}
+
+
+def methods_context(site: Site) -> dict:
+    from .effects import MEASURE_LABELS
+    from .metaanalysis import METHOD_LABELS
+
+    return {"root": "", "rules": S.RULES, "controls": S.CONTROLS, "measures": MEASURE_LABELS,
+            "methods": METHOD_LABELS, "analyses": sum(a["ok"] for a in site.analyses.values()),
+            "total": len(site.digests), "forest_max": FOREST_MAX_K, "loo_max": LOO_MAX_K}
+
+
+# -- writing -----------------------------------------------------------------------------
+
+
+class _Writer:
+    """Writes a page only when its bytes differ from the last build's, and remembers every page."""
+
+    def __init__(self, out: Path, previous: dict[str, str]):
+        self.out, self.previous, self.pages, self.written = out, previous, {}, 0
+
+    def put(self, rel: str, text: str | bytes) -> None:
+        data = text.encode("utf-8") if isinstance(text, str) else text
+        sha = hashlib.sha1(data).hexdigest()
+        self.pages[rel] = sha
+        target = self.out / rel
+        if self.previous.get(rel) != sha or not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+            self.written += 1
+
+
+def _theme_key(kb: KnowledgeBase) -> str:
+    h = hashlib.sha1()
+    h.update(f"{SITE_VERSION}|{__version__}|{kb.title}|{kb.description}|{kb.language}".encode())
+    h.update(json.dumps(kb.vocab.as_dict(), sort_keys=True).encode())
+    for folder in (default_templates_dir(), kb.templates_dir):
+        if folder.is_dir():
+            for p in sorted(folder.rglob("*")):
+                if p.is_file():
+                    h.update(str(p.relative_to(folder)).encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def _summaries_key(kb: KnowledgeBase) -> str:
+    from .store import summaries_dir
+
+    h = hashlib.sha1()
+    folder = summaries_dir(kb)
+    if folder.is_dir():
+        for p in sorted(folder.glob("*.y*ml")):
+            h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def _state_dir(kb: KnowledgeBase, out: Path) -> Path:
+    return kb.state_dir / "site" / hashlib.sha1(str(out).encode()).hexdigest()[:12]
+
+
+def _check_out(kb: KnowledgeBase, out: Path) -> None:
+    """Never write into a folder kb did not make, nor over the knowledge base itself."""
+    root = kb.root.resolve()
+    if out == root or root.is_relative_to(out) or out.is_relative_to(kb.studies_dir.resolve()):
+        raise BadRequest(f"{out}: the site cannot be written over the knowledge base",
+                         hint="choose another folder with --out, e.g. _site")
+    if out.exists() and not out.is_dir():
+        raise BadRequest(f"{out} is a file, not a folder", hint="choose another folder with --out")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).exists():
+        raise BadRequest(f"{out} is not empty and was not built by kb: nothing was written",
+                         hint="choose another folder with --out, or empty this one")
+
+
+def _copy_assets(env_kb: KnowledgeBase, writer: _Writer) -> None:
+    """templates/assets/* (the knowledge base's files override kb's, name by name)."""
+    names: dict[str, Path] = {}
+    for folder in (default_templates_dir() / "assets", env_kb.templates_dir / "assets"):
+        if folder.is_dir():
+            for p in sorted(folder.iterdir()):
+                if p.is_file():
+                    names[p.name] = p
+    for name, p in sorted(names.items()):
+        writer.put(f"assets/{name}", p.read_bytes())
+
+
+def build_site(kb: KnowledgeBase, out: str | Path | None = None, *, base_url: str | None = None,
+               jobs: int | None = None, search: bool = True, full: bool = False, strict: bool = False,
+               progress: Callable[[str, int, int], None] | None = None) -> BuildReport:
+    """Build (or bring up to date) the static site of ``kb`` in ``out`` (default ``_site``)."""
+    t0 = time.perf_counter()
+    out = Path(out if out is not None else kb.root / "_site").resolve()
+    _check_out(kb, out)
+    report = BuildReport(out=out)
+    state_dir = _state_dir(kb, out)
+    stamps_now = _scan(kb.studies_dir) if kb.studies_dir.is_dir() else {}
+    prev_manifest = _read_json(out / MANIFEST)
+    meta = _read_json(state_dir / "meta.json") or {}
+    summaries_key = _summaries_key(kb)
+
+    old_stamps: dict = {}
+    if prev_manifest and meta.get("build") == prev_manifest.get("build") and not full:
+        try:
+            with open(state_dir / "stamps.marshal", "rb") as fh:
+                old_stamps = marshal.load(fh)
+        except (OSError, EOFError, ValueError, TypeError):
+            old_stamps = {}
+    # dates and the commit come from git or the records; cheap, and part of every aggregate page
+    latest = meta.get("latest")
+    info = build_info(kb, base_url, latest)
+    theme = _theme_key(kb)
+    same_theme = old_stamps and meta.get("theme") == theme
+
+    # 1. the no-change check: same files (size and mtime), templates, summaries and build information
+    if (same_theme and meta.get("summaries") == summaries_key and meta.get("info") == asdict(info)
+            and {r: v[:2] for r, v in old_stamps.items()} == stamps_now
+            and all(os.path.exists(out / p) for p in meta.get("pages", []))
+            and all(os.path.exists(out / v[3]) for v in old_stamps.values() if v[3])
+            and (not search or meta.get("search") == "indexed")):
+        report.up_to_date, report.studies = True, sum(1 for v in old_stamps.values() if v[3])
+        report.pages_total = len(meta.get("pages", [])) + report.studies
+        report.search = "unchanged" if search else "skipped"
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    # 2. what must be parsed again
+    digests: dict[str, dict] = {}
+    if same_theme:
+        try:
+            with open(state_dir / "digests.pickle", "rb") as fh:
+                digests = pickle.load(fh)  # rel -> digest (our own cache, written below)
+        except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ValueError):
+            digests, old_stamps, same_theme = {}, {}, False
+    report.full = not same_theme
+    known_ids = frozenset(Path(r).stem for r in stamps_now)
+    known_before = set(meta.get("known", ()))
+    todo: list[str] = []
+    new_stamps: dict[str, tuple] = {}
+    for rel, stamp in sorted(stamps_now.items(), key=lambda kv: (Path(kv[0]).stem, kv[0])):
+        old = old_stamps.get(rel)
+        d = digests.get(rel)
+        if not same_theme or old is None or (old[3] and d is None):
+            todo.append(rel)
+            continue
+        if tuple(old[:2]) != stamp:
+            sha = hashlib.sha1((kb.studies_dir / rel).read_bytes()).hexdigest()
+            if sha != old[2]:
+                todo.append(rel)
+                continue
+        if d is not None and (not (out / d["page"]).exists()
+                              or any((r in known_ids) != (r in known_before) for r in d["related"])):
+            todo.append(rel)
+            continue
+        new_stamps[rel] = (*stamp, old[2], old[3])
+    if not same_theme:
+        digests = {}
+    for rel in set(digests) - set(stamps_now):
+        del digests[rel]
+    removed_pages = [v[3] for r, v in old_stamps.items() if r not in stamps_now and v[3]]
+
+    # 3. parse, check, render and write the study pages that need it
+    spool = None
+    downloads_full = report.full or not all((out / "downloads" / FILE_NAMES[f]).exists() for f in FORMATS)
+    if downloads_full:
+        todo = sorted(stamps_now, key=lambda r: (Path(r).stem, r))  # the downloads need every record once
+        new_stamps = {}
+        spool = str(state_dir / "spool")
+        shutil.rmtree(spool, ignore_errors=True)
+        os.makedirs(spool, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "studies").mkdir(exist_ok=True)
+    old_page_sha = {rel: digests[rel].get("page_sha") for rel in todo if rel in digests}
+    results = _run(kb, out, todo, old_page_sha, known_ids, spool, jobs, progress)
+    frags_changed: dict[str, dict | None] = {}
+    for item in results:
+        rel = item["rel"]
+        if item.get("gone"):
+            digests.pop(rel, None)
+            continue
+        d = item["digest"]
+        if d is None:
+            report.problems.extend(item["problems"])
+            old = digests.pop(rel, None)
+            if old:
+                removed_pages.append(old["page"])
+                frags_changed[old["id"]] = None
+            new_stamps[rel] = (*item["stamp"], item["sha1"], None)
+            continue
+        digests[rel] = d
+        new_stamps[rel] = (*item["stamp"], item["sha1"], d["page"])
+        report.pages_written += bool(item.get("written"))
+        if "fragments" in item:
+            frags_changed[d["id"]] = item["fragments"]
+    for rel, v in old_stamps.items():
+        if rel not in stamps_now and v[3]:
+            frags_changed[Path(v[3]).stem] = None
+    report.parsed = len(results)
+    if strict and report.problems:
+        raise SiteError(f"{report.invalid} record file(s) have errors: nothing published",
+                        hint="run `kb validate`, or build without --strict to leave them out")
+
+    # duplicate ids (two files, one id): the later file would overwrite the page; refuse
+    by_id: dict[str, list[str]] = defaultdict(list)
+    for rel, d in digests.items():
+        by_id[d["id"]].append(rel)
+    clashes = {i: rels for i, rels in by_id.items() if len(rels) > 1}
+    if clashes:
+        first = sorted(clashes.items())[0]
+        raise SiteError(f"id '{first[0]}' is used by {', '.join('studies/' + r for r in first[1])}",
+                        hint="run `kb validate`; every id must be unique")
+
+    # 4. the analyses and the pages that span studies
+    from .store import load_summaries
+
+    site = Site(kb=kb, info=info, digests={d["id"]: d for d in digests.values()}, summaries=load_summaries(kb))
+    if progress:
+        progress("pooling", 0, 1)
+    run_analyses(site)
+    report.analyses = sum(a["ok"] for a in site.analyses.values())
+    snap = snapshot(site)
+    site.changes = compute_changes(prev_manifest, snap, info)
+    latest_now = max((d["updated"] or d["added"] for d in site.digests.values()), default=None)
+    if latest_now != latest and info.date_source == "latest record date":
+        info = build_info(kb, base_url, latest_now)
+        site.info = info
+    writer = _Writer(out, (prev_manifest or {}).get("pages", {}) if not report.full else {})
+    env = make_env(kb)
+    common = {"kb": kb, "vocab": kb.vocab, "info": info, "fmt": S.fmt}
+    pages = _aggregate_pages(site, env, common)
+    for i, (rel, text) in enumerate(pages):
+        writer.put(rel, text)
+        if progress:
+            progress("pages", i + 1, len(pages))
+    _copy_assets(kb, writer)
+    _write_downloads(out, writer, site, spool, frags_changed, downloads_full, results)
+    for rel in removed_pages:
+        try:
+            (out / rel).unlink()
+            report.pages_removed += 1
+        except FileNotFoundError:
+            pass
+    stale = set((prev_manifest or {}).get("pages", {})) - set(writer.pages)
+    for rel in sorted(stale):
+        try:
+            (out / rel).unlink()
+            report.pages_removed += 1
+        except FileNotFoundError:
+            pass
+    report.pages_written += writer.written
+    report.studies = len(site.digests)
+    report.pages_total = len(writer.pages) + report.studies
+
+    # 5. search index (Pagefind) when any page changed
+    search_state = meta.get("search") if not report.full else None
+    if search:
+        if report.pages_written or report.pages_removed or search_state != "indexed" or not (out / "pagefind").is_dir():
+            report.search_seconds = run_pagefind(out, progress)
+            report.search = "indexed"
+        else:
+            report.search = "unchanged"
+    elif (out / "pagefind").is_dir():
+        report.notices.append("search index left as it was (--no-search); it may be out of date")
+
+    # 6. remember this build
+    build_id = hashlib.sha1(json.dumps([snap, sorted(writer.pages.items()), theme], sort_keys=True).encode()).hexdigest()
+    manifest = {"kb_site": SITE_VERSION, "build": build_id, "date": info.date, "snapshot": snap,
+                "changes": site.changes, "pages": dict(sorted(writer.pages.items()))}
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / "digests.pickle", "wb") as fh:
+        pickle.dump(digests, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    with open(state_dir / "stamps.marshal", "wb") as fh:
+        marshal.dump(new_stamps, fh)
+    (state_dir / "meta.json").write_text(json.dumps({
+        "build": build_id, "theme": theme, "summaries": summaries_key, "info": asdict(info),
+        "latest": latest_now, "pages": sorted(writer.pages), "known": sorted(known_ids),
+        "search": report.search if report.search != "unchanged" else "indexed",
+    }), encoding="utf-8")
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    if spool:
+        shutil.rmtree(spool, ignore_errors=True)
+    if not info.base_url:
+        report.notices.append("feed.xml and sitemap.xml use relative URLs; pass --base-url (or set base_url in "
+                              "kb.yaml) for absolute ones")
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _run(kb, out: Path, todo: list[str], old_page_sha: dict, known_ids, spool, jobs, progress) -> list[dict]:
+    """Process the record files in batches: in this process for a few, on all cores for many."""
+    jobs = jobs or os.cpu_count() or 1
+    size = 100 if len(todo) < 20_000 else 400
+    batches = [(i, [(rel, old_page_sha.get(rel)) for rel in todo[j:j + size]])
+               for i, j in enumerate(range(0, len(todo), size))]
+    results: list[dict] = []
+    if progress:
+        progress("studies", 0, len(todo))
+    if jobs <= 1 or len(todo) < PARALLEL_THRESHOLD:
+        _worker_init(kb, str(out), known_ids, spool)
+        for b in batches:
+            results.extend(_process(b))
+            if progress:
+                progress("studies", len(results), len(todo))
+        return results
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
+                             initargs=(kb, str(out), known_ids, spool)) as pool:
+        for res in pool.map(_process, batches):
+            results.extend(res)
+            if progress:
+                progress("studies", len(results), len(todo))
+    return results
+
+
+def _write_downloads(out: Path, writer: _Writer, site: Site, spool: str | None, changed: dict,
+                     full: bool, results: list[dict]) -> None:
+    """downloads/studies.{json,csv,bib,ris}: from the spooled fragments of a full pass, or the
+    previous files with the changed records' fragments replaced."""
+    folder = out / "downloads"
+    folder.mkdir(exist_ok=True)
+    for f in FORMATS:
+        name = f"downloads/{FILE_NAMES[f]}"
+        if full and spool:
+            parts = []
+            for p in sorted(Path(spool).glob(f"*.{f}")):
+                text = p.read_text(encoding="utf-8")
+                if text:
+                    parts.extend(text.split(SEPARATORS[f]))
+            writer.put(name, assemble(f, parts))
+            continue
+        if not changed:
+            writer.pages[name] = (_read_json(out / MANIFEST) or {}).get("pages", {}).get(name) or _sha_file(out / name)
+            continue
+        try:
+            frags = split(f, (out / name).read_text(encoding="utf-8"))
+        except (OSError, SplitError, UnicodeDecodeError):
+            raise SiteError(f"{out / name} was changed by hand or is damaged",
+                            hint="rebuild everything with `kb build --full`") from None
+        for i, fr in changed.items():
+            if fr is None:
+                frags.pop(i, None)
+            else:
+                frags[i] = fr[f]
+        writer.put(name, assemble(f, (frags[i] for i in sorted(frags))))
+
+
+def _sha_file(path: Path) -> str:
+    try:
+        return hashlib.sha1(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def _aggregate_pages(site: Site, env, common: dict) -> list[tuple[str, str]]:
+    """(path, text) of every page that spans studies."""
+    def render(name: str, **ctx) -> str:
+        return env.get_template(name).render(**common, **ctx)
+
+    from .forest import forest_svg
+
+    def forest(result: dict, uid: str) -> str:
+        return forest_svg(result, site.kb, uid=uid, env=env)
+
+    pages = [("index.html", render("index.html", **home_context(site)))]
+    for cond in site.conditions():
+        pages.append((f"conditions/{cond}.html", render("condition.html", forest=forest, **condition_context(site, cond))))
+    outcomes = site.outcomes()
+    pages.append(("outcomes/index.html", render("outcomes.html", root="../", outcomes=[
+        {"outcome": o, "studies": sum(o in d["outcomes"] for d in site.digests.values()),
+         "pooled": sum(1 for (c, oo), a in site.analyses.items() if oo == o and a["ok"])} for o in outcomes])))
+    for outcome in outcomes:
+        pages.append((f"outcomes/{outcome}.html", render("outcome.html", forest=forest, **outcome_context(site, outcome))))
+    conds = site.conditions()
+    filters = {
+        "condition": [site.vocab.label("condition", c) for c in conds],
+        "outcome": [site.vocab.label("outcome", o) for o in outcomes],
+        "design": [site.vocab.label("design", t) for t in _order(site.vocab, "design", (d["design"] for d in site.digests.values()))],
+        "route": [site.vocab.label("route", t) for t in _order(site.vocab, "route", (d["route"] for d in site.digests.values() if d["route"]))],
+        "year": [label for lo, hi, label in YEAR_BANDS if any(lo <= d["year"] <= hi for d in site.digests.values())],
+    }
+    pages.append(("search.html", render("search.html", root="", filters=filters, studies=site.studies())))
+    pages.append(("methods.html", render("methods.html", **methods_context(site))))
+    ch = site.changes
+    pages.append(("changes.html", render("changes.html", root="", changes=ch, digests=site.digests, list_max=LIST_MAX)))
+    pages.append(("downloads.html", render("downloads.html", root="", total=len(site.digests), files=FILE_NAMES)))
+    pages.append(("404.html", render("404.html", root=site.info.base_url or "")))
+    pages.append(("feed.xml", render("feed.xml", entries=_feed_entries(site))))
+    pages.extend(_sitemaps(site, env, [rel for rel, _ in pages if rel.endswith(".html") and rel != "404.html"]))
+    return pages
+
+
+def _feed_entries(site: Site) -> list[dict]:
+    ds = sorted(site.digests.values(), key=lambda d: (d["updated"] or d["added"], d["id"]), reverse=True)[:50]
+    return [{"d": d, "date": (d["updated"] or d["added"]) + "T00:00:00Z"} for d in ds]
+
+
+def _sitemaps(site: Site, env, pages: list[str]) -> list[tuple[str, str]]:
+    urls = sorted(pages) + [d["page"] for d in site.studies()]
+    base = site.info.base_url or ""
+    tpl = env.get_template("sitemap.xml")
+    if len(urls) <= SITEMAP_MAX:
+        return [("sitemap.xml", tpl.render(base=base, urls=urls, index=False))]
+    parts = [urls[i:i + SITEMAP_MAX] for i in range(0, len(urls), SITEMAP_MAX)]
+    out = [(f"sitemap-{n + 1}.xml", tpl.render(base=base, urls=part, index=False)) for n, part in enumerate(parts)]
+    out.append(("sitemap.xml", tpl.render(base=base, urls=[name for name, _ in out], index=True)))
+    return out
+
+
+# -- Pagefind ----------------------------------------------------------------------------
+
+
+def pagefind_command() -> list[str] | None:
+    """How to run Pagefind: the binary of the `pagefind` PyPI package (pagefind_bin), if installed."""
+    try:
+        import pagefind_bin  # noqa: F401
+    except ImportError:
+        exe = shutil.which("pagefind")
+        return [exe] if exe else None
+    return [sys.executable, "-m", "pagefind"]
+
+
+def run_pagefind(out: Path, progress=None) -> float:
+    cmd = pagefind_command()
+    if cmd is None:
+        raise SiteError("Pagefind is not installed, so the site's search cannot be built",
+                        hint="pip install 'pagefind[bin]' (it carries its own binary), or build with --no-search")
+    if progress:
+        progress("search index", 0, 1)
+    t = time.perf_counter()
+    res = subprocess.run([*cmd, "--site", str(out), "--keep-index-url", "--silent"], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SiteError(f"Pagefind failed (exit {res.returncode}): {(res.stderr or res.stdout).strip()[:500]}",
+                        hint="build with --no-search to publish without search")
+    if progress:
+        progress("search index", 1, 1)
+    return time.perf_counter() - t

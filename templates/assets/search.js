@@ -1,0 +1,91 @@
+// Site search with Pagefind's JavaScript API: the index lives in pagefind/ beside the pages, so it
+// works offline and from any sub-path. Result text is inserted as text, never as HTML.
+const form = document.getElementById("search-form");
+const input = document.getElementById("q");
+const status = document.getElementById("search-status");
+const list = document.getElementById("search-results");
+const fallback = document.getElementById("search-fallback");
+const siteRoot = new URL("..", import.meta.url);
+
+let pagefind = null;
+try {
+  pagefind = await import(new URL("pagefind/pagefind.js", siteRoot).href);
+  await pagefind.options({ baseUrl: siteRoot.pathname, excerptLength: 24 });
+  await pagefind.init();
+  fallback.hidden = true;
+} catch (error) {
+  status.textContent = "Search is not available here: the search index could not be loaded " +
+    "(pages opened straight from disk cannot load it). Browse the list of studies below.";
+}
+
+function filters() {
+  const chosen = {};
+  for (const box of form.querySelectorAll("input[type=checkbox]:checked")) {
+    (chosen[box.name] ||= []).push(box.value);
+  }
+  const out = {};
+  for (const [name, values] of Object.entries(chosen)) out[name] = { any: values };
+  return out;
+}
+
+const decoder = document.createElement("textarea");
+function excerpt(html) {
+  // Pagefind marks hits with <mark>; everything else is shown as plain text.
+  const p = document.createElement("p");
+  let target = p;
+  for (const part of html.split(/(<\/?mark>)/)) {
+    if (part === "<mark>") { target = document.createElement("mark"); p.appendChild(target); }
+    else if (part === "</mark>") { target = p; }
+    else if (part) {
+      decoder.innerHTML = part;  // a textarea decodes entities and never creates elements
+      target.appendChild(document.createTextNode(decoder.value));
+    }
+  }
+  return p;
+}
+
+let generation = 0;
+async function run() {
+  if (!pagefind) return;
+  const mine = ++generation;
+  const query = input.value.trim();
+  const chosen = filters();
+  const params = new URLSearchParams();
+  if (query) params.set("q", query);
+  for (const [name, { any }] of Object.entries(chosen)) for (const v of any) params.append(name, v);
+  history.replaceState(null, "", params.toString() ? `?${params}` : location.pathname);
+  if (!query && !Object.keys(chosen).length) {
+    list.replaceChildren();
+    status.textContent = "";
+    return;
+  }
+  const search = await pagefind.search(query || null, { filters: chosen });
+  if (mine !== generation) return;
+  const results = await Promise.all(search.results.slice(0, 30).map((r) => r.data()));
+  if (mine !== generation) return;
+  const items = results.map((data) => {
+    const li = document.createElement("li");
+    const a = document.createElement("a");
+    a.href = data.url;
+    a.textContent = (data.meta && data.meta.title) || data.url;
+    li.appendChild(a);
+    li.appendChild(excerpt(data.excerpt || ""));
+    return li;
+  });
+  list.replaceChildren(...items);
+  const n = search.results.length;
+  status.textContent = n === 0 ? "No study matches." :
+    `${n} ${n === 1 ? "study" : "studies"} found` + (n > 30 ? "; showing the first 30." : ".");
+}
+
+let timer = null;
+input.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(run, 200); });
+form.addEventListener("change", (event) => { if (event.target.type === "checkbox") run(); });
+form.addEventListener("submit", (event) => { event.preventDefault(); run(); });
+
+const initial = new URLSearchParams(location.search);
+if (initial.get("q")) input.value = initial.get("q");
+for (const box of form.querySelectorAll("input[type=checkbox]")) {
+  if (initial.getAll(box.name).includes(box.value)) box.checked = true;
+}
+run();
