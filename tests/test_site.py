@@ -1,0 +1,554 @@
+"""kb build and kb serve: pages, links, escaping, determinism, incremental builds, downloads, feed.
+
+Golden pages: tests/golden/*.html are pages of the bundled records built outside git with a fixed
+SOURCE_DATE_EPOCH. After an intended change to templates or records, regenerate them with
+
+    KB_REGEN_GOLDEN=1 python -m pytest tests/test_site.py -k golden
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kb import site as site_mod
+from kb.config import open_kb
+from kb.site import build_site
+
+from .conftest import ROOT, invoke
+from .test_synthesis import binary, make_kb, trial
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+EPOCH = "1790000000"  # 2026-09-21
+
+
+def copy_bundled(tmp_path: Path) -> Path:
+    """The bundled knowledge base outside git (so that no commit enters the pages)."""
+    root = tmp_path / "ketamine"
+    shutil.copytree(ROOT / "studies", root / "studies")
+    shutil.copy(ROOT / "kb.yaml", root / "kb.yaml")
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("site")
+    root = copy_bundled(tmp)
+    os.environ["SOURCE_DATE_EPOCH"] = EPOCH
+    try:
+        build_site(open_kb(root), tmp / "out", search=False)
+    finally:
+        del os.environ["SOURCE_DATE_EPOCH"]
+    return tmp / "out"
+
+
+# -- a link checker over the whole site ----------------------------------------------------
+
+
+class _Page(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.ids: set[str] = set()
+        self.links: list[str] = []
+        self.scripts: list[str] = []
+        self.headings: list[int] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.add(a["id"])
+        if tag == "a" and "name" in a:
+            self.ids.add(a["name"])
+        for attr in ("href", "src"):
+            if a.get(attr):
+                self.links.append(a[attr])
+        if tag in ("h1", "h2", "h3", "h4", "h5", "h6"):
+            self.headings.append(int(tag[1]))
+        if tag == "script":
+            self._in_script = True
+
+    def handle_endtag(self, tag):
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data):
+        if self._in_script:
+            self.scripts.append(data)
+
+
+def parse(path: Path) -> _Page:
+    p = _Page()
+    p.feed(path.read_text(encoding="utf-8"))
+    return p
+
+
+def check_links(out: Path) -> list[str]:
+    """Every internal link and anchor of every page resolves; returns the broken ones."""
+    pages = {p: parse(p) for p in out.rglob("*.html") if "pagefind" not in p.parts}
+    broken = []
+    for page, parsed in pages.items():
+        for link in parsed.links:
+            if link.startswith(("http://", "https://", "mailto:", "data:")):
+                continue
+            target, _, anchor = link.partition("#")
+            dest = (page.parent / target).resolve() if target else page
+            if "?" in target:
+                dest = (page.parent / target.split("?")[0]).resolve()
+            if not dest.exists():
+                broken.append(f"{page.relative_to(out)}: {link} (no such file)")
+                continue
+            if anchor and dest.suffix == ".html":
+                ids = pages[dest].ids if dest in pages else parse(dest).ids
+                if anchor not in ids:
+                    broken.append(f"{page.relative_to(out)}: {link} (no such anchor)")
+    return broken
+
+
+def test_every_internal_link_and_anchor_resolves(built):
+    assert len(list((built / "studies").glob("*.html"))) == len(list((ROOT / "studies").glob("*.yaml")))
+    assert check_links(built) == []
+
+
+def test_link_checker_finds_a_broken_link(tmp_path):
+    """The checker can fail: a page with a dead link and a dead anchor."""
+    (tmp_path / "a.html").write_text('<a href="b.html">x</a><a href="a.html#nope">y</a><p id="here"></p>'
+                                     '<a href="#here">z</a>')
+    assert check_links(tmp_path) == ["a.html: b.html (no such file)", "a.html: a.html#nope (no such anchor)"]
+
+
+def test_headings_in_order_and_one_h1(built):
+    for page in ["index.html", "conditions/depression.html", "studies/feder-2014.html", "studies/parsaik-2015.html",
+                 "search.html", "methods.html", "changes.html", "outcomes/response.html", "downloads.html"]:
+        levels = parse(built / page).headings
+        assert levels.count(1) == 1, page
+        for a, b in zip(levels, levels[1:]):
+            assert b <= a + 1, f"{page}: h{a} followed by h{b}"
+
+
+def test_pages_carry_no_external_resources(built):
+    for page in built.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        for attr in ("src=\"http", "href=\"//", "src=\"//", "@import"):
+            assert attr not in text, f"{page}: {attr}"
+        assert '<link rel="stylesheet" href="http' not in text
+
+
+# -- what a clinician sees ---------------------------------------------------------------
+
+
+def test_condition_page_summary_of_findings(built):
+    html = (built / "conditions/depression.html").read_text(encoding="utf-8")
+    # the pooled response result as kb meta computes it, with its studies one click away
+    assert "risk ratio 1.87 (95% CI 1.08 to 3.23)" in html
+    assert 'id="o-response"' in html and "<svg" in html and 'role="img"' in html
+    for sid in ("lii-2023", "murrough-2013", "su-2023"):
+        assert f'href="../studies/{sid}.html"' in html
+    assert "low certainty" in html and "risk of bias not assessed" in html
+    for heading in ("Durability and maintenance", "Dosing used across studies", "Adverse events across studies",
+                    "Practice and ethics", "All studies"):
+        assert heading in html
+    assert 'class="sortable"' in html
+
+
+def test_retracted_study_has_a_banner_and_is_never_pooled(built):
+    page = (built / "studies/parsaik-2015.html").read_text(encoding="utf-8")
+    assert 'class="retracted"' in page and "never pooled" in page
+    for cond_page in (built / "conditions").glob("*.html"):
+        html = cond_page.read_text(encoding="utf-8")
+        # it may be listed as left out, with the reason, but never in a forest plot's data table
+        for table in html.split('<table class="data">')[1:]:
+            assert "parsaik-2015" not in table.split("</table>")[0], cond_page.name
+        if "parsaik-2015" in html and "retracted publication: never pooled" not in html:
+            assert "Retracted" in html
+
+
+def test_study_page_links_citations_and_verification(built):
+    html = (built / "studies/feder-2014.html").read_text(encoding="utf-8")
+    assert 'href="https://doi.org/10.1001/jamapsychiatry.2014.62"' in html
+    assert 'href="https://pubmed.ncbi.nlm.nih.gov/24740528/"' in html
+    assert "@article{feder_2014," in html and "TY  - JOUR" in html
+    assert "Verified against a source" in html and "Inferred, not read" in html
+    assert 'data-pagefind-body' in html and 'data-pagefind-filter="condition"' in html
+
+
+def test_methods_page_states_the_build(built):
+    html = (built / "methods.html").read_text(encoding="utf-8")
+    assert "2026-09-21T" in html and "SOURCE_DATE_EPOCH" in html and "not under git" in html
+
+
+def test_home_page_cards(built):
+    html = (built / "index.html").read_text(encoding="utf-8")
+    assert 'href="conditions/depression.html"' in html and 'href="conditions/ptsd.html"' in html
+    assert 'action="search.html"' in html and "Latest additions" in html
+
+
+def test_feed_and_sitemap_are_xml(built):
+    feed = ET.parse(built / "feed.xml").getroot()
+    ns = {"a": "http://www.w3.org/2005/Atom"}
+    entries = feed.findall("a:entry", ns)
+    assert 0 < len(entries) <= 50
+    assert feed.find("a:updated", ns).text == "2026-09-21T14:13:20Z"
+    urls = [u.text for u in ET.parse(built / "sitemap.xml").getroot().iter("{http://www.sitemaps.org/schemas/sitemap/0.9}loc")]
+    assert "studies/feder-2014.html" in urls and "index.html" in urls and "404.html" not in urls
+
+
+def test_base_url_makes_feed_and_sitemap_absolute(tmp_path, runner):
+    root = make_kb(tmp_path, [trial("alpha-2001", [binary("response", 12, 20, 4, 20)])])
+    res = invoke(runner, "--kb", root, "build", "--no-search", "-o", tmp_path / "out", "--base-url", "https://ev.example.org/k")
+    assert res.exit_code == 0, res.output
+    sitemap = (tmp_path / "out/sitemap.xml").read_text()
+    assert "<loc>https://ev.example.org/k/studies/alpha-2001.html</loc>" in sitemap
+    assert 'href="https://ev.example.org/k/studies/alpha-2001.html"' in (tmp_path / "out/feed.xml").read_text()
+    # pages themselves stay relative
+    assert "https://ev.example.org" not in (tmp_path / "out/index.html").read_text()
+
+
+def test_big_sitemaps_are_split_with_an_index(tmp_path, monkeypatch):
+    monkeypatch.setattr(site_mod, "SITEMAP_MAX", 5)
+    root = make_kb(tmp_path, [trial(f"t{i}-2001", [binary("response", 5, 20, 4, 20)]) for i in range(8)])
+    build_site(open_kb(root), tmp_path / "out", search=False)
+    index = ET.parse(tmp_path / "out/sitemap.xml").getroot()
+    assert index.tag.endswith("sitemapindex")
+    parts = [e.text for e in index.iter("{http://www.sitemaps.org/schemas/sitemap/0.9}loc")]
+    total = sum(len(list(ET.parse(tmp_path / "out" / p).getroot())) for p in parts)
+    assert len(parts) >= 3 and total == 8 + len(list((tmp_path / "out").glob("*.html"))) - 1 + len(
+        list((tmp_path / "out/conditions").glob("*.html"))) + len(list((tmp_path / "out/outcomes").glob("*.html")))
+
+
+# -- escaping ------------------------------------------------------------------------------
+
+EVIL = "<script>alert('x')</script> & <img src=x onerror=alert(1)>"
+
+
+def test_text_from_records_is_always_escaped(tmp_path):
+    rec = trial("evil-2020", [binary("response", 12, 20, 4, 20, result=EVIL)], title=f"Title {EVIL}",
+                abstract=f"Abstract {EVIL}", key_finding=f"Finding {EVIL}", authors=["Evil A"],
+                keywords=[EVIL], population=EVIL)
+    root = make_kb(tmp_path, [rec, trial("alpha-2001", [binary("response", 10, 20, 4, 20)])])
+    build_site(open_kb(root), tmp_path / "out", search=False)
+    for page in list((tmp_path / "out").rglob("*.html")) + [tmp_path / "out/feed.xml"]:
+        text = page.read_text(encoding="utf-8")
+        assert "<script>alert" not in text, page
+        assert "<img src=x" not in text, page
+        parsed = parse(page) if page.suffix == ".html" else None
+        if parsed:
+            assert not any("alert" in s for s in parsed.scripts), page
+    study = (tmp_path / "out/studies/evil-2020.html").read_text(encoding="utf-8")
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in study
+    ET.parse(tmp_path / "out/feed.xml")  # still well-formed XML
+    downloads = json.loads((tmp_path / "out/downloads/studies.json").read_text())
+    assert downloads[1]["title"] == f"Title {EVIL}"  # data files keep the text as data
+
+
+# -- determinism and incremental builds -------------------------------------------------------
+
+
+def tree(out: Path, skip=("pagefind",)) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and not set(skip) & set(p.relative_to(out).parts)}
+
+
+def test_same_input_gives_byte_identical_output(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    root = copy_bundled(tmp_path)
+    kb = open_kb(root)
+    build_site(kb, tmp_path / "a", search=False)
+    shutil.rmtree(root / ".kb")
+    build_site(kb, tmp_path / "b", search=False, jobs=1)
+    a, b = tree(tmp_path / "a"), tree(tmp_path / "b")
+    assert a.keys() == b.keys()
+    assert [k for k in a if a[k] != b[k]] == []
+
+
+def test_source_date_epoch_is_honoured(tmp_path, monkeypatch):
+    root = make_kb(tmp_path, [trial("alpha-2001", [binary("response", 10, 20, 4, 20)])])
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    build_site(open_kb(root), tmp_path / "out", search=False)
+    assert "2023-11-14T22:13:20Z" in (tmp_path / "out/methods.html").read_text()
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(site_mod.BadRequest, match="SOURCE_DATE_EPOCH"):
+        build_site(open_kb(root), tmp_path / "out2", search=False)
+
+
+def test_without_git_or_epoch_the_date_is_the_latest_record(tmp_path, monkeypatch):
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    root = make_kb(tmp_path, [trial("alpha-2001", [binary("response", 10, 20, 4, 20)], added="2025-03-04")])
+    build_site(open_kb(root), tmp_path / "out", search=False)
+    assert "2025-03-04T00:00:00Z (from latest record date)" in (tmp_path / "out/methods.html").read_text()
+
+
+def mtimes(out: Path) -> dict[str, int]:
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+
+
+def test_incremental_build_rewrites_only_what_changed(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    records = [trial("alpha-2001", [binary("response", 12, 20, 4, 20)]),
+               trial("beta-2005", [binary("response", 8, 15, 3, 16)]),
+               trial("gamma-2010", [binary("response", 9, 30, 5, 30)], conditions=["ptsd"])]
+    root = make_kb(tmp_path, records)
+    kb = open_kb(root)
+    out = tmp_path / "out"
+    first = build_site(kb, out, search=False)
+    assert first.full and first.parsed == 3
+    again = build_site(kb, out, search=False)
+    assert again.up_to_date and again.pages_written == 0
+    before = mtimes(out)
+    time.sleep(0.01)
+    # a new mtime alone (git checkout) is not a change
+    os.utime(root / "studies/beta-2005.yaml")
+    touched = build_site(kb, out, search=False)
+    assert touched.parsed == 0 and touched.pages_written == 0
+    # one record's numbers change: its page, its condition's pages, downloads and changes move; the rest do not
+    rec = records[1]
+    rec["outcomes"] = [binary("response", 14, 15, 3, 16)]
+    (root / "studies/beta-2005.yaml").write_text(yaml.safe_dump(rec, sort_keys=False))
+    second = build_site(kb, out, search=False)
+    assert second.parsed == 1 and not second.full
+    after = mtimes(out)
+    changed = {k for k in after if after[k] != before.get(k)}
+    assert "studies/beta-2005.html" in changed and "conditions/depression.html" in changed
+    assert "studies/alpha-2001.html" not in changed and "studies/gamma-2010.html" not in changed
+    assert "conditions/ptsd.html" not in changed and "assets/site.css" not in changed
+    changes = (out / "changes.html").read_text()
+    assert "Studies changed (1)" in changes and "Pooled estimates that moved (1)" in changes
+    # the downloads of an incremental build equal those of a full build of the same records
+    full = tmp_path / "full"
+    build_site(kb, full, search=False, full=True)
+    for name in ("studies.json", "studies.csv", "studies.bib", "studies.ris"):
+        assert (out / "downloads" / name).read_bytes() == (full / "downloads" / name).read_bytes(), name
+    # a rebuild with nothing new keeps the changes page as it was
+    build_site(kb, out, search=False, full=False)
+    assert (out / "changes.html").read_text() == changes
+
+
+def test_deleted_and_added_records(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    root = make_kb(tmp_path, [trial("alpha-2001", [binary("response", 12, 20, 4, 20)]),
+                              trial("beta-2005", [binary("response", 8, 15, 3, 16)],
+                                    related=[{"id": "delta-2012", "relation": "secondary-analysis"}])])
+    kb, out = open_kb(root), tmp_path / "out"
+    build_site(kb, out, search=False)
+    assert "delta-2012 (not in this knowledge base)" in (out / "studies/beta-2005.html").read_text()
+    (root / "studies/alpha-2001.yaml").unlink()
+    (root / "studies/delta-2012.yaml").write_text(yaml.safe_dump(trial("delta-2012", [binary("response", 5, 10, 2, 10)])))
+    report = build_site(kb, out, search=False)
+    assert not (out / "studies/alpha-2001.html").exists() and (out / "studies/delta-2012.html").exists()
+    assert report.pages_removed >= 1
+    # the related record now exists, so beta's page links to it
+    assert 'href="delta-2012.html"' in (out / "studies/beta-2005.html").read_text()
+    ids = [r["id"] for r in json.loads((out / "downloads/studies.json").read_text())]
+    assert ids == ["beta-2005", "delta-2012"]
+    changes = (out / "changes.html").read_text()
+    assert "Studies added (1)" in changes and "Studies removed (1)" in changes
+    assert check_links(out) == []
+
+
+def test_template_change_rebuilds_every_page_and_overrides_apply(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    root = make_kb(tmp_path, [trial("alpha-2001", [binary("response", 12, 20, 4, 20)])])
+    kb, out = open_kb(root), tmp_path / "out"
+    build_site(kb, out, search=False)
+    (root / "templates").mkdir()
+    (root / "templates/study.html").write_text(
+        '{% extends "default:study.html" %}{% block title %}OVERRIDDEN {{ study.id }}{% endblock %}')
+    report = build_site(kb, out, search=False)
+    assert report.full
+    assert "<title>OVERRIDDEN alpha-2001</title>" in (out / "studies/alpha-2001.html").read_text()
+    assert "OVERRIDDEN" not in (out / "index.html").read_text()
+
+
+# -- bad input and refusals ------------------------------------------------------------------
+
+
+def test_invalid_records_are_left_out_and_listed(tmp_path, runner):
+    root = make_kb(tmp_path, [trial("alpha-2001", [binary("response", 12, 20, 4, 20)])])
+    (root / "studies/bad-2020.yaml").write_text("id: bad-2020\ntitle: x\nyear: 20x0\n")
+    res = invoke(runner, "--kb", root, "build", "--no-search", "-o", tmp_path / "out")
+    assert res.exit_code == 0
+    assert "studies/bad-2020.yaml:3:" in res.output and "left out of the site" in res.output
+    assert not (tmp_path / "out/studies/bad-2020.html").exists()
+    res = invoke(runner, "--kb", root, "build", "--no-search", "--strict", "-o", tmp_path / "out2")
+    assert res.exit_code == 1 and "nothing published" in res.output
+
+
+def test_refuses_to_write_into_a_folder_it_did_not_make(tmp_path, runner):
+    root = make_kb(tmp_path, [trial("alpha-2001", [binary("response", 12, 20, 4, 20)])])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("a reviewer's notes")
+    res = invoke(runner, "--kb", root, "build", "--no-search", "-o", mine)
+    assert res.exit_code == 2 and "not empty and was not built by kb" in res.output
+    assert (mine / "notes.txt").read_text() == "a reviewer's notes" and len(list(mine.iterdir())) == 1
+    res = invoke(runner, "--kb", root, "build", "--no-search", "-o", root)
+    assert res.exit_code == 2 and "over the knowledge base" in res.output
+
+
+def test_a_bad_summary_file_stops_the_build_with_its_line(tmp_path, runner):
+    root = make_kb(tmp_path, [trial("alpha-2001", [binary("response", 12, 20, 4, 20)])],
+                   summaries={"depression": {"condition": "depression", "outcomes": {"response": {"certainty": "high"}}}})
+    res = invoke(runner, "--kb", root, "build", "--no-search", "-o", tmp_path / "out")
+    assert res.exit_code == 1 and "summaries/depression.yaml" in res.output and "justification" in res.output
+
+
+def test_reviewer_summary_shows_bottom_line_and_override(tmp_path):
+    root = make_kb(tmp_path, [trial("alpha-2001", [binary("response", 12, 20, 4, 20)]),
+                              trial("beta-2005", [binary("response", 8, 15, 3, 16)])],
+                   summaries={"depression": {"condition": "depression", "bottom_line": "Test bottom line.",
+                                             "outcomes": {"response": {"certainty": "very-low",
+                                                                       "justification": "test reason"}}}})
+    build_site(open_kb(root), tmp_path / "out", search=False)
+    html = (tmp_path / "out/conditions/depression.html").read_text()
+    assert "Test bottom line." in html and "test reason" in html and "very low certainty" in html
+    assert "Test bottom line." in (tmp_path / "out/index.html").read_text()
+
+
+# -- downloads -----------------------------------------------------------------------------
+
+
+def test_downloads_hold_every_valid_record(built):
+    n = len(list((built / "studies").glob("*.html")))
+    records = json.loads((built / "downloads/studies.json").read_text(encoding="utf-8"))
+    assert len(records) == n and records == sorted(records, key=lambda r: r["id"])
+    rows = list(csv.DictReader(io.StringIO((built / "downloads/studies.csv").read_text(encoding="utf-8"))))
+    assert len(rows) == n and rows[0]["id"] == records[0]["id"]
+    assert (built / "downloads/studies.bib").read_text(encoding="utf-8").count("@article{") == n
+    assert (built / "downloads/studies.ris").read_text(encoding="utf-8").count("ER  - ") == n
+    feder = next(r for r in rows if r["id"] == "feder-2014")
+    assert feder["doi"] == "10.1001/jamapsychiatry.2014.62" and feder["conditions"] == "ptsd; depression"
+    parsaik = next(r for r in rows if r["id"] == "parsaik-2015")
+    assert parsaik["retracted"] == "true"
+
+
+# -- page contexts ---------------------------------------------------------------------------
+
+
+def test_page_contexts(tmp_path):
+    root = make_kb(tmp_path, [trial("alpha-2001", [binary("response", 12, 20, 4, 20)], key_finding="A finding."),
+                              trial("beta-2005", [binary("response", 8, 15, 3, 16)], topics=["durability"],
+                                    durability={"summary": "Lasted a week."},
+                                    adverse_events={"events": ["dissociation", "nausea"]}),
+                              trial("gamma-2010", [binary("response", 9, 30, 5, 30)], conditions=["ptsd", "depression"])])
+    kb = open_kb(root)
+    from kb.store import load_studies
+
+    studies = load_studies(kb).studies
+    site = site_mod.Site(kb=kb, info=site_mod.build_info(kb, None, "2026-01-01"),
+                         digests={s.id: site_mod.digest(s, f"{s.id}.yaml", "x") for s in studies}, summaries={})
+    site_mod.run_analyses(site)
+    home = site_mod.home_context(site)
+    assert [(c["condition"], c["count"], c["primary"]) for c in home["cards"]] == [("depression", 3, 2), ("ptsd", 1, 1)]
+    assert home["cards"][0]["headline"]["result"]["k"] == 2
+    ctx = site_mod.condition_context(site, "depression")
+    (row,) = ctx["sof"]
+    assert row["outcome"] == "response" and row["result"]["k"] == 2
+    assert [e["id"] for e in row["excluded"]] == ["gamma-2010"]  # PTSD is its main condition
+    assert [d["id"] for d in ctx["durability"]] == ["beta-2005"]
+    assert [(a["term"], [d["id"] for d in a["studies"]]) for a in ctx["ae"]] == [("dissociation", ["beta-2005"]),
+                                                                              ("nausea", ["beta-2005"])]
+    out = site_mod.outcome_context(site, "response")
+    assert [r["condition"] for r in out["sof"]] == ["depression", "ptsd"]
+    prev = {"snapshot": site_mod.snapshot(site), "changes": {"first": True}}
+    assert site_mod.compute_changes(prev, site_mod.snapshot(site), site.info) == {"first": True}
+
+
+# -- golden pages ----------------------------------------------------------------------------
+
+GOLDEN_PAGES = {"index.html": "index.html", "condition-depression.html": "conditions/depression.html",
+                "study-feder-2014.html": "studies/feder-2014.html", "study-parsaik-2015.html": "studies/parsaik-2015.html"}
+
+
+@pytest.mark.parametrize("golden,page", sorted(GOLDEN_PAGES.items()))
+def test_golden_pages(built, golden, page):
+    actual = (built / page).read_text(encoding="utf-8")
+    path = GOLDEN / golden
+    if os.environ.get("KB_REGEN_GOLDEN"):
+        GOLDEN.mkdir(exist_ok=True)
+        path.write_text(actual, encoding="utf-8")
+    assert path.exists(), "no golden file: run KB_REGEN_GOLDEN=1 python -m pytest tests/test_site.py -k golden"
+    assert actual == path.read_text(encoding="utf-8"), (
+        f"{page} differs from tests/golden/{golden}; if the change is intended, regenerate with "
+        "KB_REGEN_GOLDEN=1 python -m pytest tests/test_site.py -k golden")
+
+
+# -- Pagefind and kb serve ---------------------------------------------------------------------
+
+
+@pytest.mark.skipif(site_mod.pagefind_command() is None, reason="Pagefind is not installed (pip install 'pagefind[bin]')")
+def test_pagefind_indexes_the_study_pages(tmp_path, runner):
+    root = make_kb(tmp_path, [trial("alpha-2001", [binary("response", 12, 20, 4, 20)]),
+                              trial("beta-2005", [binary("response", 8, 15, 3, 16)], conditions=["ptsd"])])
+    res = invoke(runner, "--kb", root, "build", "-o", tmp_path / "out")
+    assert res.exit_code == 0 and "search indexed" in res.output, res.output
+    entry = json.loads((tmp_path / "out/pagefind/pagefind-entry.json").read_text())
+    assert entry["languages"]["en"]["page_count"] == 2  # only study pages carry data-pagefind-body
+    res = invoke(runner, "--kb", root, "build", "-o", tmp_path / "out")
+    assert "site up to date" in res.output
+
+
+def fetch(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode("utf-8")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode("utf-8")
+
+
+def test_serve_previews_and_rebuilds_when_a_record_changes(tmp_path):
+    from kb.serve import Preview
+
+    root = make_kb(tmp_path, [trial("alpha-2001", [binary("response", 12, 20, 4, 20)], key_finding="Before.")])
+    kb, out = open_kb(root), tmp_path / "out"
+    build_site(kb, out, search=False)
+    events: list[str] = []
+    done = threading.Event()
+
+    def rebuild():
+        r = build_site(kb, out, search=False)
+        done.set()
+        return f"{r.parsed} parsed"
+
+    preview = Preview(kb, out, rebuild, port=0, interval=0.05, on_event=events.append)
+    preview.start()
+    try:
+        status, body = fetch(preview.url + "studies/alpha-2001.html")
+        assert status == 200 and "Before." in body
+        status, body = fetch(preview.url + "no/such/page.html")
+        assert status == 404 and "Page not found" in body
+        text = (root / "studies/alpha-2001.yaml").read_text().replace("Before.", "After.")
+        (root / "studies/alpha-2001.yaml").write_text(text)
+        assert done.wait(10), "no rebuild after the record changed"
+        assert "After." in fetch(preview.url + "studies/alpha-2001.html")[1]
+        assert events and events[0] == "rebuilt: 1 parsed"
+        # a broken record is reported and the preview keeps serving
+        done.clear()
+        (root / "studies/alpha-2001.yaml").write_text(text.replace("year: 2001", "year: twenty"))
+        assert done.wait(10)
+        assert fetch(preview.url + "index.html")[0] == 200
+    finally:
+        preview.stop()
+
+
+def test_cli_build_help_and_summary(tmp_path, runner):
+    res = invoke(runner, "build", "--help")
+    assert res.exit_code == 0 and "--base-url" in res.output and "Examples" in res.output
+    root = make_kb(tmp_path, [trial("alpha-2001", [binary("response", 12, 20, 4, 20)])])
+    res = invoke(runner, "--kb", root, "build", "--no-search")
+    assert res.exit_code == 0 and f"built {root / '_site'}: 1 studies" in res.output
+    assert (root / "_site/index.html").exists()
+    res = invoke(runner, "--kb", root, "build", "--no-search")
+    assert "site up to date" in res.output
