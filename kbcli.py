@@ -99,7 +99,8 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, fmt: str
     """Check record files and report every problem in every file.
 
     PATHS are record files or folders (default: the knowledge base's
-    studies/). Each problem is one line, file:line:col: field: message.
+    studies/, and the reviewers' summaries/<condition>.yaml files). Each
+    problem is one line, file:line:col: field: message.
     Exit status: 0 when clean, 1 on any error (or warning with --strict).
 
     \b
@@ -122,6 +123,13 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, fmt: str
     finally:
         if bar:
             bar.stop()
+    if kb and not paths:
+        from kb.store import summaries_dir
+        from kb.validate import check_summaries
+
+        files, problems = check_summaries(summaries_dir(kb), kb.vocab, kb.root)
+        report.files += files
+        report.problems.extend(problems)
     if fmt == "json":
         click.echo(json.dumps(report.as_dict(strict), indent=2))
     else:

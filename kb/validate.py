@@ -605,6 +605,18 @@ def validate_paths(paths: Iterable[Path], vocab: Vocabulary | None = None, *, kb
     return Report(files=len(files), problems=problems, studies=studies)
 
 
+def check_summaries(folder: Path, vocab: Vocabulary, base: Path | None = None) -> tuple[int, list[Problem]]:
+    """(files, problems) of every summaries/<condition>.yaml in ``folder`` (missing folder: none)."""
+    if not folder.is_dir():
+        return 0, []
+    files = sorted(folder.glob("*.y*ml"))
+    problems: list[Problem] = []
+    for path in files:
+        display = str(path.relative_to(base)) if base and path.is_relative_to(base) else str(path)
+        problems.extend(check_summary_file(path, vocab, display)[1])
+    return len(files), problems
+
+
 def check_summary_file(path: Path, vocab: Vocabulary, display: str | None = None):
     """(summary or None, problems) for one summaries/<condition>.yaml file."""
     from .records import validate_summary

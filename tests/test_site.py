@@ -552,3 +552,12 @@ def test_cli_build_help_and_summary(tmp_path, runner):
     assert (root / "_site/index.html").exists()
     res = invoke(runner, "--kb", root, "build", "--no-search")
     assert "site up to date" in res.output
+
+
+def test_validate_checks_summaries_too(tmp_path, runner):
+    root = make_kb(tmp_path, [trial("alpha-2001", [binary("response", 12, 20, 4, 20)])],
+                   summaries={"ptsd": {"condition": "depression", "outcomes": {"response": {"certainty": "high"}}}})
+    res = invoke(runner, "--kb", root, "validate")
+    assert res.exit_code == 1
+    assert "summaries/ptsd.yaml" in res.output and "justification" in res.output
+    assert "2 files checked" in res.output
