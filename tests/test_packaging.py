@@ -29,6 +29,7 @@ def test_wheel_ships_templates_and_vocabulary(wheel):
     assert "kbcli.py" in names
     assert "kb/data/vocabulary.yaml" in names
     assert "kb/templates/base.html" in names and "kb/templates/study.html" in names
+    assert "kb/templates/assets/site.css" in names and "kb/templates/assets/search.js" in names
     assert not any(n.startswith(("tests/", "studies/")) for n in names)
 
 
@@ -62,3 +63,11 @@ def test_installed_kb_runs_in_another_folder(wheel, tmp_path):
     html = run("--kb", str(kbdir), "show", "fixture-2020", "--format", "html")
     assert html.returncode == 0, html.stderr
     assert "<h1>Synthetic fixture trial" in html.stdout  # the packaged default templates
+    # the site, with a template of the knowledge base's own overriding the packaged one
+    (kbdir / "templates").mkdir(exist_ok=True)
+    (kbdir / "templates" / "study.html").write_text(
+        '{% extends "default:study.html" %}{% block title %}Mine: {{ study.id }}{% endblock %}')
+    built = run("--kb", str(kbdir), "build", "--no-search", "-o", str(tmp_path / "site"))
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert "<title>Mine: fixture-2020</title>" in (tmp_path / "site/studies/fixture-2020.html").read_text()
+    assert (tmp_path / "site/assets/site.css").is_file() and (tmp_path / "site/index.html").is_file()
