@@ -479,7 +479,8 @@ def serve(ctx: click.Context, out: Path | None, base_url: str | None, no_search:
     click.echo(_build_summary(report))
 
     def rebuild() -> str:
-        r = _build(kb, out, base_url, jobs, not no_search, False, False, quiet=True)
+        fresh = open_kb(kb.root)  # kb.yaml may have changed too
+        r = _build(fresh, out, base_url, jobs, not no_search, False, False, quiet=True)
         for p in r.problems:
             click.echo(p.format(), err=True)
         return _build_summary(r)

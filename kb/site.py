@@ -182,13 +182,16 @@ def digest(s, rel: str, sha1: str) -> dict:
     }
 
 
-def study_context(s, d: dict, vocab, known_ids: set[str] | frozenset) -> dict:
-    """Everything study.html needs beyond the record: links, citations, the analyses it feeds."""
+def study_context(s, d: dict, vocab, known_ids: set[str] | frozenset, frags: dict | None = None) -> dict:
+    """Everything study.html needs beyond the record: links, citations, the analyses it feeds.
+    ``frags`` are the study's download fragments, when already made (their BibTeX and RIS are reused)."""
     feeds = sorted({(c, o) for c, o, row, _ in d["rows"] if row is not None},
                    key=lambda co: (vocab.terms("condition").index(co[0]) if co[0] in vocab.terms("condition") else 99,
                                    co[1]))
     return {
-        "study": s, "root": "../", "links": study_links(s), "bibtex": to_bibtex([s]), "ris": to_ris([s]),
+        "study": s, "root": "../", "links": study_links(s),
+        "bibtex": frags["bibtex"] if frags else to_bibtex([s]).rstrip("\n"),
+        "ris": frags["ris"] if frags else to_ris([s]).rstrip("\n"),
         "related": [{"id": r.id, "relation": r.relation, "present": r.id in known_ids} for r in s.related],
         "feeds": [{"condition": c, "outcome": o} for c, o in feeds],
         "filters": {"condition": [vocab.label("condition", c) for c in s.condition_terms],
@@ -234,7 +237,8 @@ def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
             continue
         s = res.study
         d = digest(s, rel, sha1)
-        html = tpl.render(**_W["globals"], **study_context(s, d, kb.vocab, _W["known"]))
+        frags = fragments(s)
+        html = tpl.render(**_W["globals"], **study_context(s, d, kb.vocab, _W["known"], frags))
         data = html.encode("utf-8")
         page_sha = hashlib.sha1(data).hexdigest()
         target = os.path.join(out, d["page"])
@@ -242,7 +246,6 @@ def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
             _write(target, data)
             item["written"] = True
         d["page_sha"] = page_sha
-        frags = fragments(s)
         if _W["spool"]:
             for f in FORMATS:
                 spooled[f].append(frags[f])
