@@ -1,11 +1,13 @@
 // Site search with Pagefind's JavaScript API: the index lives in pagefind/ beside the pages, so it
 // works offline and from any sub-path. Result text is inserted as text, never as HTML.
+// A classic script (not a module), so that from file:// it still runs and says why search is off.
+(async () => {
 const form = document.getElementById("search-form");
 const input = document.getElementById("q");
 const status = document.getElementById("search-status");
 const list = document.getElementById("search-results");
 const fallback = document.getElementById("search-fallback");
-const siteRoot = new URL("..", import.meta.url);
+const siteRoot = new URL("..", document.currentScript.src);
 
 let pagefind = null;
 try {
@@ -89,3 +91,4 @@ for (const box of form.querySelectorAll("input[type=checkbox]")) {
   if (initial.getAll(box.name).includes(box.value)) box.checked = true;
 }
 run();
+})();
