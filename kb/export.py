@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from typing import Iterable
 
 from .citations import bibtex_key, to_bibtex, to_ris
-from .records import Study, record_data
+from .records import Study
 
 FORMATS = ("json", "csv", "bibtex", "ris")
 FILE_NAMES = {"json": "studies.json", "csv": "studies.csv", "bibtex": "studies.bib", "ris": "studies.ris"}
@@ -71,7 +70,8 @@ def _csv_line(cells: Iterable[str]) -> str:
 def fragments(s: Study) -> dict[str, str]:
     """The study in every download format, one fragment each (no trailing newline, no blank line)."""
     return {
-        "json": json.dumps(record_data(s), ensure_ascii=False, separators=(",", ":"), default=str),
+        # pydantic's own serializer: every field that has a value, in schema order, id first
+        "json": s.model_dump_json(exclude_none=True),
         "csv": _csv_line(csv_row(s).values()),
         "bibtex": to_bibtex([s]).rstrip("\n"),
         "ris": to_ris([s]).rstrip("\n"),

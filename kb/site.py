@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from markupsafe import Markup
+
 from . import __version__
 from . import synthesis as S
 from .citations import to_bibtex, to_ris
@@ -41,6 +43,7 @@ from .export import FILE_NAMES, FORMATS, SplitError, assemble, fragments, split
 from .index import _scan
 from .templating import default_templates_dir, make_env
 from .validate import Problem, check_file
+from .yamlio import MAX_BYTES
 
 SITE_VERSION = "1"
 MANIFEST = ".kb-build.json"
@@ -154,7 +157,8 @@ def study_rows(s) -> list[tuple[str, str, dict | None, list[dict]]]:
         for outcome in outcomes:
             seen, row, excluded = S.select_one(s, S.MetaRequest(outcome=outcome, condition=cond))
             if seen:
-                out.append((cond, outcome, asdict(row) if row is not None else None, [asdict(e) for e in excluded]))
+                out.append((cond, outcome, dict(vars(row)) if row is not None else None,
+                            [dict(vars(e)) for e in excluded]))
     return out
 
 
@@ -211,6 +215,15 @@ def _worker_init(kb: KnowledgeBase, out: str, known_ids: frozenset, spool: str |
     _W["globals"] = {"kb": kb, "vocab": kb.vocab}
 
 
+ROW_TEMPLATES = {"_study_row.html": "row_html", "_dosing_row.html": "dose_row_html"}
+
+
+def study_row_html(env, d: dict, vocab, template: str = "_study_row.html") -> str:
+    """The study's row in a table of condition and outcome pages (both one folder deep): rendered
+    once per study, where the record is parsed, and joined by every page that lists the study."""
+    return env.get_template(template).render(d=d, vocab=vocab).strip("\n")
+
+
 def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
     """Parse, check, render and write one batch of record files. Returns per file: stamp, sha1,
     digest (None with problems when the record has errors), page hash, and download fragments
@@ -222,13 +235,14 @@ def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
     for rel, old_page_sha in items:
         path = kb.studies_dir / rel
         try:
-            raw = path.read_bytes()
-            st = os.stat(path)
+            with open(path, "rb") as fh:
+                raw = fh.read(MAX_BYTES + 1)
+                st = os.fstat(fh.fileno())
         except OSError as e:
             results.append({"rel": rel, "gone": True, "error": str(e)})
             continue
         sha1 = hashlib.sha1(raw).hexdigest()
-        res = check_file(path, kb.vocab, f"studies/{rel}")
+        res = check_file(path, kb.vocab, f"studies/{rel}", raw=raw)
         errors = [p for p in res.problems if p.severity == "error"]
         item = {"rel": rel, "stamp": (st.st_size, st.st_mtime_ns), "sha1": sha1}
         if res.study is None or errors:
@@ -246,6 +260,8 @@ def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
             _write(target, data)
             item["written"] = True
         d["page_sha"] = page_sha
+        for template, key in ROW_TEMPLATES.items():
+            d[key] = study_row_html(_W["env"], d, kb.vocab, template)
         if _W["spool"]:
             for f in FORMATS:
                 spooled[f].append(frags[f])
@@ -305,14 +321,28 @@ class Site:
     summaries: dict
     analyses: dict[tuple[str, str], dict] = field(default_factory=dict)  # (condition, outcome) -> result or error
     changes: dict = field(default_factory=dict)
+    _by: dict | None = field(default=None, repr=False)
 
     @property
     def vocab(self):
         return self.kb.vocab
 
-    def studies(self, condition: str | None = None) -> list[dict]:
-        ds = sorted(self.digests.values(), key=lambda d: d["id"])
-        return [d for d in ds if condition in d["conditions"]] if condition else ds
+    def studies(self, condition: str | None = None, outcome: str | None = None) -> list[dict]:
+        """Studies in id order: all, or those of a condition, or those reporting an outcome."""
+        if self._by is None:
+            ordered = sorted(self.digests.values(), key=lambda d: d["id"])
+            by: dict = {None: ordered}
+            for d in ordered:
+                for c in dict.fromkeys(d["conditions"]):
+                    by.setdefault(("c", c), []).append(d)
+                for o in d["outcomes"]:
+                    by.setdefault(("o", o), []).append(d)
+            self._by = by
+        if condition:
+            return self._by.get(("c", condition), [])
+        if outcome:
+            return self._by.get(("o", outcome), [])
+        return self._by[None]
 
     def conditions(self) -> list[str]:
         present = {c for d in self.digests.values() for c in d["conditions"]}
@@ -454,8 +484,7 @@ def outcome_context(site: Site, outcome: str) -> dict:
         a = site.analyses.get((cond, outcome))
         if a is not None:
             rows.append(_sof_row(site, cond, outcome, a))
-    studies = [d for d in site.studies() if outcome in d["outcomes"]]
-    return {"root": "../", "outcome": outcome, "sof": rows, "studies": studies}
+    return {"root": "../", "outcome": outcome, "sof": rows, "studies": site.studies(outcome=outcome)}
 
 
 def methods_context(site: Site) -> dict:
@@ -768,13 +797,24 @@ def _run(kb, out: Path, todo: list[str], old_page_sha: dict, known_ids, spool, j
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
+    # jobs - 1 forked workers take the first batches; this process works through the rest meanwhile
+    # (a parent that only waited would still compete for a core while unpickling results)
+    split = len(batches) * (jobs - 1) // jobs
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
+    with ProcessPoolExecutor(max_workers=jobs - 1, mp_context=ctx, initializer=_worker_init,
                              initargs=(kb, str(out), known_ids, spool)) as pool:
-        for res in pool.map(_process, batches):
-            results.extend(res)
+        futures = [pool.submit(_process, b) for b in batches[:split]]
+        _worker_init(kb, str(out), known_ids, spool)
+        mine: list[dict] = []
+        for b in batches[split:]:
+            mine.extend(_process(b))
             if progress:
-                progress("studies", len(results), len(todo))
+                progress("studies", len(mine) + sum(len(f.result()) for f in futures if f.done()), len(todo))
+        for f in futures:
+            results.extend(f.result())
+            if progress:
+                progress("studies", len(results) + len(mine), len(todo))
+    results.extend(mine)
     return results
 
 
@@ -787,12 +827,7 @@ def _write_downloads(out: Path, writer: _Writer, site: Site, spool: str | None, 
     for f in FORMATS:
         name = f"downloads/{FILE_NAMES[f]}"
         if full and spool:
-            parts = []
-            for p in sorted(Path(spool).glob(f"*.{f}")):
-                text = p.read_text(encoding="utf-8")
-                if text:
-                    parts.extend(text.split(SEPARATORS[f]))
-            writer.put(name, assemble(f, parts))
+            _stream_download(out, writer, name, f, sorted(Path(spool).glob(f"*.{f}")))
             continue
         if not changed:
             writer.pages[name] = (_read_json(out / MANIFEST) or {}).get("pages", {}).get(name) or _sha_file(out / name)
@@ -810,6 +845,43 @@ def _write_downloads(out: Path, writer: _Writer, site: Site, spool: str | None, 
         writer.put(name, assemble(f, (frags[i] for i in sorted(frags))))
 
 
+def _stream_download(out: Path, writer: _Writer, name: str, fmt: str, spooled: list[Path]) -> None:
+    """Concatenate spooled fragments into a download file as :func:`assemble` would write it, without
+    holding the whole file in memory (the JSON of 100k records is ~0.5 GB)."""
+    sep = {"json": ",\n", "csv": "\n", "bibtex": "\n\n", "ris": "\n\n"}[fmt]
+    head, tail = {"json": ("[\n", "\n]\n"), "csv": (assemble("csv", []), "\n")}.get(fmt, ("", "\n"))
+    h = hashlib.sha1()
+    target = out / name
+    tmp = target.with_name(f".{target.name}.tmp")
+    first = True
+    with open(tmp, "wb") as fh:
+        def put(data: bytes) -> None:
+            h.update(data)
+            fh.write(data)
+
+        put(head.encode())
+        for p in spooled:
+            data = p.read_bytes()
+            if not data:
+                continue
+            if fmt == "json":
+                data = data.replace(b"\n", b",\n")  # one record per line: JSON escapes newlines in strings
+            if not first:
+                put(sep.encode())
+            put(data)
+            first = False
+        if first:
+            h, fh_empty = hashlib.sha1(), assemble(fmt, []).encode()
+            fh.seek(0)
+            fh.truncate()
+            put(fh_empty)
+        else:
+            put(tail.encode())
+    os.replace(tmp, target)
+    writer.pages[name] = h.hexdigest()
+    writer.written += 1
+
+
 def _sha_file(path: Path) -> str:
     try:
         return hashlib.sha1(path.read_bytes()).hexdigest()
@@ -822,6 +894,17 @@ def _aggregate_pages(site: Site, env, common: dict) -> list[tuple[str, str]]:
     def render(name: str, **ctx) -> str:
         return env.get_template(name).render(**common, **ctx)
 
+    def rows_html(studies: list[dict], template: str = "_study_row.html") -> Markup:
+        key = ROW_TEMPLATES[template]
+        out = []
+        for d in studies:
+            if key not in d:
+                d[key] = study_row_html(env, d, site.vocab, template)
+            out.append(d[key])
+        return Markup("\n".join(out))
+
+    common = {**common, "rows_html": rows_html}
+
     from .forest import forest_svg
 
     def forest(result: dict, uid: str) -> str:
@@ -832,7 +915,7 @@ def _aggregate_pages(site: Site, env, common: dict) -> list[tuple[str, str]]:
         pages.append((f"conditions/{cond}.html", render("condition.html", forest=forest, **condition_context(site, cond))))
     outcomes = site.outcomes()
     pages.append(("outcomes/index.html", render("outcomes.html", root="../", outcomes=[
-        {"outcome": o, "studies": sum(o in d["outcomes"] for d in site.digests.values()),
+        {"outcome": o, "studies": len(site.studies(outcome=o)),
          "pooled": sum(1 for (c, oo), a in site.analyses.items() if oo == o and a["ok"])} for o in outcomes])))
     for outcome in outcomes:
         pages.append((f"outcomes/{outcome}.html", render("outcome.html", forest=forest, **outcome_context(site, outcome))))
@@ -842,7 +925,7 @@ def _aggregate_pages(site: Site, env, common: dict) -> list[tuple[str, str]]:
         "outcome": [site.vocab.label("outcome", o) for o in outcomes],
         "design": [site.vocab.label("design", t) for t in _order(site.vocab, "design", (d["design"] for d in site.digests.values()))],
         "route": [site.vocab.label("route", t) for t in _order(site.vocab, "route", (d["route"] for d in site.digests.values() if d["route"]))],
-        "year": [label for lo, hi, label in YEAR_BANDS if any(lo <= d["year"] <= hi for d in site.digests.values())],
+        "year": [label for label in dict.fromkeys(year_band(y) for y in sorted({d["year"] for d in site.digests.values()}))],
     }
     pages.append(("search.html", render("search.html", root="", filters=filters, studies=site.studies())))
     pages.append(("methods.html", render("methods.html", **methods_context(site))))

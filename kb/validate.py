@@ -420,12 +420,12 @@ def record_checks(study: Study, path: Path, add: Callable[..., None]) -> None:
                 code="no-source")
 
 
-def check_file(path: Path, vocab: Vocabulary, display: str | None = None) -> FileResult:
-    """Every problem of one record file (checks across files are separate)."""
+def check_file(path: Path, vocab: Vocabulary, display: str | None = None, raw: bytes | None = None) -> FileResult:
+    """Every problem of one record file (checks across files are separate); ``raw``: its bytes, if read."""
     display = display or str(path)
     res = FileResult(path=path, display=display)
     try:
-        loaded = yamlio.load(path)
+        loaded = yamlio.load(path, raw)
     except yamlio.YamlProblem as p:
         res.problems.append(Problem(display, p.line, p.column, p.field, p.message, "error", p.hint, p.code))
         return res

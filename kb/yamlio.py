@@ -111,19 +111,23 @@ def _byte_position(raw: bytes, offset: int) -> tuple[int, int]:
     return line, col
 
 
-def read_text(path: Path) -> str:
-    """A record file's text, refusing oversized and non-UTF-8 files."""
-    try:
-        size = path.stat().st_size
-    except OSError as e:
-        raise YamlProblem("unreadable", f"cannot read file: {e.strerror}") from None
+def read_text(path: Path, raw: bytes | None = None) -> str:
+    """A record file's text, refusing oversized and non-UTF-8 files (``raw``: its bytes, if read)."""
+    if raw is None:
+        try:
+            size = path.stat().st_size
+        except OSError as e:
+            raise YamlProblem("unreadable", f"cannot read file: {e.strerror}") from None
+    else:
+        size = len(raw)
     if size > MAX_BYTES:
         raise YamlProblem(
             "too-large",
             f"file is {size / 1e6:.1f} MB; a record may be at most {MAX_BYTES / 1e6:.0f} MB",
             hint="a study record is a few kB: move full texts or data tables out of the record",
         )
-    raw = path.read_bytes()
+    if raw is None:
+        raw = path.read_bytes()
     if b"\x00" in raw[:8192]:
         raise YamlProblem("encoding", "binary file, not YAML text", hint="records are UTF-8 YAML text files")
     try:
@@ -398,8 +402,8 @@ def _syntax_hint(problem: str) -> str | None:
     return None
 
 
-def load(path: str | Path) -> Loaded:
-    return parse(read_text(Path(path)))
+def load(path: str | Path, raw: bytes | None = None) -> Loaded:
+    return parse(read_text(Path(path), raw))
 
 
 def locate(root: yaml.Node | None, loc: Iterable[Any], *, key: bool = False) -> tuple[int, int]:
