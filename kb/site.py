@@ -40,7 +40,7 @@ from .citations import to_bibtex, to_ris
 from .config import KnowledgeBase
 from .errors import BadRequest, KbError
 from .export import FILE_NAMES, FORMATS, SplitError, assemble, fragments, split
-from .index import _scan
+from .index import _scan, gc_paused
 from .templating import default_templates_dir, make_env
 from .validate import Problem, check_file
 from .yamlio import MAX_BYTES
@@ -48,6 +48,7 @@ from .yamlio import MAX_BYTES
 SITE_VERSION = "1"
 MANIFEST = ".kb-build.json"
 PARALLEL_THRESHOLD = 300
+AGGREGATE_PARALLEL = 3000  # studies above which condition and outcome pages are rendered on all cores
 FOREST_MAX_K = 80  # larger analyses are summarised, not drawn
 LOO_MAX_K = 40  # leave-one-out (sensitivity) up to this many studies
 LIST_MAX = 200  # long lists on the changes page are cut here, with a count
@@ -656,7 +657,8 @@ def build_site(kb: KnowledgeBase, out: str | Path | None = None, *, base_url: st
     out.mkdir(parents=True, exist_ok=True)
     (out / "studies").mkdir(exist_ok=True)
     old_page_sha = {rel: digests[rel].get("page_sha") for rel in todo if rel in digests}
-    results = _run(kb, out, todo, old_page_sha, known_ids, spool, jobs, progress)
+    with gc_paused():  # many objects, no garbage cycles worth collecting (forked workers inherit this)
+        results = _run(kb, out, todo, old_page_sha, known_ids, spool, jobs, progress)
     frags_changed: dict[str, dict | None] = {}
     for item in results:
         rel = item["rel"]
@@ -712,11 +714,8 @@ def build_site(kb: KnowledgeBase, out: str | Path | None = None, *, base_url: st
     writer = _Writer(out, (prev_manifest or {}).get("pages", {}) if not report.full else {})
     env = make_env(kb)
     common = {"kb": kb, "vocab": kb.vocab, "info": info, "fmt": S.fmt}
-    pages = _aggregate_pages(site, env, common)
-    for i, (rel, text) in enumerate(pages):
-        writer.put(rel, text)
-        if progress:
-            progress("pages", i + 1, len(pages))
+    with gc_paused():
+        write_aggregate_pages(site, env, common, writer, jobs, progress)
     _copy_assets(kb, writer)
     _write_downloads(out, writer, site, spool, frags_changed, downloads_full, results)
     for rel in removed_pages:
@@ -889,53 +888,127 @@ def _sha_file(path: Path) -> str:
         return ""
 
 
-def _aggregate_pages(site: Site, env, common: dict) -> list[tuple[str, str]]:
-    """(path, text) of every page that spans studies."""
-    def render(name: str, **ctx) -> str:
-        return env.get_template(name).render(**common, **ctx)
+class _Pages:
+    """Renders the pages that span studies, one task at a time (so that tasks can be shared out)."""
 
-    def rows_html(studies: list[dict], template: str = "_study_row.html") -> Markup:
+    def __init__(self, site: Site, env, common: dict):
+        from .forest import forest_svg
+
+        self.site, self.env = site, env
+        self.common = {**common, "rows_html": self.rows_html}
+        self.forest = lambda result, uid: forest_svg(result, site.kb, uid=uid, env=env)
+
+    def rows_html(self, studies: list[dict], template: str = "_study_row.html") -> Markup:
         key = ROW_TEMPLATES[template]
         out = []
         for d in studies:
             if key not in d:
-                d[key] = study_row_html(env, d, site.vocab, template)
+                d[key] = study_row_html(self.env, d, self.site.vocab, template)
             out.append(d[key])
         return Markup("\n".join(out))
 
-    common = {**common, "rows_html": rows_html}
+    def tasks(self) -> list[tuple[str, str, str | None]]:
+        """(path, kind, argument) of every page, the heaviest (condition and outcome pages) first."""
+        site = self.site
+        heavy = [(f"conditions/{c}.html", "condition", c) for c in site.conditions()]
+        heavy += [(f"outcomes/{o}.html", "outcome", o) for o in site.outcomes()]
+        heavy.sort(key=lambda t: -len(site.studies(condition=t[2]) if t[1] == "condition" else site.studies(outcome=t[2])))
+        light = [(name, name, None) for name in ("index.html", "outcomes/index.html", "search.html", "methods.html",
+                                                   "changes.html", "downloads.html", "404.html", "feed.xml")]
+        return heavy + light
 
-    from .forest import forest_svg
+    def render(self, kind: str, arg: str | None) -> str:
+        site = self.site
 
-    def forest(result: dict, uid: str) -> str:
-        return forest_svg(result, site.kb, uid=uid, env=env)
+        def render(name: str, **ctx) -> str:
+            return self.env.get_template(name).render(**self.common, **ctx)
 
-    pages = [("index.html", render("index.html", **home_context(site)))]
-    for cond in site.conditions():
-        pages.append((f"conditions/{cond}.html", render("condition.html", forest=forest, **condition_context(site, cond))))
-    outcomes = site.outcomes()
-    pages.append(("outcomes/index.html", render("outcomes.html", root="../", outcomes=[
-        {"outcome": o, "studies": len(site.studies(outcome=o)),
-         "pooled": sum(1 for (c, oo), a in site.analyses.items() if oo == o and a["ok"])} for o in outcomes])))
-    for outcome in outcomes:
-        pages.append((f"outcomes/{outcome}.html", render("outcome.html", forest=forest, **outcome_context(site, outcome))))
-    conds = site.conditions()
-    filters = {
-        "condition": [site.vocab.label("condition", c) for c in conds],
-        "outcome": [site.vocab.label("outcome", o) for o in outcomes],
-        "design": [site.vocab.label("design", t) for t in _order(site.vocab, "design", (d["design"] for d in site.digests.values()))],
-        "route": [site.vocab.label("route", t) for t in _order(site.vocab, "route", (d["route"] for d in site.digests.values() if d["route"]))],
-        "year": [label for label in dict.fromkeys(year_band(y) for y in sorted({d["year"] for d in site.digests.values()}))],
-    }
-    pages.append(("search.html", render("search.html", root="", filters=filters, studies=site.studies())))
-    pages.append(("methods.html", render("methods.html", **methods_context(site))))
-    ch = site.changes
-    pages.append(("changes.html", render("changes.html", root="", changes=ch, digests=site.digests, list_max=LIST_MAX)))
-    pages.append(("downloads.html", render("downloads.html", root="", total=len(site.digests), files=FILE_NAMES)))
-    pages.append(("404.html", render("404.html", root=site.info.base_url or "")))
-    pages.append(("feed.xml", render("feed.xml", entries=_feed_entries(site))))
-    pages.extend(_sitemaps(site, env, [rel for rel, _ in pages if rel.endswith(".html") and rel != "404.html"]))
-    return pages
+        if kind == "condition":
+            return render("condition.html", forest=self.forest, **condition_context(site, arg))
+        if kind == "outcome":
+            return render("outcome.html", forest=self.forest, **outcome_context(site, arg))
+        if kind == "index.html":
+            return render("index.html", **home_context(site))
+        if kind == "outcomes/index.html":
+            return render("outcomes.html", root="../", outcomes=[
+                {"outcome": o, "studies": len(site.studies(outcome=o)),
+                 "pooled": sum(1 for (c, oo), a in site.analyses.items() if oo == o and a["ok"])}
+                for o in site.outcomes()])
+        if kind == "search.html":
+            ds = site.digests.values()
+            filters = {
+                "condition": [site.vocab.label("condition", c) for c in site.conditions()],
+                "outcome": [site.vocab.label("outcome", o) for o in site.outcomes()],
+                "design": [site.vocab.label("design", t) for t in _order(site.vocab, "design", (d["design"] for d in ds))],
+                "route": [site.vocab.label("route", t) for t in _order(site.vocab, "route", (d["route"] for d in ds
+                                                                                           if d["route"]))],
+                "year": list(dict.fromkeys(year_band(y) for y in sorted({d["year"] for d in ds}))),
+            }
+            return render("search.html", root="", filters=filters, studies=site.studies())
+        if kind == "methods.html":
+            return render("methods.html", **methods_context(site))
+        if kind == "changes.html":
+            return render("changes.html", root="", changes=site.changes, digests=site.digests, list_max=LIST_MAX)
+        if kind == "downloads.html":
+            return render("downloads.html", root="", total=len(site.digests), files=FILE_NAMES)
+        if kind == "404.html":
+            return render("404.html", root=site.info.base_url or "")
+        if kind == "feed.xml":
+            return render("feed.xml", entries=_feed_entries(site))
+        raise ValueError(kind)
+
+
+_P: dict[str, Any] = {}
+
+
+def _render_task(task: tuple[str, str, str | None]) -> tuple[str, str, bool]:
+    """In a forked worker: render one page and write it if its bytes changed."""
+    pages, writer = _P["pages"], _P["writer"]
+    rel, kind, arg = task
+    before = writer.written
+    writer.put(rel, pages.render(kind, arg))
+    return rel, writer.pages[rel], writer.written > before
+
+
+def write_aggregate_pages(site: Site, env, common: dict, writer: _Writer, jobs: int | None = None,
+                          progress: Callable | None = None) -> None:
+    """Render and write every page that spans studies; for a big site, on all cores."""
+    pages = _Pages(site, env, common)
+    tasks = pages.tasks()
+    jobs = jobs or os.cpu_count() or 1
+    done = 0
+    if jobs > 1 and len(site.digests) >= AGGREGATE_PARALLEL:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        _P.update(pages=pages, writer=writer)  # inherited by the forked workers
+        theirs = [t for i, t in enumerate(tasks) if i % jobs != 0]
+        mine = [t for i, t in enumerate(tasks) if i % jobs == 0]
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+        with ProcessPoolExecutor(max_workers=jobs - 1, mp_context=ctx) as pool:
+            futures = [pool.submit(_render_task, t) for t in theirs]
+            for rel, kind, arg in mine:
+                writer.put(rel, pages.render(kind, arg))
+                done += 1
+                if progress:
+                    progress("pages", done, len(tasks))
+            for f in futures:
+                rel, sha, written = f.result()
+                writer.pages[rel] = sha
+                writer.written += written
+                done += 1
+                if progress:
+                    progress("pages", done, len(tasks))
+        _P.clear()
+    else:
+        for rel, kind, arg in tasks:
+            writer.put(rel, pages.render(kind, arg))
+            done += 1
+            if progress:
+                progress("pages", done, len(tasks))
+    listed = [rel for rel, _, _ in tasks if rel.endswith(".html") and rel != "404.html"]
+    for rel, text in _sitemaps(site, env, listed):
+        writer.put(rel, text)
 
 
 def _feed_entries(site: Site) -> list[dict]:
