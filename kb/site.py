@@ -304,6 +304,7 @@ class BuildReport:
     up_to_date: bool = False
     search: str = "skipped"  # indexed | unchanged | skipped
     search_seconds: float | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
     seconds: float = 0.0
     notices: list[str] = field(default_factory=list)
 
@@ -381,7 +382,7 @@ def run_analyses(site: Site) -> None:
             site.analyses[key] = {"ok": True, "result": result}
         except KbError as e:
             site.analyses[key] = {"ok": False, "message": e.message, "hint": e.hint,
-                                  "excluded": [asdict(x) for x in excluded]}
+                                  "excluded": [dict(vars(x)) for x in excluded]}
 
 
 def _fmt_pair(result: dict) -> dict:
@@ -574,11 +575,28 @@ def _copy_assets(env_kb: KnowledgeBase, writer: _Writer) -> None:
 def build_site(kb: KnowledgeBase, out: str | Path | None = None, *, base_url: str | None = None,
                jobs: int | None = None, search: bool = True, full: bool = False, strict: bool = False,
                progress: Callable[[str, int, int], None] | None = None) -> BuildReport:
-    """Build (or bring up to date) the static site of ``kb`` in ``out`` (default ``_site``)."""
+    """Build (or bring up to date) the static site of ``kb`` in ``out`` (default ``_site``).
+
+    The cyclic garbage collector is paused throughout: a build makes millions of objects and no
+    cycles worth collecting, and each full collection over 100k digests would cost seconds."""
+    with gc_paused():  # forked workers inherit the pause
+        return _build_site(kb, out, base_url=base_url, jobs=jobs, search=search, full=full, strict=strict,
+                           progress=progress)
+
+
+def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | None, jobs: int | None,
+                search: bool, full: bool, strict: bool, progress) -> BuildReport:
     t0 = time.perf_counter()
     out = Path(out if out is not None else kb.root / "_site").resolve()
     _check_out(kb, out)
     report = BuildReport(out=out)
+    clock = [t0]
+
+    def lap(phase: str) -> None:
+        now = time.perf_counter()
+        report.timings[phase] = round(report.timings.get(phase, 0) + now - clock[0], 3)
+        clock[0] = now
+
     state_dir = _state_dir(kb, out)
     stamps_now = _scan(kb.studies_dir) if kb.studies_dir.is_dir() else {}
     prev_manifest = _read_json(out / MANIFEST)
@@ -610,6 +628,7 @@ def build_site(kb: KnowledgeBase, out: str | Path | None = None, *, base_url: st
         report.seconds = time.perf_counter() - t0
         return report
 
+    lap("check")
     # 2. what must be parsed again
     digests: dict[str, dict] = {}
     if same_theme:
@@ -645,6 +664,7 @@ def build_site(kb: KnowledgeBase, out: str | Path | None = None, *, base_url: st
         del digests[rel]
     removed_pages = [v[3] for r, v in old_stamps.items() if r not in stamps_now and v[3]]
 
+    lap("plan")
     # 3. parse, check, render and write the study pages that need it
     spool = None
     downloads_full = report.full or not all((out / "downloads" / FILE_NAMES[f]).exists() for f in FORMATS)
@@ -657,8 +677,7 @@ def build_site(kb: KnowledgeBase, out: str | Path | None = None, *, base_url: st
     out.mkdir(parents=True, exist_ok=True)
     (out / "studies").mkdir(exist_ok=True)
     old_page_sha = {rel: digests[rel].get("page_sha") for rel in todo if rel in digests}
-    with gc_paused():  # many objects, no garbage cycles worth collecting (forked workers inherit this)
-        results = _run(kb, out, todo, old_page_sha, known_ids, spool, jobs, progress)
+    results = _run(kb, out, todo, old_page_sha, known_ids, spool, jobs, progress)
     frags_changed: dict[str, dict | None] = {}
     for item in results:
         rel = item["rel"]
@@ -697,13 +716,16 @@ def build_site(kb: KnowledgeBase, out: str | Path | None = None, *, base_url: st
         raise SiteError(f"id '{first[0]}' is used by {', '.join('studies/' + r for r in first[1])}",
                         hint="run `kb validate`; every id must be unique")
 
+    lap("studies")
     # 4. the analyses and the pages that span studies
     from .store import load_summaries
 
     site = Site(kb=kb, info=info, digests={d["id"]: d for d in digests.values()}, summaries=load_summaries(kb))
     if progress:
         progress("pooling", 0, 1)
+    lap("summaries")
     run_analyses(site)
+    lap("analyses")
     report.analyses = sum(a["ok"] for a in site.analyses.values())
     snap = snapshot(site)
     site.changes = compute_changes(prev_manifest, snap, info)
@@ -714,8 +736,8 @@ def build_site(kb: KnowledgeBase, out: str | Path | None = None, *, base_url: st
     writer = _Writer(out, (prev_manifest or {}).get("pages", {}) if not report.full else {})
     env = make_env(kb)
     common = {"kb": kb, "vocab": kb.vocab, "info": info, "fmt": S.fmt}
-    with gc_paused():
-        write_aggregate_pages(site, env, common, writer, jobs, progress)
+    write_aggregate_pages(site, env, common, writer, jobs, progress)
+    lap("pages")
     _copy_assets(kb, writer)
     _write_downloads(out, writer, site, spool, frags_changed, downloads_full, results)
     for rel in removed_pages:
@@ -735,6 +757,7 @@ def build_site(kb: KnowledgeBase, out: str | Path | None = None, *, base_url: st
     report.studies = len(site.digests)
     report.pages_total = len(writer.pages) + report.studies
 
+    lap("downloads")
     # 5. search index (Pagefind) when any page changed
     search_state = meta.get("search") if not report.full else None
     if search:
@@ -746,6 +769,7 @@ def build_site(kb: KnowledgeBase, out: str | Path | None = None, *, base_url: st
     elif (out / "pagefind").is_dir():
         report.notices.append("search index left as it was (--no-search); it may be out of date")
 
+    lap("search")
     # 6. remember this build
     build_id = hashlib.sha1(json.dumps([snap, sorted(writer.pages.items()), theme], sort_keys=True).encode()).hexdigest()
     manifest = {"kb_site": SITE_VERSION, "build": build_id, "date": info.date, "snapshot": snap,
@@ -766,6 +790,7 @@ def build_site(kb: KnowledgeBase, out: str | Path | None = None, *, base_url: st
     if not info.base_url:
         report.notices.append("feed.xml and sitemap.xml use relative URLs; pass --base-url (or set base_url in "
                               "kb.yaml) for absolute ones")
+    lap("state")
     report.seconds = time.perf_counter() - t0
     return report
 
