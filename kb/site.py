@@ -736,10 +736,22 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
     writer = _Writer(out, (prev_manifest or {}).get("pages", {}) if not report.full else {})
     env = make_env(kb)
     common = {"kb": kb, "vocab": kb.vocab, "info": info, "fmt": S.fmt}
-    write_aggregate_pages(site, env, common, writer, jobs, progress)
+    side = _Writer(out, writer.previous)  # the downloads, written in a thread while pages render
+    failure: list[BaseException] = []
+
+    def downloads() -> None:
+        try:
+            _write_downloads(out, side, site, spool, frags_changed, downloads_full, results)
+        except BaseException as e:  # re-raised below, in this thread
+            failure.append(e)
+
+    write_aggregate_pages(site, env, common, writer, jobs, progress, meanwhile=downloads)
+    if failure:
+        raise failure[0]
+    writer.pages.update(side.pages)
+    writer.written += side.written
     lap("pages")
     _copy_assets(kb, writer)
-    _write_downloads(out, writer, site, spool, frags_changed, downloads_full, results)
     for rel in removed_pages:
         try:
             (out / rel).unlink()
@@ -784,7 +796,7 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
         "latest": latest_now, "pages": sorted(writer.pages), "known": sorted(known_ids),
         "search": report.search if report.search != "unchanged" else "indexed",
     }), encoding="utf-8")
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    (out / MANIFEST).write_text(json.dumps(manifest, sort_keys=True, separators=(",", ":")) + "\n", encoding="utf-8")
     if spool:
         shutil.rmtree(spool, ignore_errors=True)
     if not info.base_url:
@@ -854,7 +866,7 @@ def _write_downloads(out: Path, writer: _Writer, site: Site, spool: str | None, 
             _stream_download(out, writer, name, f, sorted(Path(spool).glob(f"*.{f}")))
             continue
         if not changed:
-            writer.pages[name] = (_read_json(out / MANIFEST) or {}).get("pages", {}).get(name) or _sha_file(out / name)
+            writer.pages[name] = writer.previous.get(name) or _sha_file(out / name)
             continue
         try:
             frags = split(f, (out / name).read_text(encoding="utf-8"))
@@ -996,8 +1008,14 @@ def _render_task(task: tuple[str, str, str | None]) -> tuple[str, str, bool]:
 
 
 def write_aggregate_pages(site: Site, env, common: dict, writer: _Writer, jobs: int | None = None,
-                          progress: Callable | None = None) -> None:
-    """Render and write every page that spans studies; for a big site, on all cores."""
+                          progress: Callable | None = None, meanwhile: Callable[[], None] | None = None) -> None:
+    """Render and write every page that spans studies; for a big site, on all cores.
+
+    ``meanwhile`` (mostly file copying, which releases the GIL) runs in a thread alongside, started
+    only once the workers are forked (forking a process with a running thread is unsafe)."""
+    import threading
+
+    thread = threading.Thread(target=meanwhile) if meanwhile else None
     pages = _Pages(site, env, common)
     tasks = pages.tasks()
     jobs = jobs or os.cpu_count() or 1
@@ -1012,6 +1030,8 @@ def write_aggregate_pages(site: Site, env, common: dict, writer: _Writer, jobs: 
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
         with ProcessPoolExecutor(max_workers=jobs - 1, mp_context=ctx) as pool:
             futures = [pool.submit(_render_task, t) for t in theirs]
+            if thread:
+                thread.start()
             for rel, kind, arg in mine:
                 writer.put(rel, pages.render(kind, arg))
                 done += 1
@@ -1026,11 +1046,15 @@ def write_aggregate_pages(site: Site, env, common: dict, writer: _Writer, jobs: 
                     progress("pages", done, len(tasks))
         _P.clear()
     else:
+        if thread:
+            thread.start()
         for rel, kind, arg in tasks:
             writer.put(rel, pages.render(kind, arg))
             done += 1
             if progress:
                 progress("pages", done, len(tasks))
+    if thread:
+        thread.join()
     listed = [rel for rel, _, _ in tasks if rel.endswith(".html") and rel != "404.html"]
     for rel, text in _sitemaps(site, env, listed):
         writer.put(rel, text)
