@@ -580,3 +580,15 @@ def test_parallel_build_equals_serial_build(tmp_path, monkeypatch):
     path.write_text(path.read_text().replace("proof-of-concept", "proof of concept"))
     again = build_site(kb, tmp_path / "two", search=False, jobs=2)
     assert again.parsed == 1 and check_links(tmp_path / "two") == []
+
+
+def test_mixed_data_shapes_pool_the_larger_group(tmp_path):
+    from .test_synthesis import continuous
+
+    root = make_kb(tmp_path, [trial("alpha-2001", [binary("response", 12, 20, 4, 20)]),
+                              trial("beta-2005", [binary("response", 8, 15, 3, 16)]),
+                              trial("gamma-2010", [continuous("response", 10, 5, 20, 15, 5, 20)])])
+    build_site(open_kb(root), tmp_path / "out", search=False)
+    html = (tmp_path / "out/conditions/depression.html").read_text()
+    assert "risk ratio" in html and "Not pooled" not in html
+    assert "gamma-2010</a>: means and SDs cannot give a risk ratio" in html
