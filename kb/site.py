@@ -632,6 +632,7 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
             and all(os.path.exists(out / v[3]) for v in old_stamps.values() if v[3])
             and (not search or meta.get("search") == "indexed")):
         report.up_to_date, report.studies = True, sum(1 for v in old_stamps.values() if v[3])
+        report.problems = [Problem(*p) for probs in meta.get("problems", {}).values() for p in probs]
         report.pages_total = len(meta.get("pages", [])) + report.studies
         report.search = "unchanged" if search else "skipped"
         report.seconds = time.perf_counter() - t0
@@ -709,6 +710,10 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
     for rel, v in old_stamps.items():
         if rel not in stamps_now and v[3]:
             frags_changed[Path(v[3]).stem] = None
+    parsed = {item["rel"] for item in results}
+    for rel, probs in meta.get("problems", {}).items():  # still invalid, not parsed again: still listed
+        if rel in new_stamps and rel not in parsed and new_stamps[rel][3] is None:
+            report.problems.extend(Problem(*p) for p in probs)
     report.parsed = len(results)
     if strict and report.problems:
         raise SiteError(f"{report.invalid} record file(s) have errors: nothing published",
@@ -802,6 +807,7 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
     (state_dir / "meta.json").write_text(json.dumps({
         "build": build_id, "theme": theme, "summaries": summaries_key, "info": asdict(info),
         "latest": latest_now, "pages": sorted(writer.pages), "known": sorted(known_ids),
+        "problems": _problems_by_file(report.problems, kb),
         "search": report.search if report.search != "unchanged" else "indexed",
     }), encoding="utf-8")
     (out / MANIFEST).write_text(json.dumps(manifest, sort_keys=True, separators=(",", ":")) + "\n", encoding="utf-8")
@@ -811,6 +817,15 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
     lap("state")
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _problems_by_file(problems: list[Problem], kb: KnowledgeBase) -> dict[str, list[list]]:
+    """studies-relative path -> its problems as plain lists (remembered for the next build's report)."""
+    out: dict[str, list[list]] = {}
+    for p in problems:
+        rel = p.file[len("studies/"):] if p.file.startswith("studies/") else p.file
+        out.setdefault(rel, []).append(list(asdict(p).values()))
+    return out
 
 
 def _read_json(path: Path) -> dict | None:

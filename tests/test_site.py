@@ -592,3 +592,17 @@ def test_mixed_data_shapes_pool_the_larger_group(tmp_path):
     html = (tmp_path / "out/conditions/depression.html").read_text()
     assert "risk ratio" in html and "Not pooled" not in html
     assert "gamma-2010</a>: means and SDs cannot give a risk ratio" in html
+
+
+def test_records_with_errors_are_listed_on_every_build(tmp_path, runner):
+    root = make_kb(tmp_path, [trial("alpha-2001", [binary("response", 12, 20, 4, 20)]),
+                              trial("beta-2005", [binary("response", 8, 15, 3, 16)])])
+    (root / "studies/bad-2020.yaml").write_text("id: bad-2020\ntitle: x\nyear: 20x0\n")
+    out = tmp_path / "out"
+    for _ in range(2):  # the second build has nothing to do, and still names the bad file
+        res = invoke(runner, "--kb", root, "build", "--no-search", "-o", out)
+        assert res.exit_code == 0 and "studies/bad-2020.yaml:3:" in res.output, res.output
+    (root / "studies/beta-2005.yaml").write_text((root / "studies/beta-2005.yaml").read_text().replace(
+        "Test trial", "Tested trial"))
+    res = invoke(runner, "--kb", root, "build", "--no-search", "-o", out)
+    assert "updated" in res.output and "studies/bad-2020.yaml:3:" in res.output
