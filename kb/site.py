@@ -211,8 +211,8 @@ def study_context(s, d: dict, vocab, known_ids: set[str] | frozenset, frags: dic
 _W: dict[str, Any] = {}
 
 
-def _worker_init(kb: KnowledgeBase, out: str, known_ids: frozenset) -> None:
-    _W.update(kb=kb, out=out, known=known_ids, env=make_env(kb))
+def _worker_init(kb: KnowledgeBase, out: str, known_ids: frozenset, spool: str | None) -> None:
+    _W.update(kb=kb, out=out, known=known_ids, spool=spool, env=make_env(kb))
     _W["tpl"] = _W["env"].get_template("study.html")
     _W["globals"] = {"kb": kb, "vocab": kb.vocab}
 
@@ -229,11 +229,11 @@ def study_row_html(env, d: dict, vocab, template: str = "_study_row.html") -> st
 def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
     """Parse, check, render and write one batch of record files. Returns per file: stamp, sha1,
     digest (None with problems when the record has errors), page hash, and download fragments
-    (each batch's fragments joined per format, in file order)."""
+    (in memory, or spooled to files named by the batch number for a full build)."""
     number, items = batch
     kb, out, tpl = _W["kb"], _W["out"], _W["tpl"]
     results = []
-    frags_of: dict[str, list[str]] = {f: [] for f in FORMATS}
+    spooled: dict[str, list[str]] = {f: [] for f in FORMATS}
     for rel, old_page_sha in items:
         path = kb.studies_dir / rel
         try:
@@ -264,13 +264,18 @@ def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
         d["page_sha"] = page_sha
         for template, key in ROW_TEMPLATES.items():
             d[key] = study_row_html(_W["env"], d, kb.vocab, template)
-        for f in FORMATS:
-            frags_of[f].append(frags[f])
+        if _W["spool"]:
+            for f in FORMATS:
+                spooled[f].append(frags[f])
+        else:
+            item["fragments"] = frags
         item["digest"] = d
         results.append(item)
     gc.collect(0)  # the batch's garbage cycles (Jinja makes some): young objects only, so cheap
-    if results:  # one joined text per format rides on the batch's first result
-        results[0]["batch_fragments"] = {f: (SEPARATORS[f].join(frags_of[f]), len(frags_of[f])) for f in FORMATS}
+    if _W["spool"]:
+        for f in FORMATS:
+            with open(os.path.join(_W["spool"], f"{number:07d}.{f}"), "w", encoding="utf-8") as fh:
+                fh.write(SEPARATORS[f].join(spooled[f]))
     return results
 
 
@@ -676,20 +681,21 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
 
     lap("plan")
     # 3. parse, check, render and write the study pages that need it
+    spool = None
     downloads_full = report.full or not all((out / "downloads" / FILE_NAMES[f]).exists() for f in FORMATS)
     if downloads_full:
         todo = sorted(stamps_now, key=lambda r: (Path(r).stem, r))  # the downloads need every record once
         new_stamps = {}
+        spool = str(state_dir / "spool")
+        shutil.rmtree(spool, ignore_errors=True)
+        os.makedirs(spool, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "studies").mkdir(exist_ok=True)
     old_page_sha = {rel: digests[rel].get("page_sha") for rel in todo if rel in digests}
-    results = _run(kb, out, todo, old_page_sha, known_ids, jobs, progress)
+    results = _run(kb, out, todo, old_page_sha, known_ids, spool, jobs, progress)
     frags_changed: dict[str, dict | None] = {}
-    pending: dict[str, list[str]] = {}  # an incremental build: this batch's fragments, per format, in order
     for item in results:
         rel = item["rel"]
-        if "batch_fragments" in item and not downloads_full:
-            pending = {f: text.split(SEPARATORS[f]) if n else [] for f, (text, n) in item["batch_fragments"].items()}
         if item.get("gone"):
             digests.pop(rel, None)
             continue
@@ -705,8 +711,8 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
         digests[rel] = d
         new_stamps[rel] = (*item["stamp"], item["sha1"], d["page"])
         report.pages_written += bool(item.get("written"))
-        if pending:
-            frags_changed[d["id"]] = {f: pending[f].pop(0) for f in FORMATS}
+        if "fragments" in item:
+            frags_changed[d["id"]] = item["fragments"]
     for rel, v in old_stamps.items():
         if rel not in stamps_now and v[3]:
             frags_changed[Path(v[3]).stem] = None
@@ -754,7 +760,7 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
 
     def downloads() -> None:
         try:
-            _write_downloads(out, side, frags_changed, downloads_full, results)
+            _write_downloads(out, side, site, spool, frags_changed, downloads_full, results)
         except BaseException as e:  # re-raised below, in this thread
             failure.append(e)
 
@@ -811,6 +817,8 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
         "search": report.search if report.search != "unchanged" else "indexed",
     }), encoding="utf-8")
     (out / MANIFEST).write_text(json.dumps(manifest, sort_keys=True, separators=(",", ":")) + "\n", encoding="utf-8")
+    if spool:
+        shutil.rmtree(spool, ignore_errors=True)
     if not info.base_url:
         report.notices.append("feed.xml and sitemap.xml use relative URLs; pass --base-url (or set base_url in "
                               "kb.yaml) for absolute ones")
@@ -835,7 +843,7 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _run(kb, out: Path, todo: list[str], old_page_sha: dict, known_ids, jobs, progress) -> list[dict]:
+def _run(kb, out: Path, todo: list[str], old_page_sha: dict, known_ids, spool, jobs, progress) -> list[dict]:
     """Process the record files in batches: in this process for a few, on all cores for many."""
     jobs = jobs or os.cpu_count() or 1
     size = 100 if len(todo) < 20_000 else 400
@@ -845,7 +853,7 @@ def _run(kb, out: Path, todo: list[str], old_page_sha: dict, known_ids, jobs, pr
     if progress:
         progress("studies", 0, len(todo))
     if jobs <= 1 or len(todo) < PARALLEL_THRESHOLD:
-        _worker_init(kb, str(out), known_ids)
+        _worker_init(kb, str(out), known_ids, spool)
         for b in batches:
             results.extend(_process(b))
             if progress:
@@ -854,43 +862,37 @@ def _run(kb, out: Path, todo: list[str], old_page_sha: dict, known_ids, jobs, pr
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    # jobs - 1 forked workers take batches from the front; this process takes them from the back
-    # until the two meet, so neither waits for the other (a batch not yet started can be cancelled)
+    # jobs - 1 forked workers take the first batches; this process works through the rest meanwhile
+    # (a parent that only waited would still compete for a core while unpickling results)
+    split = len(batches) * (jobs - 1) // jobs
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    by_batch: dict[int, list[dict]] = {}
     with ProcessPoolExecutor(max_workers=jobs - 1, mp_context=ctx, initializer=_worker_init,
-                             initargs=(kb, str(out), known_ids)) as pool:
-        futures = [pool.submit(_process, b) for b in batches]
-        _worker_init(kb, str(out), known_ids)
-        done = 0
-        for i in range(len(batches) - 1, -1, -1):
-            if not futures[i].cancel():
-                break
-            by_batch[i] = _process(batches[i])
-            done += len(by_batch[i])
+                             initargs=(kb, str(out), known_ids, spool)) as pool:
+        futures = [pool.submit(_process, b) for b in batches[:split]]
+        _worker_init(kb, str(out), known_ids, spool)
+        mine: list[dict] = []
+        for b in batches[split:]:
+            mine.extend(_process(b))
             if progress:
-                progress("studies", done + sum(len(f.result()) for f in futures if f.done() and not f.cancelled()),
-                         len(todo))
-        for i, f in enumerate(futures):
-            if not f.cancelled():
-                by_batch[i] = f.result()
-                if progress:
-                    done += len(by_batch[i])
-                    progress("studies", min(done, len(todo)), len(todo))
-    for i in sorted(by_batch):
-        results.extend(by_batch[i])
+                progress("studies", len(mine) + sum(len(f.result()) for f in futures if f.done()), len(todo))
+        for f in futures:
+            results.extend(f.result())
+            if progress:
+                progress("studies", len(results) + len(mine), len(todo))
+    results.extend(mine)
     return results
 
 
-def _write_downloads(out: Path, writer: _Writer, changed: dict, full: bool, results: list[dict]) -> None:
-    """downloads/studies.{json,csv,bib,ris}: from every batch's fragments after a full pass, or the
+def _write_downloads(out: Path, writer: _Writer, site: Site, spool: str | None, changed: dict,
+                     full: bool, results: list[dict]) -> None:
+    """downloads/studies.{json,csv,bib,ris}: from the spooled fragments of a full pass, or the
     previous files with the changed records' fragments replaced."""
     folder = out / "downloads"
     folder.mkdir(exist_ok=True)
     for f in FORMATS:
         name = f"downloads/{FILE_NAMES[f]}"
-        if full:
-            _stream_download(out, writer, name, f, [r["batch_fragments"][f] for r in results if "batch_fragments" in r])
+        if full and spool:
+            _stream_download(out, writer, name, f, sorted(Path(spool).glob(f"*.{f}")))
             continue
         if not changed:
             writer.pages[name] = writer.previous.get(name) or _sha_file(out / name)
@@ -908,28 +910,38 @@ def _write_downloads(out: Path, writer: _Writer, changed: dict, full: bool, resu
         writer.put(name, assemble(f, (frags[i] for i in sorted(frags))))
 
 
-def _stream_download(out: Path, writer: _Writer, name: str, fmt: str, parts: list[tuple[str, int]]) -> None:
-    """Write a download file from batches of fragments (each already joined), as :func:`assemble`
-    would write it, a batch at a time (the JSON of 100k records is ~0.5 GB)."""
+def _stream_download(out: Path, writer: _Writer, name: str, fmt: str, spooled: list[Path]) -> None:
+    """Concatenate spooled fragments into a download file as :func:`assemble` would write it, without
+    holding the whole file in memory (the JSON of 100k records is ~0.5 GB)."""
     sep = {"json": ",\n", "csv": "\n", "bibtex": "\n\n", "ris": "\n\n"}[fmt]
-    parts = [text for text, count in parts if count]
-    if not parts:
-        writer.put(name, assemble(fmt, []))
-        return
     head, tail = {"json": ("[\n", "\n]\n"), "csv": (assemble("csv", []), "\n")}.get(fmt, ("", "\n"))
     h = hashlib.sha1()
     target = out / name
     tmp = target.with_name(f".{target.name}.tmp")
+    first = True
     with open(tmp, "wb") as fh:
-        for i, text in enumerate(parts):
-            if fmt == "json":
-                text = text.replace("\n", ",\n")  # one record per line: JSON escapes newlines in strings
-            data = ((head if i == 0 else sep) + text).encode("utf-8")
+        def put(data: bytes) -> None:
             h.update(data)
             fh.write(data)
-        data = tail.encode("utf-8")
-        h.update(data)
-        fh.write(data)
+
+        put(head.encode())
+        for p in spooled:
+            data = p.read_bytes()
+            if not data:
+                continue
+            if fmt == "json":
+                data = data.replace(b"\n", b",\n")  # one record per line: JSON escapes newlines in strings
+            if not first:
+                put(sep.encode())
+            put(data)
+            first = False
+        if first:
+            h, fh_empty = hashlib.sha1(), assemble(fmt, []).encode()
+            fh.seek(0)
+            fh.truncate()
+            put(fh_empty)
+        else:
+            put(tail.encode())
     os.replace(tmp, target)
     writer.pages[name] = h.hexdigest()
     writer.written += 1
