@@ -38,6 +38,7 @@ from . import synthesis as S
 from .citations import to_bibtex, to_ris
 from .config import KnowledgeBase
 from .errors import BadRequest, KbError
+from .stats import year_band
 from .export import FILE_NAMES, FORMATS, SplitError, assemble, fragments, split
 from .index import _scan, gc_paused
 from .templating import default_templates_dir, make_env
@@ -63,8 +64,6 @@ REGISTRY_URLS = {
     "EudraCT": "https://www.clinicaltrialsregister.eu/ctr-search/search?query={}",
     "DRKS": "https://drks.de/search/en/trial/{}",
 }
-YEAR_BANDS = ((0, 1999, "before 2000"), (2000, 2009, "2000-2009"), (2010, 2014, "2010-2014"),
-              (2015, 2019, "2015-2019"), (2020, 2024, "2020-2024"), (2025, 9999, "2025 on"))
 
 
 class SiteError(KbError):
@@ -78,9 +77,6 @@ class SiteError(KbError):
 class SiteInfo:
     """What the methods page, the feed and the footer of aggregate pages say about this build."""
 
-    title: str
-    description: str
-    language: str
     base_url: str | None
     date: str  # ISO 8601, UTC
     date_source: str  # SOURCE_DATE_EPOCH | git commit | latest record
@@ -120,15 +116,10 @@ def build_info(kb: KnowledgeBase, base_url: str | None, latest: str | None) -> S
     url = base_url if base_url is not None else kb.base_url
     if url and not url.endswith("/"):
         url += "/"
-    return SiteInfo(kb.title, kb.description, kb.language, url, when.strftime("%Y-%m-%dT%H:%M:%SZ"), source,
-                    commit, dirty)
+    return SiteInfo(url, when.strftime("%Y-%m-%dT%H:%M:%SZ"), source, commit, dirty)
 
 
 # -- per-study work (runs in worker processes for big builds) --------------------------
-
-
-def year_band(year: int) -> str:
-    return next(label for lo, hi, label in YEAR_BANDS if lo <= year <= hi)
 
 
 def study_links(s) -> list[dict]:

@@ -25,7 +25,8 @@ class Stats:
         }
 
 
-def _year_band(year: int) -> str:
+def year_band(year: int) -> str:
+    """Five-year bands ('2010-2014'), as kb stats and the site's year filter show them."""
     start = year - year % 5
     return f"{start}-{start + 4}"
 
@@ -44,7 +45,7 @@ def compute_stats(kb: KnowledgeBase, studies: list[Study], invalid_files: int = 
     topic = Counter(t for s in studies for t in set(s.topics))
     route = Counter(s.intervention.route if s.intervention else "not-reported" for s in studies)
     status = Counter(s.status for s in studies)
-    years = Counter(_year_band(s.year) for s in studies)
+    years = Counter(year_band(s.year) for s in studies)
     tables = {
         "condition": table("condition", cond),
         "design": table("design", design, vocab.terms("design")),
