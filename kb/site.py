@@ -606,17 +606,19 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
     summaries_key = _summaries_key(kb)
 
     old_stamps: dict = {}
+    state_ok = False  # the state left by the build that made this output folder
     if prev_manifest and meta.get("build") == prev_manifest.get("build") and not full:
         try:
             with open(state_dir / "stamps.marshal", "rb") as fh:
                 old_stamps = marshal.load(fh)
+            state_ok = isinstance(old_stamps, dict)
         except (OSError, EOFError, ValueError, TypeError):
             old_stamps = {}
     # dates and the commit come from git or the records; cheap, and part of every aggregate page
     latest = meta.get("latest")
     info = build_info(kb, base_url, latest)
     theme = _theme_key(kb)
-    same_theme = old_stamps and meta.get("theme") == theme
+    same_theme = state_ok and meta.get("theme") == theme
 
     # 1. the no-change check: same files (size and mtime), templates, summaries and build information
     if (same_theme and meta.get("summaries") == summaries_key and meta.get("info") == asdict(info)

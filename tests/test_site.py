@@ -606,3 +606,12 @@ def test_records_with_errors_are_listed_on_every_build(tmp_path, runner):
         "Test trial", "Tested trial"))
     res = invoke(runner, "--kb", root, "build", "--no-search", "-o", out)
     assert "updated" in res.output and "studies/bad-2020.yaml:3:" in res.output
+
+
+def test_an_empty_knowledge_base_builds_and_stays_up_to_date(tmp_path, runner):
+    assert invoke(runner, "init", tmp_path / "empty").exit_code == 0
+    res = invoke(runner, "--kb", tmp_path / "empty", "build", "--no-search")
+    assert res.exit_code == 0 and "0 studies" in res.output
+    res = invoke(runner, "--kb", tmp_path / "empty", "build", "--no-search")
+    assert "site up to date" in res.output
+    assert check_links(tmp_path / "empty/_site") == []
