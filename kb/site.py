@@ -634,6 +634,8 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
         return report
 
     lap("check")
+    # from here on pages change: an interrupted build must not leave state that vouches for them
+    (state_dir / "meta.json").unlink(missing_ok=True)
     # 2. what must be parsed again
     digests: dict[str, dict] = {}
     if same_theme:

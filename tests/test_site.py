@@ -615,3 +615,27 @@ def test_an_empty_knowledge_base_builds_and_stays_up_to_date(tmp_path, runner):
     res = invoke(runner, "--kb", tmp_path / "empty", "build", "--no-search")
     assert "site up to date" in res.output
     assert check_links(tmp_path / "empty/_site") == []
+
+
+def test_an_interrupted_build_is_redone_in_full(tmp_path, monkeypatch):
+    """A build killed while writing pages leaves no state vouching for them: the next one is full."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    root = make_kb(tmp_path, [trial("alpha-2001", [binary("response", 12, 20, 4, 20)], key_finding="One.")])
+    kb, out = open_kb(root), tmp_path / "out"
+    build_site(kb, out, search=False)
+    good = (out / "studies/alpha-2001.html").read_bytes()
+    text = (root / "studies/alpha-2001.yaml").read_text()
+    (root / "studies/alpha-2001.yaml").write_text(text.replace("One.", "Two."))
+
+    def killed(*args, **kwargs):
+        (out / "studies/alpha-2001.html").write_bytes(good[:100])  # half a page, then the process dies
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(site_mod, "_run", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build_site(kb, out, search=False)
+    monkeypatch.undo()
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    (root / "studies/alpha-2001.yaml").write_text(text)  # back as it was: only the half page differs
+    report = build_site(kb, out, search=False)
+    assert report.full and (out / "studies/alpha-2001.html").read_bytes() == good
