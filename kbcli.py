@@ -430,8 +430,9 @@ def build(ctx: click.Context, out: Path | None, base_url: str | None, no_search:
 
     Only what changed is rebuilt: records are parsed again when their content
     changes, and a page is written only when its bytes differ. The build date
-    is SOURCE_DATE_EPOCH, else the last git commit's date, so the same inputs
-    give the same bytes. Records with errors are left out and listed.
+    is SOURCE_DATE_EPOCH, else the last git commit's date, else the newest
+    record's date, so the same inputs give the same bytes. Records with errors
+    are left out and listed. Open _site/index.html, or serve the folder.
 
     \b
     Examples:
