@@ -639,3 +639,13 @@ def test_an_interrupted_build_is_redone_in_full(tmp_path, monkeypatch):
     (root / "studies/alpha-2001.yaml").write_text(text)  # back as it was: only the half page differs
     report = build_site(kb, out, search=False)
     assert report.full and (out / "studies/alpha-2001.html").read_bytes() == good
+
+
+def test_only_web_addresses_become_links(tmp_path):
+    """Free-text URL fields never become javascript: links."""
+    rec = trial("evil-2020", [binary("response", 12, 20, 4, 20, source="javascript:alert(1)")],
+                retraction={"retracted": True, "url": "javascript:alert(2)"})
+    root = make_kb(tmp_path, [rec])
+    build_site(open_kb(root), tmp_path / "out", search=False)
+    html = (tmp_path / "out/studies/evil-2020.html").read_text()
+    assert 'href="javascript:' not in html and "javascript:alert(1)" in html
