@@ -50,21 +50,25 @@ def _kb(ctx: click.Context, required: bool = True) -> KnowledgeBase | None:
     return obj["kb"]
 
 
-def _progress(label: str):
-    """A rich progress bar on stderr when it is a terminal; otherwise nothing."""
+def _progress(label: str, phased: bool = False):
+    """A rich progress bar on stderr when it is a terminal; otherwise nothing. ``phased``: the
+    update takes (phase, done, total) and the phase replaces the label (kb build)."""
     if not sys.stderr.isatty():
         return None, None
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=Console(stderr=True), transient=True)
     task = bar.add_task(label, total=None)
 
     def update(done: int, total: int) -> None:
         bar.update(task, completed=done, total=total)
 
-    return bar, update
+    def update_phase(phase: str, done: int, total: int) -> None:
+        bar.update(task, description=phase, completed=done, total=total)
+
+    return bar, update_phase if phased else update
 
 
 @click.group(cls=KbGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -359,27 +363,10 @@ def forest(ctx: click.Context, output: Path | None, force: bool, **opts) -> None
     click.echo(f"wrote {output} ({result['k']} studies)", err=True)
 
 
-def _phased_progress():
-    """A rich progress bar on stderr (when it is a terminal) whose label follows the build's phases."""
-    if not sys.stderr.isatty():
-        return None, None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=Console(stderr=True), transient=True)
-    task = bar.add_task("building", total=None)
-
-    def update(phase: str, done: int, total: int) -> None:
-        bar.update(task, description=phase, completed=done, total=total)
-
-    return bar, update
-
-
 def _build(kb: KnowledgeBase, out, base_url, jobs, search, full, strict, quiet=False):
     from kb.site import build_site
 
-    bar, update = (None, None) if quiet else _phased_progress()
+    bar, update = (None, None) if quiet else _progress("building", phased=True)
     if bar:
         bar.start()
     try:

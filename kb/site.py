@@ -54,9 +54,6 @@ LOO_MAX_K = 40  # leave-one-out (sensitivity) up to this many studies
 LIST_MAX = 200  # long lists on the changes page are cut here, with a count
 SEPARATORS = {"json": "\n", "csv": "\n", "bibtex": "\n\n", "ris": "\n\n"}  # fragments have no blank line
 SITEMAP_MAX = 50_000  # URLs per sitemap file (the protocol's limit)
-AE_SHOWN = ("dissociation", "blood-pressure", "nausea", "mania-switch", "psychotomimetic", "heart-rate", "dizziness",
-            "headache", "sedation", "suicidality-worsening", "urological", "cognitive", "abuse-liability", "serious",
-            "death", "hepatic")
 REGISTRY_URLS = {
     "ClinicalTrials.gov": "https://clinicaltrials.gov/study/{}",
     "ISRCTN": "https://www.isrctn.com/{}",
@@ -181,9 +178,8 @@ def digest(s, rel: str, sha1: str) -> dict:
 def study_context(s, d: dict, vocab, known_ids: set[str] | frozenset, frags: dict | None = None) -> dict:
     """Everything study.html needs beyond the record: links, citations, the analyses it feeds.
     ``frags`` are the study's download fragments, when already made (their BibTeX and RIS are reused)."""
-    feeds = sorted({(c, o) for c, o, row, _ in d["rows"] if row is not None},
-                   key=lambda co: (vocab.terms("condition").index(co[0]) if co[0] in vocab.terms("condition") else 99,
-                                   co[1]))
+    fed = {(c, o) for c, o, row, _ in d["rows"] if row is not None}
+    feeds = [(c, o) for c in _order(vocab, "condition", (c for c, _ in fed)) for o in sorted(o for cc, o in fed if cc == c)]
     return {
         "study": s, "root": "../", "links": study_links(s),
         "bibtex": frags["bibtex"] if frags else to_bibtex([s]).rstrip("\n"),
@@ -752,7 +748,7 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
 
     def downloads() -> None:
         try:
-            _write_downloads(out, side, site, spool, frags_changed, downloads_full, results)
+            _write_downloads(out, side, spool, frags_changed)
         except BaseException as e:  # re-raised below, in this thread
             failure.append(e)
 
@@ -875,15 +871,14 @@ def _run(kb, out: Path, todo: list[str], old_page_sha: dict, known_ids, spool, j
     return results
 
 
-def _write_downloads(out: Path, writer: _Writer, site: Site, spool: str | None, changed: dict,
-                     full: bool, results: list[dict]) -> None:
-    """downloads/studies.{json,csv,bib,ris}: from the spooled fragments of a full pass, or the
-    previous files with the changed records' fragments replaced."""
+def _write_downloads(out: Path, writer: _Writer, spool: str | None, changed: dict) -> None:
+    """downloads/studies.{json,csv,bib,ris}: from the spooled fragments of a full pass (``spool``), or
+    the previous files with the changed records' fragments replaced."""
     folder = out / "downloads"
     folder.mkdir(exist_ok=True)
     for f in FORMATS:
         name = f"downloads/{FILE_NAMES[f]}"
-        if full and spool:
+        if spool:
             _stream_download(out, writer, name, f, sorted(Path(spool).glob(f"*.{f}")))
             continue
         if not changed:
@@ -905,7 +900,7 @@ def _write_downloads(out: Path, writer: _Writer, site: Site, spool: str | None, 
 def _stream_download(out: Path, writer: _Writer, name: str, fmt: str, spooled: list[Path]) -> None:
     """Concatenate spooled fragments into a download file as :func:`assemble` would write it, without
     holding the whole file in memory (the JSON of 100k records is ~0.5 GB)."""
-    sep = {"json": ",\n", "csv": "\n", "bibtex": "\n\n", "ris": "\n\n"}[fmt]
+    sep = ",\n" if fmt == "json" else SEPARATORS[fmt]  # a JSON array needs commas between its lines
     head, tail = {"json": ("[\n", "\n]\n"), "csv": (assemble("csv", []), "\n")}.get(fmt, ("", "\n"))
     h = hashlib.sha1()
     target = out / name
