@@ -1,0 +1,175 @@
+"""Reading bibliographic exports: format detection and one parser per format.
+
+Every parser module has ``parse(fh, encoding) -> Iterator[Reference | Failure]``: ``fh`` is a
+binary file object (already un-gzipped), read as a stream so that large files never sit in
+memory whole. A record that cannot be read becomes a :class:`~kb.biblio.Failure` naming it;
+the records around it are still yielded. A file that is not the format at all raises
+:class:`~kb.biblio.ParseError`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import importlib
+import io
+import re
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+from ..biblio import Failure, ParseError, Reference, has_bad_bytes
+
+# name -> (module, what it reads)
+FORMATS: dict[str, tuple[str, str]] = {
+    "pubmed-xml": ("pubmed", "PubMed / MEDLINE XML (PubmedArticleSet, MedlineCitationSet; .xml or .xml.gz)"),
+    "medline": ("medline", "MEDLINE / PubMed text (.nbib, .medline, .txt: PMID- / TI  - tags)"),
+    "ris": ("ris", "RIS (.ris, .txt): PubMed, Embase, Scopus, Web of Science, Ovid, ProQuest, Rayyan, Zotero"),
+    "bibtex": ("bibtex", "BibTeX (.bib): Scopus, Web of Science, Zotero"),
+    "csv": ("csvfile", "CSV: Embase, Scopus, or any file with a title column (see kb import --help)"),
+}
+DETECT_BYTES = 64 * 1024
+
+
+class CountingReader(io.RawIOBase):
+    """A binary stream that counts the bytes read through it (for progress bars)."""
+
+    def __init__(self, raw: BinaryIO, progress: Callable[[int], None] | None = None):
+        self.raw = raw
+        self.count = 0
+        self.progress = progress
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        n = self.raw.readinto(b)
+        if n:
+            self.count += n
+            if self.progress:
+                self.progress(n)
+        return n or 0
+
+
+def text_stream(fh: BinaryIO, encoding: str | None) -> io.TextIOWrapper:
+    """Text from ``fh``: UTF-8 by default with a byte-order mark skipped; bytes that are not valid in
+    the encoding survive as lone surrogates (see :func:`bad_text`), so that only the records holding
+    them fail; universal newlines (CRLF exports read like LF)."""
+    enc = encoding or "utf-8"
+    if codecs.lookup(enc).name == "utf-8":
+        enc = "utf-8-sig"
+    return io.TextIOWrapper(fh, encoding=enc, errors="surrogateescape", newline=None)
+
+
+def bad_text(ref: Reference, encoding: str | None) -> Failure | None:
+    """A failure for a record whose text held bytes that are not valid in ``encoding``."""
+    for name in ("title", "abstract", "journal", "volume", "issue", "pages"):
+        if has_bad_bytes(getattr(ref, name)):
+            return _encoding_failure(ref.number, ref.line, name, encoding)
+    for name in ("authors", "keywords"):
+        if any(has_bad_bytes(v) for v in getattr(ref, name)):
+            return _encoding_failure(ref.number, ref.line, name, encoding)
+    return None
+
+
+def _encoding_failure(number, line, field, encoding) -> Failure:
+    enc = encoding or "utf-8"
+    return Failure(number, f"the {field} is not valid {enc} text", line=line,
+                   hint="the file was probably saved in another encoding; try --encoding cp1252 (Windows) "
+                        "or --encoding latin-1")
+
+
+def sniff(head: bytes, name: str = "") -> str:
+    """The format of a file from its first bytes (and, only to break ties, its name)."""
+    if head.startswith(b"\x1f\x8b"):
+        raise ParseError("gzip data inside gzip data", hint="un-gzip the file once and import it again")
+    if head.startswith(b"PK\x03\x04"):
+        raise ParseError("this is a zip file (an .xlsx workbook or an archive), not a text export",
+                         hint="export the references as RIS, CSV or BibTeX, or unzip the archive first")
+    if b"\x00" in head[:8192] and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ParseError("this is a binary file, not a bibliographic export",
+                         hint="kb imports PubMed XML, MEDLINE (.nbib), RIS, BibTeX and CSV text files")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ParseError("the file is UTF-16 text", hint="save it as UTF-8 (or pass --encoding utf-16)")
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
+    body = text.lstrip()
+    if body.startswith("<") and re.search(r"<(?:PubmedArticleSet|MedlineCitationSet|PubmedArticle|MedlineCitation)\b",
+                                          text):
+        return "pubmed-xml"
+    if body.startswith("<"):
+        raise ParseError("this XML is not a PubMed export (no PubmedArticleSet or MedlineCitationSet)",
+                         hint="export from PubMed with Send to > File > XML, or use RIS")
+    if re.search(r"^PMID- ?\d", text, re.M) or re.search(r"^(?:TI|AU|FAU) {2}- ", text, re.M) and not re.search(
+            r"^TY  -", text, re.M):
+        return "medline"
+    if re.search(r"^(?:\d+\.\s*\n)?TY {2}- ", text, re.M):
+        return "ris"
+    if re.search(r"^\s*@[A-Za-z]+\s*[{(]", text, re.M):
+        return "bibtex"
+    first = body.split("\n", 1)[0]
+    if ("," in first or "\t" in first or ";" in first) and re.search(r"(?i)\btitle\b", first):
+        return "csv"
+    suffix = Path(name.removesuffix(".gz")).suffix.lower()
+    by_name = {".nbib": "medline", ".medline": "medline", ".ris": "ris", ".bib": "bibtex", ".csv": "csv", ".xml": "pubmed-xml"}
+    if suffix in by_name:
+        raise ParseError(f"the file is named {suffix} but its content does not look like {by_name[suffix]}",
+                         hint=f"check the file, or force a format with --format {by_name[suffix]}")
+    raise ParseError("unrecognised format: not PubMed XML, MEDLINE, RIS, BibTeX or CSV",
+                     hint="force one with --format (pubmed-xml, medline, ris, bibtex, csv)")
+
+
+def open_binary(path: Path) -> tuple[BinaryIO, int]:
+    """The file as a binary stream (un-gzipped on the fly) and its size on disk."""
+    size = path.stat().st_size
+    fh: BinaryIO = open(path, "rb")
+    if fh.read(2) == b"\x1f\x8b":
+        fh.seek(0)
+        return gzip.GzipFile(fileobj=fh), size  # type: ignore[return-value]
+    fh.seek(0)
+    return fh, size
+
+
+def detect(path: Path) -> str:
+    fh, _ = open_binary(path)
+    try:
+        head = fh.read(DETECT_BYTES)
+    except (OSError, EOFError) as e:
+        raise ParseError(f"cannot read the file: {e}") from None
+    finally:
+        fh.close()
+    return sniff(head, path.name)
+
+
+def parser(fmt: str):
+    if fmt not in FORMATS:
+        raise ParseError(f"unknown format '{fmt}'", hint="formats: " + ", ".join(FORMATS))
+    return importlib.import_module(f"{__name__}.{FORMATS[fmt][0]}")
+
+
+def read(path: Path, fmt: str | None = None, encoding: str | None = None,
+         progress: Callable[[int], None] | None = None) -> Iterator[Reference | Failure]:
+    """Every record of ``path``: references, and failures for records that could not be read.
+    ``progress`` is called with the number of bytes (on disk) read since the last call."""
+    fmt = fmt or detect(path)
+    module = parser(fmt)
+    raw = open(path, "rb")
+    counted = CountingReader(raw, progress)  # counts bytes on disk, also for .gz files
+    buffered = io.BufferedReader(counted, 1 << 16)
+    try:
+        stream: BinaryIO = buffered  # type: ignore[assignment]
+        if buffered.peek(2)[:2] == b"\x1f\x8b":
+            stream = gzip.GzipFile(fileobj=buffered)  # type: ignore[assignment]
+        for item in module.parse(stream, encoding):
+            if isinstance(item, Reference):
+                failed = bad_text(item, encoding)
+                if failed:
+                    yield failed
+                    continue
+            yield item
+    except (EOFError, gzip.BadGzipFile, OSError) as e:
+        yield Failure(None, f"the file is damaged: {e}", hint="download or export it again")
+    finally:
+        raw.close()
+
+
+__all__ = ["FORMATS", "CountingReader", "text_stream", "bad_text", "sniff", "detect", "parser", "read",
+           "open_binary"]
