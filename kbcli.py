@@ -485,6 +485,161 @@ def serve(ctx: click.Context, out: Path | None, base_url: str | None, no_search:
         preview.stop()
 
 
+@cli.command("import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["pubmed-xml", "medline", "ris", "bibtex", "csv"]),
+              help="Read every FILE as this format (default: detected from each file's content).")
+@click.option("--encoding", metavar="NAME", help="Text encoding of the files (default: UTF-8, with or without BOM; "
+              "e.g. cp1252, latin-1).")
+@click.option("--dry-run", "-n", is_flag=True, help="Report what would be written; write nothing.")
+@click.option("--update", is_flag=True, help="Also fill the empty fields of records that a duplicate matches "
+              "(a value already there is never changed); each change is reported.")
+@click.option("--all-or-nothing", is_flag=True, help="Write nothing if any record fails (default: write the records "
+              "that parsed and list the failures).")
+@click.option("--report", "report_fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="How to print the report.")
+@click.option("--verbose", "-v", is_flag=True, help="List every new record and duplicate (default: the first 20).")
+@click.pass_context
+def import_(ctx: click.Context, files: tuple[Path, ...], fmt, encoding, dry_run, update, all_or_nothing, report_fmt,
+            verbose) -> None:
+    """Import references from PubMed, MEDLINE, RIS, BibTeX or CSV exports as draft records.
+
+    Each new reference becomes studies/<firstauthor-year>.yaml with status
+    draft: the bibliographic fields, the abstract, keywords and MeSH terms,
+    conditions suggested from the vocabulary (listed under inferred_fields
+    for you to confirm), and a design from PubMed's publication type when
+    the export has one ('other' otherwise). A reference already in the
+    knowledge base or earlier in the import (same PMID, PMCID, DOI or trial
+    registration, or the same or a very similar title with the same year
+    and first author) is reported with the record it matches and never
+    written twice. No existing file is ever overwritten; --update only
+    fills fields that are empty.
+
+    \b
+    Formats, detected from the content (gzipped files too):
+      pubmed-xml  PubMed XML (PubmedArticleSet) and MEDLINE XML (MedlineCitationSet)
+      medline     PubMed's MEDLINE/.nbib text (PMID- / TI  - tags)
+      ris         RIS from PubMed, Embase, Scopus, Web of Science, Ovid, ProQuest,
+                  Rayyan, Zotero, EndNote
+      bibtex      BibTeX from Scopus, Web of Science, Zotero
+      csv         Embase and Scopus CSV exports, or any CSV with a title column;
+                  headers understood (any case): title, authors, year, journal
+                  (or source title), volume, issue, pages (or page start/end),
+                  doi, pmid (or pubmed id), pmcid, abstract, keywords
+
+    Exit status: 0 when every record was imported or recognised as a
+    duplicate, 1 when any record failed (the others are still written unless
+    --all-or-nothing), 2 for a usage error.
+
+    \b
+    Examples:
+      kb import pubmed-results.nbib --dry-run
+      kb import scopus.ris embase.csv
+      kb import pubmed.xml --update
+      kb import old-export.ris --encoding cp1252
+    """
+    from kb.importer import ImportFailed, import_files, text_report
+
+    kb = _kb(ctx)
+    bar, update_bar = _progress("importing", phased=True)
+    if bar:
+        bar.start()
+    try:
+        report = import_files(kb, list(files), fmt=fmt, encoding=encoding, dry_run=dry_run, update=update,
+                              all_or_nothing=all_or_nothing, progress=update_bar)
+    except ImportFailed as e:
+        if bar:
+            bar.stop()
+            bar = None
+        if e.report is not None:
+            for line in text_report(e.report, verbose):
+                click.echo(line)
+        raise
+    finally:
+        if bar:
+            bar.stop()
+    if report_fmt == "json":
+        click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False, default=str))
+    else:
+        for line in text_report(report, verbose):
+            click.echo(line)
+    if report.failures:
+        ctx.exit(1)
+
+
+@cli.command("export")
+@click.argument("query", nargs=-1)
+@click.option("--format", "fmt", type=click.Choice(["bibtex", "ris", "csl-json", "csv", "json", "metapsy"]),
+              default="ris", show_default=True, help="The file format (see below).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file instead of standard output.")
+@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
+@click.option("--condition", multiple=True, help="Only these conditions (repeatable; synonyms accepted).")
+@click.option("--outcome", multiple=True, help="Only records reporting this outcome (repeatable).")
+@click.option("--design", multiple=True, help="Only these designs (repeatable).")
+@click.option("--route", multiple=True, help="Only this route (repeatable).")
+@click.option("--drug", multiple=True, help="Only this drug (repeatable).")
+@click.option("--status", multiple=True, help="Only records with this status, e.g. verified.")
+@click.option("--year", metavar="RANGE", help="Publication years, e.g. 2015..2024, >=2018 or 2020.")
+@click.option("--min-n", type=click.IntRange(0), help="Only studies with at least this many participants.")
+@click.pass_context
+def export(ctx: click.Context, query, fmt, output, force, condition, outcome, design, route, drug, status, year,
+           min_n) -> None:
+    """Export the knowledge base, or a search's matches, for Zotero, EndNote, R or a spreadsheet.
+
+    With no QUERY and no filter, every valid record is exported (records
+    with errors are left out and counted). QUERY and the filters are those
+    of `kb search`. Records come out in id order.
+
+    \b
+    Formats:
+      ris       RIS, for EndNote, Zotero, Mendeley, Rayyan, Covidence (default)
+      bibtex    BibTeX, for LaTeX and reference managers
+      csl-json  CSL-JSON, for Zotero, Pandoc and citeproc
+      csv       one row per study, for spreadsheets (formula-like cells neutralised)
+      json      the full records, one object per study
+      metapsy   one row per comparison and outcome with the raw arm data (events and
+                totals, or means, SDs and ns; arm 1 is the ketamine arm), in the wide
+                layout of the Metapsy data standard, for R (metapsyTools, meta,
+                metafor); reported effects without arm data are left out
+
+    Exit status: 0 with records, 1 when nothing matched.
+
+    \b
+    Examples:
+      kb export --format bibtex -o ketamine.bib
+      kb export --condition ptsd --format csl-json
+      kb export 'outcome:response' --design rct --format metapsy -o response.csv
+    """
+    from kb.errors import NotFound, RecordExists
+    from kb.export import export_text, select
+    from kb.search import SearchRequest
+    from kb.yamlio import write_new
+
+    kb = _kb(ctx)
+    filters = (query, condition, outcome, design, route, drug, status, year, min_n)
+    req = None
+    if any(f not in ((), None) for f in filters):
+        req = SearchRequest(query=" ".join(query), condition=list(condition), outcome=list(outcome),
+                            design=list(design), route=list(route), drug=list(drug), status=list(status), year=year,
+                            min_n=min_n, sort="year", limit=10_000_000, facets=False)
+    studies, notices = select(kb, req)
+    for note in notices:
+        click.echo(f"note: {note}", err=True)
+    if not studies:
+        raise NotFound("no records to export" + (" match the search" if req else ""),
+                       hint="`kb search` with the same query shows what matches" if req else "`kb stats` shows the records")
+    text = export_text(studies, fmt)
+    if output:
+        try:
+            write_new(output, text, overwrite=force)
+        except RecordExists:
+            raise RecordExists(f"{output} already exists; not overwriting it", hint="--force overwrites it") from None
+        click.echo(f"wrote {output}: {len(studies):,} record(s) as {fmt}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
 def _print_results(kb: KnowledgeBase, result, fmt: str) -> None:
     from kb import render
 
@@ -604,7 +759,7 @@ def stats(ctx: click.Context, fmt: str) -> None:
 @cli.command()
 @click.option("--title", help="The study's title.")
 @click.option("--author", "authors", multiple=True, help='An author, "Surname Initials"; repeat in order.')
-@click.option("--year", type=click.IntRange(1900, 2100), help="Year of publication.")
+@click.option("--year", type=click.IntRange(1800, 2100), help="Year of publication.")
 @click.option("--design", help="rct, crossover-rct, open-label, cohort, case-series, meta-analysis, ...")
 @click.option("--condition", "conditions", multiple=True, help="depression, ptsd, bipolar, ... (repeatable).")
 @click.option("--source", "sources", multiple=True, help="A URL the facts come from (repeatable).")
@@ -633,7 +788,7 @@ def new(ctx: click.Context, title, authors, year, design, conditions, sources, d
     if sys.stdin.isatty():
         title = title or click.prompt("Title")
         authors = authors or tuple(a.strip() for a in click.prompt("Authors (Surname Initials; separated by ';')").split(";") if a.strip())
-        year = year or click.prompt("Year", type=click.IntRange(1900, 2100))
+        year = year or click.prompt("Year", type=click.IntRange(1800, 2100))
         design = design or click.prompt("Design", type=click.Choice(kb.vocab.terms("design")), default="rct")
         conditions = conditions or tuple(c.strip() for c in click.prompt("Conditions (comma-separated)", default="").split(",") if c.strip())
         sources = sources or tuple(s.strip() for s in click.prompt("Source URLs (space-separated)", default="").split() if s.strip())

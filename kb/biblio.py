@@ -349,6 +349,8 @@ def surname_key(author: str | None) -> str:
     """'Murrough JW' -> 'murrough'; 'van der Berg A' -> 'vanderberg'."""
     if not author:
         return ""
+    if "," in author:
+        author = author.split(",", 1)[0]
     parts = author.split()
     if len(parts) > 1 and re.fullmatch(r"[A-Z]{1,4}", parts[-1]):
         parts = parts[:-1]

@@ -1,4 +1,6 @@
-"""Records out: JSON, CSV, BibTeX and RIS files of any list of studies (the site's downloads).
+"""Records out: JSON, CSV, BibTeX, RIS, CSL-JSON and MetaPsy-style CSV of any list of studies.
+
+kb export and the site's downloads both write from here.
 
 Every format is built from per-study *fragments* (one JSON line, one CSV row, one BibTeX entry,
 one RIS record) joined in id order. Fragments never contain a blank line, so a file written here
@@ -10,10 +12,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from typing import Iterable
 
-from .citations import bibtex_key, to_bibtex, to_ris
+from .citations import _split_author, bibtex_key, to_bibtex, to_ris
 from .records import Study
 
 FORMATS = ("json", "csv", "bibtex", "ris")
@@ -125,11 +128,137 @@ def split(fmt: str, text: str) -> dict[str, str]:
 
 
 def export_text(studies: Iterable[Study], fmt: str) -> str:
-    """The studies in ``fmt``, in id order."""
+    """The studies in ``fmt`` (any of EXPORT_FORMATS), in id order."""
+    studies = sorted(studies, key=lambda s: s.id)
+    if fmt == "csl-json":
+        return json.dumps([csl_item(s) for s in studies], indent=2, ensure_ascii=False) + "\n"
+    if fmt == "metapsy":
+        return metapsy_csv(studies)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt}")
-    return assemble(fmt, (fragments(s)[fmt] for s in sorted(studies, key=lambda s: s.id)))
+    return assemble(fmt, (fragments(s)[fmt] for s in studies))
 
 
-__all__ = ["FORMATS", "FILE_NAMES", "CSV_COLUMNS", "fragments", "assemble", "split", "export_text", "bibtex_key",
+# -- CSL-JSON (Zotero, Pandoc, citeproc) ----------------------------------------------------
+
+CSL_TYPES = {"guideline": "report", "consensus-statement": "article-journal"}
+
+
+def _csl_name(author: str) -> dict[str, str]:
+    surname, initials = _split_author(author)
+    if not initials:
+        return {"literal": author}
+    return {"family": surname, "given": " ".join(f"{c}." for c in initials)}
+
+
+def csl_item(s: Study) -> dict:
+    """One study as a CSL-JSON item (the citation format of Zotero, Pandoc and citeproc)."""
+    item: dict = {"id": s.id, "type": CSL_TYPES.get(s.design, "article-journal")}
+    if s.title:
+        item["title"] = s.title
+    if s.authors:
+        item["author"] = [_csl_name(a) for a in s.authors]
+    item["issued"] = {"date-parts": [[s.year]]}
+    for key, value in (("container-title", s.journal), ("volume", s.volume), ("issue", s.issue),
+                       ("page", s.pages), ("DOI", s.doi), ("PMID", s.pmid), ("PMCID", s.pmcid),
+                       ("abstract", s.abstract)):
+        if value:
+            item[key] = value
+    if s.keywords:
+        item["keyword"] = ", ".join(s.keywords)
+    if s.pmid:
+        item["URL"] = f"https://pubmed.ncbi.nlm.nih.gov/{s.pmid}/"
+    elif s.doi:
+        item["URL"] = f"https://doi.org/{s.doi}"
+    if s.retracted:
+        r = s.retraction
+        item["note"] = "RETRACTED" + (f" {r.date}" if r and r.date else "") + (f": {r.notice}" if r and r.notice else "")
+    return item
+
+
+# -- MetaPsy-style comparisons (R: metapsyTools, meta, metafor) -----------------------------
+
+METAPSY_COLUMNS = (
+    "study", "study_id", "year", "doi", "pmid", "design", "condition", "outcome", "primary", "instrument", "time",
+    "time_weeks", "condition_arm1", "condition_arm2", "multi_arm1", "multi_arm2", "outcome_type",
+    "mean_arm1", "mean_arm2", "sd_arm1", "sd_arm2", "n_arm1", "n_arm2",
+    "mean_change_arm1", "mean_change_arm2", "sd_change_arm1", "sd_change_arm2", "n_change_arm1", "n_change_arm2",
+    "event_arm1", "event_arm2", "totaln_arm1", "totaln_arm2", "counts", "pool", "pool_note", "retracted", "source",
+)
+
+
+def _num(x) -> str:
+    if x is None:
+        return ""
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def metapsy_rows(s: Study) -> list[dict[str, str]]:
+    """One row per comparison and outcome, with raw arm data, in the wide layout of the Metapsy data
+    standard: arm 1 is the ketamine arm, as in the record. Reported effects (no arm data) and
+    single-arm results are not comparisons and are left out."""
+    rows = []
+    label = f"{s.authors[0].rsplit(' ', 1)[0]}, {s.year}" if s.authors else s.id
+    for o in s.outcomes:
+        d = o.data
+        if d is None or d.type == "effect" or len(d.arms) < 2:
+            continue
+        for i in range(len(d.arms)):
+            for j in range(i + 1, len(d.arms)):
+                a, b = d.arms[i], d.arms[j]
+                row = {
+                    "study": label, "study_id": s.id, "year": s.year, "doi": s.doi, "pmid": s.pmid,
+                    "design": s.design, "condition": "; ".join(s.condition_terms), "outcome": o.outcome,
+                    "primary": int(o.primary), "instrument": o.instrument, "time": o.timepoint,
+                    "time_weeks": round(o.timepoint_days / 7, 3) if o.timepoint_days is not None else None,
+                    "condition_arm1": a.label, "condition_arm2": b.label,
+                    "multi_arm1": a.label if len(d.arms) > 2 else None,
+                    "multi_arm2": b.label if len(d.arms) > 2 else None,
+                    "counts": o.counts, "pool": str(o.pool).lower(), "pool_note": o.pool_note,
+                    "retracted": str(s.retracted).lower(), "source": o.source,
+                }
+                if d.type == "binary":
+                    row |= {"outcome_type": "binary", "event_arm1": a.events, "event_arm2": b.events,
+                            "totaln_arm1": a.total, "totaln_arm2": b.total}
+                elif getattr(d, "values", None) == "change":
+                    row |= {"outcome_type": "change", "mean_change_arm1": a.mean, "mean_change_arm2": b.mean,
+                            "sd_change_arm1": a.sd, "sd_change_arm2": b.sd, "n_change_arm1": a.n, "n_change_arm2": b.n}
+                else:
+                    row |= {"outcome_type": "msd", "mean_arm1": a.mean, "mean_arm2": b.mean, "sd_arm1": a.sd,
+                            "sd_arm2": b.sd, "n_arm1": a.n, "n_arm2": b.n}
+                rows.append({k: _cell(_num(row.get(k))) if not isinstance(row.get(k), str) else _cell(row[k])
+                             for k in METAPSY_COLUMNS})
+    return rows
+
+
+def metapsy_csv(studies: Iterable[Study]) -> str:
+    lines = [_csv_line(METAPSY_COLUMNS)]
+    for s in studies:
+        lines.extend(_csv_line(r.values()) for r in metapsy_rows(s))
+    return "\n".join(lines) + "\n"
+
+
+EXPORT_FORMATS = ("bibtex", "ris", "csl-json", "csv", "json", "metapsy")
+EXPORT_SUFFIX = {"bibtex": ".bib", "ris": ".ris", "csl-json": ".json", "csv": ".csv", "json": ".json",
+                 "metapsy": ".csv"}
+
+
+__all__ = ["EXPORT_FORMATS", "EXPORT_SUFFIX", "METAPSY_COLUMNS", "csl_item", "metapsy_rows", "metapsy_csv",
+           "FORMATS", "FILE_NAMES", "CSV_COLUMNS", "fragments", "assemble", "split", "export_text", "bibtex_key",
            "SplitError"]
+
+
+def select(kb, req=None, progress=None) -> tuple[list[Study], list[str]]:
+    """The studies to export: every valid record when ``req`` (a SearchRequest) selects nothing,
+    else the search's matches. Returns (studies, notices)."""
+    from .store import load_studies, load_study
+
+    if req is None:
+        report = load_studies(kb, progress)
+        invalid = report.files - len(report.studies)
+        notes = [f"{invalid} record(s) with errors left out; run `kb validate`"] if invalid else []
+        return report.studies, notes
+    from .search import search
+
+    result = search(kb, req, progress=progress)
+    return [load_study(kb, h.id) for h in result.hits], list(result.notices)

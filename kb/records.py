@@ -28,9 +28,9 @@ from pydantic_core import PydanticCustomError
 from .vocab import Vocabulary, load_vocabulary
 
 SCHEMA_VERSION = 1
-MIN_YEAR = 1900
+MIN_YEAR = 1800  # imports carry classics (e.g. 1889); ketamine itself dates from 1962
 ET_AL = re.compile(r"^(?:and\s+)?(?:et\.?\s*al\.?|others)$", re.I)
-ID_RE = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*-(\d{4})[a-z]?$")
+ID_RE = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*-(\d{4})[a-z]{0,2}$")
 DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
 PMID_RE = re.compile(r"^[1-9]\d{0,8}$")
 PMCID_RE = re.compile(r"^PMC\d{1,9}$")
@@ -368,7 +368,7 @@ class Study(Model):
 
     # identity
     id: Annotated[str, StringConstraints(pattern=ID_RE.pattern)] = Field(
-        description="lowercase firstauthor-year, with a letter suffix on clashes; equals the file name"
+        description="lowercase firstauthor-year, with a suffix (b ... z, then ba ... zz) on clashes; equals the file name"
     )
     title: Text | None = None
     authors: list[Text] = Field(default_factory=list, description='"Surname Initials", in order')

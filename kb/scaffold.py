@@ -17,6 +17,8 @@ from .records import Study, record_data, validate_data
 from .validate import Problem, record_checks, record_files
 
 INITIALS = re.compile(r"^[A-Z]{1,4}$")
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+SUFFIXES = [*_LETTERS[1:], *(a + b for a in _LETTERS[1:] for b in _LETTERS)]
 
 
 def surname(author: str) -> str:
@@ -36,14 +38,15 @@ def slug(text: str) -> str:
 
 
 def make_id(first_author: str, year: int, taken: set[str]) -> str:
-    """lowercase firstauthor-year, with b, c, ... appended while the id is taken."""
+    """lowercase firstauthor-year, with b, c, ... z, then ba, bb, ... zz appended while the id is taken."""
     base = f"{slug(surname(first_author)) or 'anon'}-{year}"
     if base not in taken:
         return base
-    for letter in "bcdefghijklmnopqrstuvwxyz":
-        if base + letter not in taken:
-            return base + letter
-    raise RecordExists(f"too many records named {base}")
+    for suffix in SUFFIXES:
+        if base + suffix not in taken:
+            return base + suffix
+    raise RecordExists(f"too many records named {base} ({len(SUFFIXES) + 1})",
+                       hint="give the new record its own id")
 
 
 @dataclass

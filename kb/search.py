@@ -24,6 +24,7 @@ from typing import Callable
 from .config import KnowledgeBase
 from .errors import BadRequest, KbError
 from .index import TEXT_BOOSTS, IndexLocked, SearchIndex, gc_paused, analyzer, known_phrases, stems, tag, term_postings
+from .records import MIN_YEAR as RECORD_MIN_YEAR
 from .query import Bool, Filter, Not, Range, Text, filter_node, free_text, parse_query, parse_range
 from .vocab import Vocabulary
 
@@ -31,7 +32,7 @@ SORTS = ("relevance", "year", "n", "evidence")
 MATCHES = ("auto", "all", "any")
 FACETS = ("condition", "outcome", "design", "year")
 SUGGEST_CATEGORIES = ("condition", "outcome", "topic", "instrument", "comparator", "route", "drug", "design")
-MIN_YEAR, MAX_YEAR = 1900, datetime.date.today().year + 1
+MIN_YEAR, MAX_YEAR = RECORD_MIN_YEAR, datetime.date.today().year + 1
 AUTO_ALL_MAX = 3
 """With --match auto, up to this many free-text terms must all match; longer queries rank by how many match."""
 

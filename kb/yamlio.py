@@ -467,8 +467,12 @@ def dump(data: Any) -> str:
     )
 
 
-def write_new(path: Path, text: str, *, overwrite: bool = False) -> None:
-    """Write ``text`` atomically. Refuses to replace an existing file unless ``overwrite``."""
+def write_new(path: Path, text: str, *, overwrite: bool = False, fsync: bool = True) -> None:
+    """Write ``text`` atomically. Refuses to replace an existing file unless ``overwrite``.
+
+    The text goes to a temporary file in the same folder that is then linked (or, with
+    ``overwrite``, renamed) into place, so a reader never sees half a file. ``fsync=False`` leaves
+    flushing to the disk to the caller (one ``os.sync()`` after many files)."""
     from .errors import RecordExists
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -476,8 +480,9 @@ def write_new(path: Path, text: str, *, overwrite: bool = False) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
         if overwrite:
             os.replace(tmp, path)
         else:

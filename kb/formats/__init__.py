@@ -117,25 +117,19 @@ def sniff(head: bytes, name: str = "") -> str:
                      hint="force one with --format (pubmed-xml, medline, ris, bibtex, csv)")
 
 
-def open_binary(path: Path) -> tuple[BinaryIO, int]:
-    """The file as a binary stream (un-gzipped on the fly) and its size on disk."""
-    size = path.stat().st_size
-    fh: BinaryIO = open(path, "rb")
-    if fh.read(2) == b"\x1f\x8b":
-        fh.seek(0)
-        return gzip.GzipFile(fileobj=fh), size  # type: ignore[return-value]
-    fh.seek(0)
-    return fh, size
-
-
 def detect(path: Path) -> str:
-    fh, _ = open_binary(path)
+    """The format of ``path`` from its first bytes (un-gzipped first when it is gzipped)."""
     try:
-        head = fh.read(DETECT_BYTES)
-    except (OSError, EOFError) as e:
+        with open(path, "rb") as raw:
+            head = raw.read(DETECT_BYTES)
+            if head[:2] == b"\x1f\x8b":
+                raw.seek(0)
+                with gzip.GzipFile(fileobj=raw) as gz:
+                    head = gz.read(DETECT_BYTES)
+    except EOFError:
+        raise ParseError("the gzip file is cut off", hint="download or export it again") from None
+    except OSError as e:
         raise ParseError(f"cannot read the file: {e}") from None
-    finally:
-        fh.close()
     return sniff(head, path.name)
 
 
@@ -171,5 +165,4 @@ def read(path: Path, fmt: str | None = None, encoding: str | None = None,
         raw.close()
 
 
-__all__ = ["FORMATS", "CountingReader", "text_stream", "bad_text", "sniff", "detect", "parser", "read",
-           "open_binary"]
+__all__ = ["FORMATS", "CountingReader", "text_stream", "bad_text", "sniff", "detect", "parser", "read"]
