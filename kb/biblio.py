@@ -103,20 +103,30 @@ def clean_title(text: str | None) -> str | None:
     """A title without the brackets PubMed puts round translated titles, or a final period
     only when the title is wrapped that way."""
     text = clean(text)
-    if text and text.startswith("[") and text.endswith("].") or text and text.startswith("[") and text.endswith("]"):
-        text = text.strip("[]. ") or None
+    if text and text.startswith("[") and text.rstrip(".").endswith("]"):
+        inner = text.rstrip(".")[1:-1]
+        depth = 0
+        for ch in inner:  # only when the first bracket closes at the very end: "[18F]FDG ... [letter]" stays
+            depth += {"[": 1, "]": -1}.get(ch, 0)
+            if depth < 0:
+                return text
+        if depth == 0:
+            text = inner.strip() or None
     return text
+
+
+_SURROGATE = re.compile("[\udc80-\udcff]")
 
 
 def has_bad_bytes(text: str | None) -> bool:
     """True when text decoded with errors='surrogateescape' held bytes that were not valid."""
-    return bool(text) and any("\udc80" <= ch <= "\udcff" for ch in text)
+    return bool(text) and _SURROGATE.search(text) is not None
 
 
 # -- people -------------------------------------------------------------------------
 
 _INITIALS = re.compile(r"^(?:[A-Z]\.?-?){1,4}$")
-_SUFFIX = re.compile(r"(?:Jr|Sr|II|III|Iii|IV|2nd|3rd)\.?", re.I)
+_SUFFIX = re.compile(r"(?:Jr|Sr|Iii|2nd|3rd)\.?")  # case-sensitive: "JR" and "SR" are initials
 _GROUP = re.compile(r"\b(?:group|consortium|collaborat\w*|investigators|committee|association|society|network|team|"
                     r"organi[sz]ation|council|foundation|institute|working|panel|task force)\b", re.I)
 
@@ -155,6 +165,7 @@ def split_name(name: str) -> str:
         return ""
     if _GROUP.search(name):  # "Ketamine Study Group": a collective author stays as written
         return name
+    name = re.sub(r"[\s,]+(?:Jr|Sr)\.?$", "", name)  # "Smith JR Jr" -> "Smith JR"
     if "," in name:
         surname, given = name.split(",", 1)
         return person(surname, given)
@@ -311,6 +322,27 @@ def pages(start: str | None, end: str | None = None) -> str | None:
     return start or None
 
 
+MESH_QUALIFIERS = frozenset("""abnormalities|administration & dosage|adverse effects|agonists|analogs & derivatives|
+analysis|anatomy & histology|antagonists & inhibitors|biosynthesis|blood|blood supply|cerebrospinal fluid|
+chemical synthesis|chemically induced|chemistry|classification|complications|congenital|cytology|deficiency|
+diagnosis|diagnostic imaging|diet therapy|drug effects|drug therapy|economics|education|embryology|enzymology|
+epidemiology|ethics|ethnology|etiology|genetics|growth & development|history|immunology|injuries|innervation|
+instrumentation|isolation & purification|legislation & jurisprudence|manpower|metabolism|methods|microbiology|
+mortality|nursing|organization & administration|parasitology|pathogenicity|pathology|pharmacokinetics|
+pharmacology|physiology|physiopathology|poisoning|prevention & control|psychology|radiation effects|radiotherapy|
+rehabilitation|secondary|standards|statistics & numerical data|supply & distribution|surgery|therapeutic use|
+therapy|toxicity|transmission|trends|ultrastructure|urine|utilization|veterinary|virology""".replace("\n", "").split("|"))
+
+
+def _strip_qualifiers(k: str) -> str:
+    """'Plant Extracts/adverse effects/*pharmacology' -> 'Plant Extracts': only MeSH qualifiers are cut,
+    so 'Young adults/students' stays whole."""
+    head, *quals = k.split("/")
+    if quals and all(q.strip().lstrip("*").strip() in MESH_QUALIFIERS for q in quals):
+        return head.strip()
+    return k
+
+
 def keyword_list(values: Iterable[str] | str | None, separators: str = ";") -> list[str]:
     """Keywords, split on ``separators`` when given as one string, MeSH qualifiers and stars removed,
     duplicates dropped (case-insensitively)."""
@@ -322,10 +354,10 @@ def keyword_list(values: Iterable[str] | str | None, separators: str = ";") -> l
     seen: set[str] = set()
     for v in values:
         for line in str(v).splitlines():
-            k = clean(line.replace("*", ""))
+            k = clean(line)
             if not k:
                 continue
-            k = k.split("/")[0].strip() if re.match(r"^[A-Z][^/]+/", k) else k  # "Plant Extracts/adverse effects"
+            k = _strip_qualifiers(k).lstrip("*").strip()
             if k and k.lower() not in seen:
                 seen.add(k.lower())
                 out.append(k)

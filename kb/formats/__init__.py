@@ -14,6 +14,7 @@ import gzip
 import importlib
 import io
 import re
+import zlib
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
@@ -159,7 +160,7 @@ def read(path: Path, fmt: str | None = None, encoding: str | None = None,
                     yield failed
                     continue
             yield item
-    except (EOFError, gzip.BadGzipFile, OSError) as e:
+    except (EOFError, gzip.BadGzipFile, OSError, zlib.error) as e:
         yield Failure(None, f"the file is damaged: {e}", hint="download or export it again")
     finally:
         raw.close()
