@@ -165,7 +165,11 @@ def split_name(name: str) -> str:
         return ""
     if _GROUP.search(name):  # "Ketamine Study Group": a collective author stays as written
         return name
-    name = re.sub(r"[\s,]+(?:Jr|Sr)\.?$", "", name)  # "Smith JR Jr" -> "Smith JR"
+    # a generational suffix anywhere ("Zarate, C.A., Jr.", "Zarate CA Jr") comes last, as PubMed writes it
+    m = re.search(r"[\s,]+(Jr|Sr|2nd|3rd|4th)\.?(?=$|[\s,])", name)
+    if m:
+        rest = (name[: m.start()] + name[m.end():]).strip(" ,")
+        return f"{split_name(rest)} {m.group(1)}" if rest else name
     if "," in name:
         surname, given = name.split(",", 1)
         return person(surname, given)
@@ -279,10 +283,12 @@ def ids_from_urls(urls: Iterable[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for u in urls:
         u = (u or "").strip()
-        m = re.search(r"(?:pubmed\.ncbi\.nlm\.nih\.gov/|ncbi\.nlm\.nih\.gov/pubmed/)(\d{1,9})\b", u)
+        # only a link to the article itself counts: a link to a table in another article's PMC page
+        # (as a record's sources may hold) names that other article
+        m = re.search(r"(?:pubmed\.ncbi\.nlm\.nih\.gov/|ncbi\.nlm\.nih\.gov/pubmed/)(\d{1,9})/?(?:[?#].*)?$", u)
         if m:
             found.setdefault("pmid", m.group(1))
-        m = re.search(r"(PMC\d{1,9})\b", u)
+        m = re.search(r"/(?:pmc/)?articles/(PMC\d{1,9})/?(?:[?#].*)?$", u)
         if m:
             found.setdefault("pmcid", m.group(1))
         if re.search(r"(?:doi\.org/|[?&]id=doi:)", u):
@@ -384,6 +390,8 @@ def surname_key(author: str | None) -> str:
     if "," in author:
         author = author.split(",", 1)[0]
     parts = author.split()
+    if len(parts) > 2 and re.fullmatch(r"(?:Jr|Sr|2nd|3rd|4th)\.?", parts[-1]):
+        parts = parts[:-1]
     if len(parts) > 1 and re.fullmatch(r"[A-Z]{1,4}", parts[-1]):
         parts = parts[:-1]
     return fold(" ".join(parts)).replace(" ", "")

@@ -23,17 +23,30 @@ def _bib_escape(text: str) -> str:
 
 
 def _split_author(author: str) -> tuple[str, str]:
-    """'Murrough JW' -> ('Murrough', 'JW'); a name without initials -> (name, '')."""
-    parts = author.split()
+    """'Murrough JW' -> ('Murrough', 'JW'); a name without initials -> (name, '').
+    A generational suffix stays with the surname: 'Zarate CA Jr' -> ('Zarate', 'CA') via split_suffix."""
+    parts = split_suffix(author)[0].split()
     if len(parts) > 1 and re.fullmatch(r"[A-Z]{1,4}", parts[-1]):
         return " ".join(parts[:-1]), parts[-1]
     return author, ""
 
 
+def split_suffix(author: str) -> tuple[str, str]:
+    """'Zarate CA Jr' -> ('Zarate CA', 'Jr'); a name without a suffix -> (name, '')."""
+    parts = author.split()
+    if len(parts) > 2 and re.fullmatch(r"(?:Jr|Sr|2nd|3rd|4th)\.?", parts[-1]):
+        return " ".join(parts[:-1]), parts[-1].rstrip(".")
+    return author, ""
+
+
 def _bib_author(author: str) -> str:
-    """'Murrough JW' -> 'Murrough, J. W.'"""
+    """'Murrough JW' -> 'Murrough, J. W.'; 'Zarate CA Jr' -> 'Zarate, Jr., C. A.' (BibTeX's von Last, Jr, First)"""
     surname, initials = _split_author(author)
-    return f"{surname}, {' '.join(f'{c}.' for c in initials)}" if initials else author
+    suffix = split_suffix(author)[1]
+    if not initials:
+        return author
+    return f"{surname}, {suffix + '., ' if suffix in ('Jr', 'Sr') else suffix + ', ' if suffix else ''}" \
+        f"{' '.join(f'{c}.' for c in initials)}"
 
 
 def _retraction_note(s: Study) -> str:
@@ -81,7 +94,9 @@ def to_ris(studies: list[Study]) -> str:
         lines.append(f"ID  - {s.id}")
         for a in s.authors:
             surname, initials = _split_author(a)
-            lines.append(f"AU  - {surname}, {'.'.join(initials)}." if initials else f"AU  - {a}")
+            suffix = split_suffix(a)[1]
+            end = f", {suffix}." if suffix in ("Jr", "Sr") else f", {suffix}" if suffix else ""
+            lines.append(f"AU  - {surname}, {'.'.join(initials)}.{end}" if initials else f"AU  - {a}")
         if s.title:
             lines.append(f"TI  - {s.title}")
         if s.journal:
@@ -100,14 +115,25 @@ def to_ris(studies: list[Study]) -> str:
             lines.append(f"DO  - {s.doi}")
         if s.pmid:
             lines.append(f"AN  - {s.pmid}")
+        if s.pmcid:
+            lines.append(f"C2  - {s.pmcid}")  # EndNote's field for the PMCID in PubMed records
         if s.abstract:
             lines.append(f"AB  - {' '.join(s.abstract.split())}")
         for k in s.keywords:
             lines.append(f"KW  - {k}")
         if s.retracted:
             lines.append(f"N1  - {_retraction_note(s)}")
-        for src in s.sources[:1]:
-            lines.append(f"UR  - {src.url}")
+        # links to the article itself, which also carry the PMID and PMCID into reference managers
+        # (and back into kb import); a record's sources may be other documents, so they are not links
+        urls = []
+        if s.pmid:
+            urls.append(f"https://pubmed.ncbi.nlm.nih.gov/{s.pmid}/")
+        if s.pmcid:
+            urls.append(f"https://www.ncbi.nlm.nih.gov/pmc/articles/{s.pmcid}/")
+        if s.doi and not urls:
+            urls.append(f"https://doi.org/{s.doi}")
+        for url in urls:
+            lines.append(f"UR  - {url}")
         lines.append("ER  - ")
         lines.append("")
     return "\n".join(x[:6] + _line(x[6:]) for x in lines)

@@ -16,7 +16,7 @@ import json
 import re
 from typing import Iterable
 
-from .citations import _split_author, bibtex_key, to_bibtex, to_ris
+from .citations import _split_author, bibtex_key, split_suffix, to_bibtex, to_ris
 from .records import Study
 
 FORMATS = ("json", "csv", "bibtex", "ris")
@@ -148,7 +148,11 @@ def _csl_name(author: str) -> dict[str, str]:
     surname, initials = _split_author(author)
     if not initials:
         return {"literal": author}
-    return {"family": surname, "given": " ".join(f"{c}." for c in initials)}
+    name = {"family": surname, "given": " ".join(f"{c}." for c in initials)}
+    suffix = split_suffix(author)[1]
+    if suffix:
+        name["suffix"] = suffix + ("." if suffix in ("Jr", "Sr") else "")
+    return name
 
 
 def csl_item(s: Study) -> dict:

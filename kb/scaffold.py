@@ -27,6 +27,8 @@ def surname(author: str) -> str:
     if "," in author:
         return author.split(",", 1)[0].strip()
     parts = author.split()
+    if len(parts) > 2 and re.fullmatch(r"(?:Jr|Sr|2nd|3rd|4th)\.?", parts[-1]):  # "Zarate CA Jr"
+        parts = parts[:-1]
     if len(parts) > 1 and INITIALS.match(parts[-1].replace(".", "")):
         parts = parts[:-1]
     return " ".join(parts)

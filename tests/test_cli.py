@@ -106,10 +106,10 @@ def test_show_unknown_id_suggests(runner, kb_dir):
 
 
 def test_show_invalid_record_is_refused_with_its_problems(runner, kb_dir):
-    (kb_dir / "studies" / "broken-2020.yaml").write_text("id: broken-2020\nyear: 1800\n", encoding="utf-8")
+    (kb_dir / "studies" / "broken-2020.yaml").write_text("id: broken-2020\nyear: 1750\n", encoding="utf-8")
     result = invoke(runner, "--kb", kb_dir, "show", "broken-2020")
     assert result.exit_code == 1
-    assert "year: year 1800 is out of range" in result.output
+    assert "year: year 1750 is out of range" in result.output
     assert "hint: run `kb validate" in result.output
 
 

@@ -45,7 +45,7 @@ CASES = {
         (8, 25, "registrations[1]", "identifier", "unrecognised trial registration 'XYZ-1'"),
     ],
     "bad-doi-2020.yaml": [(5, 6, "doi", "identifier", "malformed DOI '10.55/nope'")],
-    "year-2020.yaml": [(4, 7, "year", "range", "year 1850 is out of range")],
+    "year-2020.yaml": [(4, 7, "year", "range", "year 1750 is out of range")],
     "counts-2020.yaml": [(13, 33, "outcomes[0].data.arms[0].events", "counts", "events (25) exceed the arm's total (20)")],
     "arms-2020.yaml": [(13, 5, "outcomes[0].data.arms", "counts", "arm totals add up to 40, above n_randomized (30)")],
     "many-2020.yaml": [
