@@ -149,6 +149,8 @@ def person(surname: str, given: str = "") -> str:
     """'Surname Initials' as kb records write authors: person('Murrough', 'James W') == 'Murrough JW'."""
     surname = clean(surname) or ""
     given = clean(given) or ""
+    if given.lower() in ("null", "nan", "none", "na", "n/a"):  # an export's placeholder, not a name
+        given = ""
     ini = initials(given) if given else ""
     return f"{surname} {ini}".strip()
 
@@ -165,19 +167,20 @@ def split_name(name: str) -> str:
         return ""
     if _GROUP.search(name):  # "Ketamine Study Group": a collective author stays as written
         return name
-    # a generational suffix anywhere ("Zarate, C.A., Jr.", "Zarate CA Jr") comes last, as PubMed writes it
-    m = re.search(r"[\s,]+(Jr|Sr|2nd|3rd|4th)\.?(?=$|[\s,])", name)
+    # a generational suffix anywhere ("Zarate, C.A., Jr.", "Zarate CA Jr", "Smith, John, III") comes
+    # last, as PubMed writes it ("Zarate CA Jr", "Smith J 3rd")
+    m = re.search(r"[\s,]+(Jr|Sr|2nd|3rd|4th)\.?(?=$|[\s,])|,\s*(II|III|IV)\.?(?=$|,)", name)
     if m:
         rest = (name[: m.start()] + name[m.end():]).strip(" ,")
-        return f"{split_name(rest)} {m.group(1)}" if rest else name
+        suffix = m.group(1) or {"II": "2nd", "III": "3rd", "IV": "4th"}[m.group(2)]
+        return f"{split_name(rest)} {suffix}" if rest else name
     if "," in name:
         surname, given = name.split(",", 1)
         return person(surname, given)
     parts = name.split()
-    if len(parts) > 1 and _INITIALS.match(parts[-1].replace(" ", "")):
-        return person(" ".join(parts[:-1]), parts[-1])
-    if len(parts) > 1 and all(_INITIALS.match(p) for p in parts[1:]):  # "Adler D. G."
-        return person(parts[0], " ".join(parts[1:]))
+    for i in range(1, len(parts)):  # "Adler DG", "Adler D.G.", "Adler D. G.", "van der Berg A"
+        if all(_INITIALS.match(p) for p in parts[i:]):
+            return person(" ".join(parts[:i]), " ".join(parts[i:]))
     if len(parts) > 1 and parts[0][0].isupper() and not _INITIALS.match(parts[0]):
         # "James W. Murrough": given names first
         return person(parts[-1], " ".join(parts[:-1]))
@@ -230,7 +233,7 @@ def split_author_list(text: str) -> list[str]:
 
 # -- identifiers --------------------------------------------------------------------
 
-_DOI_IN = re.compile(r"10\.\d{4,9}/[^\s\"<>]+")
+_DOI_IN = re.compile(r"10\.\d{4,9}/[^\s\"]+")  # SICI DOIs hold <>: 10.2193/0022-541X(2005)069<0185:VIVEOD>2.0.CO;2
 
 
 def doi(text: str | None) -> str | None:
@@ -373,11 +376,16 @@ def keyword_list(values: Iterable[str] | str | None, separators: str = ";") -> l
 # -- matching keys (dedup) ----------------------------------------------------------
 
 
+_LETTERS = str.maketrans({"ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "đ": "d", "Đ": "D", "ß": "ss", "æ": "ae",
+                          "Æ": "AE", "œ": "oe", "Œ": "OE", "ı": "i", "þ": "th"})
+
+
 def fold(text: str | None) -> str:
     """Lowercase ASCII letters and digits separated by single spaces: the form titles and names
     are compared in."""
     if not text:
         return ""
+    text = text.translate(_LETTERS)  # letters that do not decompose: Pawełczyk -> Pawelczyk
     text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
     text = re.sub(r"&(?:amp|lt|gt|quot|#\d+);", " ", text)
     return " ".join(re.findall(r"[a-z0-9]+", text))

@@ -8,12 +8,19 @@ the same import) by, in order:
    DOIs (one DOI for a whole book or abstract supplement) are never trusted alone;
 3. the same trial registration, unless both carry a PMID or DOI and they differ (then they
    are two publications of one trial, which is not a duplicate);
-4. the same normalised title, year and first author;
+4. the same normalised title, year and first author, unless both carry a PMID or a DOI and
+   they differ: a conference abstract and the full paper, with one title, are two publications;
 5. a fuzzy match: a title at least 90% similar (RapidFuzz's normalised Indel similarity) with
    the same first author and year, or at least 95% similar with the same first author a year
-   apart (online-first versus print), or the same title and year when a first author is
-   missing on one side. Titles shorter than 20 characters ("Editorial", "Reply") never match
-   by title alone.
+   apart (online-first versus print); the same title and year when a first author is missing on
+   one side; the same long title (40 characters or more) and first author when a year is
+   missing on one side or the years are two apart (a conference abstract, then the paper).
+
+Titles are compared folded (lowercase ASCII letters and digits, spaces dropped, so that
+"post-traumatic" equals "posttraumatic"); first authors by folded surname, where for a fuzzy
+match one surname may hold the other ("Cardozo" and "Lopes Cardozo", "De La Garza" and "De La
+Garza II", as exports split compound names differently) or differ by a letter ("Moyer" and
+"Mover"). Titles shorter than 20 characters ("Editorial", "Reply") never match by title alone.
 """
 
 from __future__ import annotations
@@ -22,11 +29,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rapidfuzz import fuzz
+from rapidfuzz import fuzz, process
 
 from .biblio import fold, surname_key
 
 MIN_TITLE = 20
+LONG_TITLE = 40
 SAME_YEAR = 90.0
 NEXT_YEAR = 95.0
 DIFFERENT_TITLE = 60.0  # a shared DOI with titles less similar than this is not a duplicate
@@ -54,7 +62,7 @@ class Entry:
            authors=(), path=None, payload=None) -> "Entry":
         return cls(label=label, doi=doi.lower() if doi else None, pmid=str(pmid) if pmid else None,
                    pmcid=str(pmcid).upper() if pmcid else None, registrations=list(registrations or ()),
-                   title=fold(title), year=year if isinstance(year, int) else None,
+                   title=fold(title).replace(" ", ""), year=year if isinstance(year, int) else None,
                    author=surname_key(authors[0]) if authors else "", path=path, payload=payload)
 
 
@@ -72,8 +80,8 @@ class Index:
         self.by_pmcid: dict[str, Entry] = {}
         self.by_doi: dict[str, list[Entry]] = {}
         self.by_reg: dict[str, list[Entry]] = {}
-        self.by_block: dict[tuple[int | None, str], list[Entry]] = {}
-        self.by_title_year: dict[tuple[str, int | None], list[Entry]] = {}
+        self.by_year: dict[int | None, tuple[list[str], list[Entry]]] = {}  # titles, entries
+        self.by_title: dict[str, list[Entry]] = {}
         self.size = 0
 
     def add(self, e: Entry) -> None:
@@ -87,8 +95,10 @@ class Index:
         for r in e.registrations:
             self.by_reg.setdefault(r, []).append(e)
         if len(e.title) >= MIN_TITLE:
-            self.by_block.setdefault((e.year, e.author), []).append(e)
-            self.by_title_year.setdefault((e.title, e.year), []).append(e)
+            titles, entries = self.by_year.setdefault(e.year, ([], []))
+            titles.append(e.title)
+            entries.append(e)
+            self.by_title.setdefault(e.title, []).append(e)
 
     def match(self, e: Entry) -> Match | None:
         if e.pmid and e.pmid in self.by_pmid:
@@ -113,22 +123,47 @@ class Index:
                 return Match(other, f"same trial registration {r}")
         if len(e.title) < MIN_TITLE:
             return None
-        for other in self.by_block.get((e.year, e.author), ()):
-            if other.title == e.title:
+        same_title = [o for o in self.by_title.get(e.title, ()) if not _different_publications(e, o)]
+        for other in same_title:
+            if other.year == e.year and _same_author(e, other, strict=True):
                 return Match(other, "same title, year and first author")
         best: tuple[float, Entry | None, str] = (0.0, None, "")
-        for year, cutoff in ((e.year, SAME_YEAR), *(((e.year - 1, NEXT_YEAR), (e.year + 1, NEXT_YEAR)) if e.year else ())):
-            for other in self.by_block.get((year, e.author), ()) if e.author else ():
-                score = fuzz.ratio(e.title, other.title, score_cutoff=cutoff)
-                if score > best[0]:
-                    when = "same year" if year == e.year else f"years {e.year} and {other.year}"
+        if e.year is None:  # compare with every year
+            blocks = [(y, NEXT_YEAR) for y in self.by_year]
+        else:
+            blocks = [(e.year, SAME_YEAR), (e.year - 1, NEXT_YEAR), (e.year + 1, NEXT_YEAR), (None, NEXT_YEAR)]
+        for year, cutoff in blocks:
+            titles, entries = self.by_year.get(year, ((), ()))
+            if not titles:
+                continue
+            for _, score, i in process.extract(e.title, titles, scorer=fuzz.ratio, score_cutoff=cutoff, limit=8):
+                other = entries[i]
+                if score > best[0] and _same_author(e, other) and not _different_publications(e, other):
+                    when = ("same year" if year == e.year else f"years {e.year} and {other.year}"
+                            if e.year and other.year else "no year on one side")
                     best = (score, other, f"similar title ({score:.0f}%), same first author, {when}")
         if best[1] is not None:
             return Match(best[1], best[2])
-        for other in self.by_title_year.get((e.title, e.year), ()):
-            if not other.author or not e.author:
+        for other in same_title:
+            if other.year == e.year and (not other.author or not e.author):
                 return Match(other, "same title and year (no first author to compare)")
+            if len(e.title) >= LONG_TITLE and _same_author(e, other) and e.author:
+                if e.year is None or other.year is None:
+                    return Match(other, "same title and first author (no year on one side)")
+                if abs(e.year - other.year) <= 2:
+                    return Match(other, f"same title and first author, years {e.year} and {other.year}")
         return None
+
+
+def _same_author(a: Entry, b: Entry, strict: bool = False) -> bool:
+    """The same first author: equal folded surnames, or (unless strict) one holding the other
+    ("cardozo" / "lopescardozo") or differing by a letter or so ("moyer" / "mover")."""
+    if a.author == b.author:
+        return bool(a.author) or strict
+    if strict or not a.author or not b.author:
+        return False
+    short, long_ = sorted((a.author, b.author), key=len)
+    return (len(short) >= 3 and short in long_) or fuzz.ratio(a.author, b.author) >= 80
 
 
 def _different_publications(a: Entry, b: Entry) -> bool:

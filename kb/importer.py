@@ -232,9 +232,12 @@ def draft_data(ref: Reference, study_id: str, *, vocab: Vocabulary, suggest: Con
     else:
         inferred.append("design (a placeholder: the export does not say; set it during extraction)")
     unverified = [name for name in ("title", "authors") if not getattr(ref, name)]
+    title = ref.title
+    if title and title.endswith(".") and not title.endswith(".."):
+        title = title[:-1].rstrip()  # PubMed ends every title with a period; records do not
     data: dict[str, Any] = {
         "id": study_id,
-        "title": ref.title,
+        "title": title,
         "authors": ref.authors,
         "authors_truncated": ref.authors_truncated or None,
         "year": ref.year,

@@ -35,7 +35,7 @@ def surname(author: str) -> str:
 
 
 def slug(text: str) -> str:
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().replace("'", "")
     return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
 
 

@@ -63,10 +63,10 @@ def text_stream(fh: BinaryIO, encoding: str | None) -> io.TextIOWrapper:
 
 def bad_text(ref: Reference, encoding: str | None) -> Failure | None:
     """A failure for a record whose text held bytes that are not valid in ``encoding``."""
-    for name in ("title", "abstract", "journal", "volume", "issue", "pages"):
+    for name in ("title", "abstract", "journal", "volume", "issue", "pages", "retraction_notice"):
         if has_bad_bytes(getattr(ref, name)):
             return _encoding_failure(ref.number, ref.line, name, encoding)
-    for name in ("authors", "keywords"):
+    for name in ("authors", "keywords", "mesh"):
         if any(has_bad_bytes(v) for v in getattr(ref, name)):
             return _encoding_failure(ref.number, ref.line, name, encoding)
     return None
@@ -107,9 +107,10 @@ def sniff(head: bytes, name: str = "") -> str:
     if re.search(r"^\s*@[A-Za-z]+\s*[{(]", text, re.M):
         return "bibtex"
     first = body.split("\n", 1)[0]
-    if ("," in first or "\t" in first or ";" in first) and re.search(r"(?i)\btitle\b", first):
-        return "csv"
     suffix = Path(name.removesuffix(".gz")).suffix.lower()
+    if ("," in first or "\t" in first or ";" in first) and (re.search(r"(?i)title", first)
+                                                            or suffix in (".csv", ".tsv")):
+        return "csv"  # without a title column, the CSV reader says which columns it found
     by_name = {".nbib": "medline", ".medline": "medline", ".ris": "ris", ".bib": "bibtex", ".csv": "csv", ".xml": "pubmed-xml"}
     if suffix in by_name:
         raise ParseError(f"the file is named {suffix} but its content does not look like {by_name[suffix]}",
