@@ -16,6 +16,10 @@ the same import) by, in order:
    one side; the same long title (40 characters or more) and first author when a year is
    missing on one side or the years are two apart (a conference abstract, then the paper).
 
+An erratum, correction, retraction notice, comment or reply never matches the article it is
+about by title, and a fuzzy title match needs the same numbers in both titles ("... and the
+MMPI-2" is not "... and the MCMI-II"; titles under 50 characters need 95%).
+
 Titles are compared folded (lowercase ASCII letters and digits, spaces dropped, so that
 "post-traumatic" equals "posttraumatic"); first authors by folded surname, where for a fuzzy
 match one surname may hold the other ("Cardozo" and "Lopes Cardozo", "De La Garza" and "De La
@@ -35,6 +39,12 @@ from .biblio import fold, surname_key
 
 MIN_TITLE = 20
 LONG_TITLE = 40
+SHORT_FUZZY = 50  # titles shorter than this need NEXT_YEAR similarity even in the same year
+NOTICE = re.compile(r"^(?:erratum|errata|corrigendum|corrigenda|correction|retraction|withdrawal|withdrawn|"
+                    r"expression of concern|comment|commentary on|reply|response to|in reply|re)\b")
+# PsycINFO's errata: '"The original title": Erratum'
+NOTICE_END = re.compile(r'(?i)(?:^["\u201c].*["\u201d]\s*:\s*(?:erratum|errata|corrigendum|correction|retraction)'
+                        r'|\b(?:erratum|errata|corrigendum))\W*$')
 SAME_YEAR = 90.0
 NEXT_YEAR = 95.0
 DIFFERENT_TITLE = 60.0  # a shared DOI with titles less similar than this is not a duplicate
@@ -54,16 +64,21 @@ class Entry:
     title: str = ""  # folded
     year: int | None = None
     author: str = ""  # folded surname of the first author
+    notice: bool = False  # an erratum, correction, retraction notice, comment or reply
+    numbers: tuple[str, ...] = ()  # the numbers in the title
     path: Path | None = None  # the record file, for records of the knowledge base
     payload: object = None  # the caller's own data (the planned draft, or the record's raw data)
 
     @classmethod
     def of(cls, label: str, *, doi=None, pmid=None, pmcid=None, registrations=(), title=None, year=None,
            authors=(), path=None, payload=None) -> "Entry":
+        folded = fold(title)
         return cls(label=label, doi=doi.lower() if doi else None, pmid=str(pmid) if pmid else None,
                    pmcid=str(pmcid).upper() if pmcid else None, registrations=list(registrations or ()),
-                   title=fold(title).replace(" ", ""), year=year if isinstance(year, int) else None,
-                   author=surname_key(authors[0]) if authors else "", path=path, payload=payload)
+                   title=folded.replace(" ", ""), year=year if isinstance(year, int) else None,
+                   author=surname_key(authors[0]) if authors else "",
+                   notice=bool(NOTICE.match(folded) or (title and NOTICE_END.search(title.strip()))),
+                   numbers=tuple(re.findall(r"\d+", folded)), path=path, payload=payload)
 
 
 @dataclass
@@ -123,7 +138,8 @@ class Index:
                 return Match(other, f"same trial registration {r}")
         if len(e.title) < MIN_TITLE:
             return None
-        same_title = [o for o in self.by_title.get(e.title, ()) if not _different_publications(e, o)]
+        same_title = [o for o in self.by_title.get(e.title, ())
+                      if not _different_publications(e, o) and o.notice == e.notice]
         for other in same_title:
             if other.year == e.year and _same_author(e, other, strict=True):
                 return Match(other, "same title, year and first author")
@@ -132,13 +148,16 @@ class Index:
             blocks = [(y, NEXT_YEAR) for y in self.by_year]
         else:
             blocks = [(e.year, SAME_YEAR), (e.year - 1, NEXT_YEAR), (e.year + 1, NEXT_YEAR), (None, NEXT_YEAR)]
+        short = len(e.title) < SHORT_FUZZY
         for year, cutoff in blocks:
+            cutoff = max(cutoff, NEXT_YEAR) if short else cutoff
             titles, entries = self.by_year.get(year, ((), ()))
             if not titles:
                 continue
             for _, score, i in process.extract(e.title, titles, scorer=fuzz.ratio, score_cutoff=cutoff, limit=8):
                 other = entries[i]
-                if score > best[0] and _same_author(e, other) and not _different_publications(e, other):
+                if (score > best[0] and other.notice == e.notice and other.numbers == e.numbers
+                        and _same_author(e, other) and not _different_publications(e, other)):
                     when = ("same year" if year == e.year else f"years {e.year} and {other.year}"
                             if e.year and other.year else "no year on one side")
                     best = (score, other, f"similar title ({score:.0f}%), same first author, {when}")

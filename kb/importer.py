@@ -506,7 +506,7 @@ def import_files(kb: KnowledgeBase, paths: list[Path], *, fmt: str | None = None
                     continue
                 taken.add(study_id)
                 draft = Draft(id=study_id, path=kb.studies_dir / f"{study_id}.yaml",
-                              text=yamlio.dump(record_data(study)), source=where, title=ref.title or "",
+                              text=yamlio.dump(record_data(study)), source=where, title=study.title or "",
                               conditions=study.condition_terms, design=study.design,
                               warnings=[*ref.warnings, *warnings], retracted=study.retracted)
                 entry.label = study_id

@@ -422,6 +422,21 @@ def test_dedup_rules():
                               year=2015)) is None
     assert idx.match(Entry.of("c", registrations=["NCT00000000"], title="Placeholder conference abstract",
                               year=2013)).entry.label == "a"
+    # an erratum is not the article; a title differing in its numbers is another paper (both pairs
+    # are real titles from the van de Schoot 2017 screening set)
+    idx.add(Entry.of("wu", title="Posttraumatic stress after a motor vehicle accident: a six-month follow-up study "
+                                 "utilizing latent growth modeling", year=2006, authors=["Wu KK"]))
+    assert idx.match(Entry.of("x", title='Erratum for "Posttraumatic stress after a motor vehicle accident: A six-month '
+                                         'follow-up study utilizing latent growth modeling"', year=2007,
+                              authors=["Wu KK"])) is None
+    assert idx.match(Entry.of("x", title='"Posttraumatic stress after a motor vehicle accident: a six-month follow-up '
+                                         'study utilizing latent growth modeling": Erratum', year=2006,
+                              authors=["Wu KK"])) is None
+    idx.add(Entry.of("munley", title="Post-traumatic stress disorder and the MMPI-2", year=1995, authors=["Munley PH"]))
+    assert idx.match(Entry.of("x", title="Posttraumatic stress disorder and the MCMI-II", year=1995,
+                              authors=["Munley PH"])) is None
+    assert idx.match(Entry.of("x", title="Posttraumatic stress disorder and the MMPI-2", year=1995,
+                              authors=["Munley, P. H."])).entry.label == "munley"
     # short titles never match by title alone
     idx.add(Entry.of("ed", title="Editorial", year=2014, authors=["Feder A"]))
     assert idx.match(Entry.of("x", title="Editorial", year=2014, authors=["Feder A"])) is None

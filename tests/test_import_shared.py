@@ -131,7 +131,7 @@ def test_van_de_schoot_screening_dataset(runner, tmp_path):
     found = {int(d["source"].split("record ")[1].split()[0]) for d in report["duplicates"]}
     # measured: 376 of the 407 found; of the 31 others, 6 duplicate a record with no year (which fails,
     # so the copy is imported in its place) and most of the rest are different works that share a
-    # generic title ("Post-traumatic stress disorder"); 28 unmarked records called duplicates all
+    # generic title ("Post-traumatic stress disorder"); 19 unmarked records called duplicates all
     # share title and first author with their match (benchmarks/import_bench.py lists them)
     assert len(marked & found) >= 370
-    assert len(found - marked) <= 35
+    assert len(found - marked) <= 25
