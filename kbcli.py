@@ -551,7 +551,9 @@ def import_(ctx: click.Context, files: tuple[Path, ...], fmt, encoding, dry_run,
         if bar:
             bar.stop()
             bar = None
-        if e.report is not None:
+        if e.report is not None and report_fmt == "json":
+            click.echo(json.dumps(e.report.as_dict(), indent=2, ensure_ascii=False, default=str))
+        elif e.report is not None:
             for line in text_report(e.report, verbose):
                 click.echo(line)
         raise

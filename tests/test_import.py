@@ -540,3 +540,27 @@ def test_yaml_written_by_import_reads_back(tmp_path):
     """Drafts go through the same dumper as kb new: a title with a colon survives."""
     text = yamlio.dump({"title": "Ketamine: a review"})
     assert yaml.safe_load(text) == {"title": "Ketamine: a review"}
+
+
+def test_progress_reports_every_phase(tmp_path):
+    """Long imports show progress: reading the knowledge base, the bytes of the files, the writing."""
+    bundle = tmp_path / "all.ris"
+    from click.testing import CliRunner
+
+    invoke(CliRunner(), "--kb", ROOT, "export", "-o", bundle)
+    root = _kb(tmp_path, ("feder-2014",))
+    seen: dict[str, tuple[int, int]] = {}
+    import_files(open_kb(root), [bundle], progress=lambda phase, done, total: seen.__setitem__(phase, (done, total)))
+    assert seen["reading the knowledge base"] == (1, 1)
+    assert seen["importing"] == (bundle.stat().st_size, bundle.stat().st_size)
+    assert seen["writing"][0] == seen["writing"][1] == len(list((root / "studies").iterdir())) - 1
+
+
+def test_all_or_nothing_json_report_lists_the_failures(runner, tmp_path):
+    root = _kb(tmp_path)
+    f = tmp_path / "bin.ris"
+    f.write_bytes(bytes(range(256)))
+    r = invoke(runner, "--kb", root, "import", f, "--all-or-nothing", "--report", "json")
+    assert r.exit_code == 1
+    report = json.loads(r.stdout)
+    assert report["written"] is False and report["failed"][0]["reason"].startswith("this is a binary file")
