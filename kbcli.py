@@ -92,6 +92,22 @@ def cli(ctx: click.Context, kb_dir: Path | None) -> None:
     ctx.obj = {"kb_dir": kb_dir}
 
 
+def _filter_options(f):
+    """The record filters of `kb search`, shared by `kb export`."""
+    for option in reversed([
+        click.option("--condition", multiple=True, help="Only these conditions (repeatable; synonyms accepted)."),
+        click.option("--outcome", multiple=True, help="Only records reporting this outcome (repeatable)."),
+        click.option("--design", multiple=True, help="Only these designs (repeatable)."),
+        click.option("--route", multiple=True, help="Only this route: iv, sc, intranasal, ... (repeatable)."),
+        click.option("--drug", multiple=True, help="Only this drug: racemic-ketamine, esketamine, ... (repeatable)."),
+        click.option("--status", multiple=True, help="Only records with this status, e.g. verified."),
+        click.option("--year", metavar="RANGE", help="Publication years, e.g. 2015..2024, >=2018 or 2020."),
+        click.option("--min-n", type=click.IntRange(0), help="Only studies with at least this many participants."),
+    ]):
+        f = option(f)
+    return f
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 1 on any warning).")
@@ -189,14 +205,7 @@ SEARCH_FORMATS = ("table", "json", "csv", "ids", "bibtex", "ris")
 
 @cli.command()
 @click.argument("query", nargs=-1)
-@click.option("--condition", multiple=True, help="Only these conditions (repeatable; synonyms accepted).")
-@click.option("--outcome", multiple=True, help="Only records reporting this outcome (repeatable).")
-@click.option("--design", multiple=True, help="Only these designs (repeatable).")
-@click.option("--route", multiple=True, help="Only this route: iv, sc, intranasal, ... (repeatable).")
-@click.option("--drug", multiple=True, help="Only this drug: racemic-ketamine, esketamine, ... (repeatable).")
-@click.option("--status", multiple=True, help="Only records with this status, e.g. verified.")
-@click.option("--year", metavar="RANGE", help="Publication years, e.g. 2015..2024, >=2018 or 2020.")
-@click.option("--min-n", type=click.IntRange(0), help="Only studies with at least this many participants.")
+@_filter_options
 @click.option("--sort", type=click.Choice(["relevance", "year", "n", "evidence"]), default="relevance",
               show_default=True, help="evidence ranks meta-analyses and RCTs above cohorts and case series.")
 @click.option("--match", type=click.Choice(["auto", "all", "any"]), default="auto", show_default=True,
@@ -576,14 +585,7 @@ def import_(ctx: click.Context, files: tuple[Path, ...], fmt, encoding, dry_run,
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file instead of standard output.")
 @click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
-@click.option("--condition", multiple=True, help="Only these conditions (repeatable; synonyms accepted).")
-@click.option("--outcome", multiple=True, help="Only records reporting this outcome (repeatable).")
-@click.option("--design", multiple=True, help="Only these designs (repeatable).")
-@click.option("--route", multiple=True, help="Only this route (repeatable).")
-@click.option("--drug", multiple=True, help="Only this drug (repeatable).")
-@click.option("--status", multiple=True, help="Only records with this status, e.g. verified.")
-@click.option("--year", metavar="RANGE", help="Publication years, e.g. 2015..2024, >=2018 or 2020.")
-@click.option("--min-n", type=click.IntRange(0), help="Only studies with at least this many participants.")
+@_filter_options
 @click.pass_context
 def export(ctx: click.Context, query, fmt, output, force, condition, outcome, design, route, drug, status, year,
            min_n) -> None:

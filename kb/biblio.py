@@ -352,6 +352,17 @@ def _strip_qualifiers(k: str) -> str:
     return k
 
 
+def unique(values: Iterable[str | None]) -> list[str]:
+    """Values in order, empty ones and (case-insensitive) repeats dropped."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for v in values:
+        if v and v.lower() not in seen:
+            seen.add(v.lower())
+            out.append(v)
+    return out
+
+
 def keyword_list(values: Iterable[str] | str | None, separators: str = ";") -> list[str]:
     """Keywords, split on ``separators`` when given as one string, MeSH qualifiers and stars removed,
     duplicates dropped (case-insensitively)."""
@@ -359,18 +370,8 @@ def keyword_list(values: Iterable[str] | str | None, separators: str = ";") -> l
         return []
     if isinstance(values, str):
         values = re.split("[" + re.escape(separators) + "]", values)
-    out: list[str] = []
-    seen: set[str] = set()
-    for v in values:
-        for line in str(v).splitlines():
-            k = clean(line)
-            if not k:
-                continue
-            k = _strip_qualifiers(k).lstrip("*").strip()
-            if k and k.lower() not in seen:
-                seen.add(k.lower())
-                out.append(k)
-    return out
+    return unique(_strip_qualifiers(k).lstrip("*").strip()
+                  for v in values for line in str(v).splitlines() if (k := clean(line)))
 
 
 # -- matching keys (dedup) ----------------------------------------------------------
@@ -407,4 +408,4 @@ def surname_key(author: str | None) -> str:
 
 __all__ = ["Reference", "Failure", "ParseError", "FIELDS", "clean", "clean_title", "has_bad_bytes", "initials",
            "person", "split_name", "authors_from", "split_author_list", "doi", "pmid", "pmcid", "registrations_in",
-           "ids_from_urls", "year", "pages", "keyword_list", "fold", "surname_key", "is_et_al"]
+           "ids_from_urls", "year", "pages", "keyword_list", "unique", "fold", "surname_key", "is_et_al"]

@@ -313,15 +313,13 @@ def _raw_data(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def known_records(kb: KnowledgeBase, progress: Callable[[int], None] | None = None) -> tuple[Index, set[str], list[str]]:
-    """An index of every record in studies/ (read as plain YAML: a record with schema errors still
+def known_records(files: list[Path], progress: Callable[[int], None] | None = None) -> tuple[Index, set[str], list[str]]:
+    """An index of the record ``files`` (read as plain YAML: a record with schema errors still
     counts), the ids taken, and the files that could not be read at all."""
     index = Index()
     taken: set[str] = set()
     unreadable: list[str] = []
-    if not kb.studies_dir.is_dir():
-        return index, taken, unreadable
-    for path in record_files([kb.studies_dir]):
+    for path in files:
         taken.add(path.stem)
         data = _raw_data(path)
         if progress:
@@ -442,18 +440,18 @@ def import_files(kb: KnowledgeBase, paths: list[Path], *, fmt: str | None = None
     report = ImportReport(dry_run=dry_run)
     tick = (lambda phase, n, total: progress(phase, n, total)) if progress else (lambda *a: None)
 
-    n_records = len(record_files([kb.studies_dir])) if kb.studies_dir.is_dir() else 0
+    files = record_files([kb.studies_dir]) if kb.studies_dir.is_dir() else []
     done = [0]
 
     def read_tick(n: int) -> None:
         done[0] += n
-        tick("reading the knowledge base", done[0], n_records)
+        tick("reading the knowledge base", done[0], len(files))
 
-    index, taken, report.skipped_records = known_records(kb, read_tick)
+    index, taken, report.skipped_records = known_records(files, read_tick)
     vocab = kb.vocab
     suggest = ConditionSuggester(vocab)
     kb_drafts: dict[str, Draft] = {}  # id -> draft, for --update within the import
-    pending_fills: dict[Path, tuple[Entry, dict[str, Any], list[str]]] = {}
+    pending_fills: dict[Path, tuple[Entry, dict[str, Any], dict[str, str]]] = {}  # path -> (entry, fills, from)
 
     total_bytes = sum(p.stat().st_size for p in paths)
     read_bytes = [0]
@@ -540,12 +538,11 @@ def _record_duplicate(report: ImportReport, ref: Reference, where: str, match: M
         return
     if in_kb:
         existing = other.payload if isinstance(other.payload, dict) else {}
-        entry, fills, sources = pending.get(other.path, (other, {}, []))
+        entry, fills, sources = pending.setdefault(other.path, (other, {}, {}))
         for name, value in _fills(existing, ref).items():
             if name not in fills:
                 fills[name] = value
-                sources.append(f"{name}={where}")
-        pending[other.path] = (entry, fills, sources)
+                sources[name] = where
     elif isinstance(other.payload, Draft):  # a draft of this import: fill its empty fields before it is written
         draft = other.payload
         data = yaml.load(draft.text, Loader=_Loader)
@@ -565,9 +562,8 @@ def _plan_updates(report: ImportReport, pending: dict) -> None:
         if not fills:
             report.unchanged.append(entry.label)
             continue
-        src = dict(s.split("=", 1) for s in sources)
         for name, value in fills.items():
-            report.changes.append(Change(entry.label, path, name, value, src.get(name, "")))
+            report.changes.append(Change(entry.label, path, name, value, sources[name]))
 
 
 def _write(kb: KnowledgeBase, report: ImportReport, tick, fsync: bool) -> None:

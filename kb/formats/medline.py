@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import BinaryIO, Iterator
 
-from ..biblio import Failure, ParseError, Reference, clean, clean_title, doi, keyword_list, pages, person, pmcid, \
+from ..biblio import Failure, ParseError, Reference, clean, unique, clean_title, doi, keyword_list, pages, person, pmcid, \
     pmid, registrations_in, split_name, year
 from ..records import registry_of
 from . import text_stream
@@ -120,9 +120,9 @@ def record(fields: list[list], odd: list[str], number: int, line: int) -> Refere
     # MeSH headings: "*Asthma/drug therapy" -> "Asthma" (split here too, for headings such as
     # "beta-Lactamases/metabolism" that start in lower case)
     ref.mesh = keyword_list([v.split("/", 1)[0] for v in values.get("MH", [])])
-    ref.keywords = _unique([clean(v) for v in values.get("OT", [])] + ref.mesh)
-    ref.publication_types = _unique(clean(v) for v in values.get("PT", []))
-    notices = _unique(clean(re.sub(r"^Retraction in:\s*", "", v, flags=re.I)) for v in values.get("RIN", []))
+    ref.keywords = unique([clean(v) for v in values.get("OT", [])] + ref.mesh)
+    ref.publication_types = unique(clean(v) for v in values.get("PT", []))
+    notices = unique(clean(re.sub(r"^Retraction in:\s*", "", v, flags=re.I)) for v in values.get("RIN", []))
     ref.retraction_notice = "; ".join(notices) or None
     ref.retracted = "Retracted Publication" in ref.publication_types or bool(notices)
     for v in values.get("SI", []):
@@ -183,12 +183,3 @@ def _short_name(value: str) -> str:
         return person(m.group(1), " ".join(m.group(2)))
     return split_name(" ".join(parts))
 
-
-def _unique(values) -> list[str]:
-    out: list[str] = []
-    seen: set[str] = set()
-    for v in values:
-        if v and v.lower() not in seen:
-            seen.add(v.lower())
-            out.append(v)
-    return out

@@ -18,7 +18,7 @@ from typing import BinaryIO, Iterator
 from xml.etree.ElementTree import Element, TreeBuilder
 from xml.parsers import expat
 
-from ..biblio import Failure, ParseError, Reference, clean, clean_title, doi, pages, person, pmcid, pmid, \
+from ..biblio import Failure, ParseError, Reference, clean, unique, clean_title, doi, pages, person, pmcid, pmid, \
     registrations_in, year
 from ..records import registry_of
 
@@ -199,9 +199,9 @@ def record(el: Element, number: int, line: int | None) -> Reference | Failure:
                           if p), None)
 
     ref.abstract = _abstract(article.find("Abstract"))
-    ref.mesh = _unique(text(d) for d in citation.findall("MeshHeadingList/MeshHeading/DescriptorName"))
-    ref.keywords = _unique([text(k) for k in citation.findall("KeywordList/Keyword")] + ref.mesh)
-    ref.publication_types = _unique(text(p) for p in article.findall("PublicationTypeList/PublicationType"))
+    ref.mesh = unique(text(d) for d in citation.findall("MeshHeadingList/MeshHeading/DescriptorName"))
+    ref.keywords = unique([text(k) for k in citation.findall("KeywordList/Keyword")] + ref.mesh)
+    ref.publication_types = unique(text(p) for p in article.findall("PublicationTypeList/PublicationType"))
     ref.registrations = _registrations(article.findall("DataBankList/DataBank"), ref)
     _retraction(ref, citation.findall("CommentsCorrectionsList/CommentsCorrections"))
     return ref
@@ -233,8 +233,8 @@ def book(el: Element, number: int, line: int | None) -> Reference | Failure:
     ids = doc.findall("ArticleIdList/ArticleId")
     ref.doi = next((d for d in (doi(a.text) for a in ids if a.get("IdType") == "doi") if d), None)
     ref.abstract = _abstract(doc.find("Abstract"))
-    ref.keywords = _unique(text(k) for k in doc.findall("KeywordList/Keyword"))
-    ref.publication_types = _unique(text(p) for p in doc.findall("PublicationType"))
+    ref.keywords = unique(text(k) for k in doc.findall("KeywordList/Keyword"))
+    ref.publication_types = unique(text(p) for p in doc.findall("PublicationType"))
     ref.registrations = registrations_in(ref.abstract)
     ref.retracted = "Retracted Publication" in ref.publication_types
     return ref
@@ -309,15 +309,5 @@ def _retraction(ref: Reference, comments: list[Element]) -> None:
     notices = [text(c.find("RefSource")) for c in comments if c.get("RefType") == "RetractionIn"]
     notices = [n for n in notices if n]
     ref.retracted = "Retracted Publication" in ref.publication_types or bool(notices)
-    ref.retraction_notice = "; ".join(_unique(notices)) or None
+    ref.retraction_notice = "; ".join(unique(notices)) or None
 
-
-def _unique(values) -> list[str]:
-    """Values in order, empty ones and (case-insensitive) repeats dropped."""
-    out: list[str] = []
-    seen: set[str] = set()
-    for v in values:
-        if v and v.lower() not in seen:
-            seen.add(v.lower())
-            out.append(v)
-    return out
