@@ -659,7 +659,7 @@ def text_report(report: ImportReport, verbose: bool = False, limit: int = 20) ->
         out.append(f"warning: {len(report.skipped_records)} record file(s) in studies/ could not be read, so "
                    "duplicates of them cannot be detected: " + ", ".join(report.skipped_records[:5]))
     if report.failures:
-        out.append(f"failed: {len(report.failures):,} record(s):")
+        out.append(f"failures ({len(report.failures):,}):")
         for f in report.failures:
             out.append(f"  {f.source}: {f.reason}")
             if f.hint:

@@ -311,6 +311,14 @@ def test_binary_file_is_refused_with_a_reason(runner, tmp_path):
     assert "Traceback" not in r.output and _files(root) == {}
 
 
+def test_empty_file_is_named_as_empty(runner, tmp_path):
+    root = _kb(tmp_path)
+    f = tmp_path / "empty.ris"
+    f.write_text("\n\n")
+    r = invoke(runner, "--kb", root, "import", f)
+    assert r.exit_code == 1 and f"{f}: the file is empty" in r.output
+
+
 def test_truncated_xml_imports_the_records_before_the_break(runner, tmp_path):
     root = _kb(tmp_path)
     whole = PARSAIK_XML.replace("<PubmedArticleSet>\n", "<PubmedArticleSet>\n" + _feder_xml())

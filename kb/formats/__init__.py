@@ -93,6 +93,8 @@ def sniff(head: bytes, name: str = "") -> str:
         raise ParseError("the file is UTF-16 text", hint="save it as UTF-8 (or pass --encoding utf-16)")
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
     body = text.lstrip()
+    if not body:
+        raise ParseError("the file is empty", hint="export the references again")
     if body.startswith("<") and re.search(r"<(?:PubmedArticleSet|MedlineCitationSet|PubmedArticle|MedlineCitation)\b",
                                           text):
         return "pubmed-xml"
