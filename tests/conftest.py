@@ -35,5 +35,29 @@ def kb_dir(tmp_path: Path) -> Path:
     return root
 
 
+def shared_data(rel: str) -> Path:
+    """A file of ../shared/data; the test skips, saying why, when the folder is absent."""
+    path = SHARED / "data" / rel
+    if not path.exists():
+        pytest.skip(f"{path} is absent (../shared/data sits beside the repository in CI)")
+    return path
+
+
+def bundled_copy(root: Path) -> Path:
+    """A copy of the bundled knowledge base at ``root`` (tests that build an index or write)."""
+    shutil.copytree(ROOT / "studies", root / "studies")
+    shutil.copy(ROOT / "kb.yaml", root / "kb.yaml")
+    return root
+
+
+def new_kb(root: Path, ids: tuple[str, ...] = ()) -> Path:
+    """An empty knowledge base at ``root``, holding copies of the bundled records ``ids``."""
+    (root / "studies").mkdir(parents=True)
+    (root / "kb.yaml").write_text("title: Test KB\n", encoding="utf-8")
+    for i in ids:
+        shutil.copy(ROOT / "studies" / f"{i}.yaml", root / "studies" / f"{i}.yaml")
+    return root
+
+
 def invoke(runner: CliRunner, *args: str, **kw):
     return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False, **kw)

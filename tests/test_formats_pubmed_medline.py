@@ -15,15 +15,10 @@ from kb import formats
 from kb.biblio import Failure, ParseError, Reference
 from kb.formats import medline, pubmed
 
+from .conftest import shared_data
+
 IMPORTS = Path(__file__).resolve().parent / "fixtures" / "imports"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def shared(name: str) -> Path:
-    path = SHARED / name
-    if not path.exists():
-        pytest.skip(f"{path} is absent (../shared/data sits beside the repository in CI)")
-    return path
+shared = shared_data
 
 
 def refs(items) -> list[Reference]:

@@ -18,15 +18,12 @@ from kb import formats
 from kb.biblio import Failure, ParseError, Reference, clean
 from kb.formats import bibtex, csvfile
 
+from .conftest import SHARED as SHARED_ROOT
+from .conftest import shared_data
+
 FIX = Path(__file__).resolve().parent / "fixtures" / "imports"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def shared(rel: str) -> Path:
-    path = SHARED / rel
-    if not path.exists():
-        pytest.skip(f"{path} is absent (../shared/data sits beside the repository in CI)")
-    return path
+SHARED = SHARED_ROOT / "data"
+shared = shared_data
 
 
 def read(path: Path, fmt: str | None = None, encoding: str | None = None) -> list[Reference | Failure]:

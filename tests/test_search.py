@@ -13,7 +13,7 @@ from kb.config import open_kb
 from kb.index import SearchIndex, analyzer
 from kb.search import SearchRequest, search
 
-from .conftest import ROOT, invoke
+from .conftest import ROOT, bundled_copy, invoke
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +27,7 @@ def kbroot(tmp_path_factory) -> Path:
 
 
 def _copy(tmp_path: Path) -> Path:
-    root = tmp_path / "kb"
-    shutil.copytree(ROOT / "studies", root / "studies")
-    shutil.copy(ROOT / "kb.yaml", root / "kb.yaml")
-    return root
+    return bundled_copy(tmp_path / "kb")
 
 
 def run(runner, root, *args):
