@@ -105,6 +105,11 @@ class Excluded:
     outcome: str | None = None
     timepoint: str | None = None
 
+    def as_dict(self) -> dict:
+        # what dataclasses.asdict gives for these flat fields, ~10x faster (it deep-copies every value),
+        # which matters when a site build lists hundreds of thousands of left-out rows
+        return {"id": self.id, "reason": self.reason, "outcome": self.outcome, "timepoint": self.timepoint}
+
 
 def analyse(kb, req: MetaRequest, data_file: Path | None = None) -> dict:
     """The full answer for ``req`` as the documented JSON-ready dict (see docs/meta.md)."""
@@ -139,7 +144,7 @@ def analyse_rows(rows: list[Row], excluded: list[Excluded], req: MetaRequest, su
         options={"comparators": list(req.comparators or CONTROLS), "crossover": req.crossover, "derived": req.derived,
                  "non_iv": req.non_iv, "esketamine": req.esketamine, "any_condition": req.any_condition, "timepoint": req.timepoint,
                  "smd_variant": req.smd_variant, "knha": req.knha, "level": req.level},
-        excluded=[asdict(e) for e in excluded],
+        excluded=[e.as_dict() for e in excluded],
     )
     if req.subgroup:
         result["subgroups"] = _subgroups(rows, measure, req)
