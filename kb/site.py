@@ -606,7 +606,7 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
     if prev_manifest and meta.get("build") == prev_manifest.get("build") and not full:
         try:
             with open(state_dir / "stamps.marshal", "rb") as fh:
-                old_stamps = marshal.load(fh)
+                old_stamps = marshal.loads(fh.read())  # marshal.load(fh) reads in small pieces: 3-5x slower
             state_ok = isinstance(old_stamps, dict)
         except (OSError, EOFError, ValueError, TypeError):
             old_stamps = {}
@@ -637,7 +637,7 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
     if same_theme:
         try:
             with open(state_dir / "digests.marshal", "rb") as fh:
-                digests = marshal.load(fh)  # rel -> digest (our own cache, written below; plain data only)
+                digests = marshal.loads(fh.read())  # rel -> digest (our own cache, written below; plain data only)
         except (OSError, EOFError, ValueError, TypeError):
             digests, old_stamps, same_theme = {}, {}, False
     report.full = not same_theme
