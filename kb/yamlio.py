@@ -44,13 +44,24 @@ class _RecordLoader(_Loader):  # type: ignore[misc, valid-type]
     """
 
     _by_first: dict[str, list] = {}
+    # plain scalar -> its tag, for short values (keys, numbers, terms): a record has ~200 scalars and
+    # most recur across records; a pure function of the text, so sharing it between documents is safe
+    _known: dict[str, str] = {}
 
     def resolve(self, kind, value, implicit):  # noqa: D102 - same contract as yaml.resolver.Resolver.resolve
         if kind is yaml.ScalarNode:
             if implicit[0]:
-                for tag, regexp in self._by_first.get(value[:1], ()):
+                tag = self._known.get(value)
+                if tag is not None:
+                    return tag
+                tag = _STR_TAG
+                for t, regexp in self._by_first.get(value[:1], ()):
                     if regexp.match(value):
-                        return tag
+                        tag = t
+                        break
+                if len(value) <= 32 and len(self._known) < 100_000:
+                    self._known[value] = tag
+                return tag
             return _STR_TAG
         return _SEQ_TAG if kind is yaml.SequenceNode else _MAP_TAG
 

@@ -181,3 +181,26 @@ def test_citation():
     assert study.citation() == (
         "Fixture AB, Example CD, et al. Synthetic fixture trial of intravenous ketamine (test data, not a real study). "
         "Journal of Test Fixtures 2020;12(3):100-110. doi:10.5555/kb.fixture.2020")
+
+
+_plain = st.one_of(
+    st.sampled_from(["yes", "No", "on", "off", "~", "null", "true", "False", ".5", "1e3", "0x1F", "0o17", "017",
+                     "1_000", "+12", "-0", ".inf", "-.Inf", ".nan", "12:30", "190:20:30", "1.0", "6.8e-1"]),
+    st.integers().map(str), st.floats(allow_nan=False).map(repr),
+    st.text(alphabet="abcxyz019.+-_:eE ", min_size=1, max_size=12).map(str.strip).filter(
+        lambda t: t and t[0] not in "-:?" and ": " not in t and not t.endswith(":") and " #" not in t
+        and not re.match(r"\d{4}-\d\d?-\d\d?", t)),  # dates stay text in records, by design
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_plain, min_size=1, max_size=8))
+def test_plain_scalars_read_as_pyyaml_reads_them(values):
+    """yamlio remembers the tag of short plain scalars between documents: the second read of the same
+    text (answered from that memory) gives exactly PyYAML's values, types included."""
+    text = "".join(f"k{i}: {v}\nq{i}: '{v}'\n" for i, v in enumerate(values))  # plain, then quoted
+    want = yaml.safe_load(text)
+    for _ in range(2):
+        got = yamlio.parse(text).data
+        assert got == want or (str(got) == str(want) and any(v != v for v in want.values()))
+        assert [type(v) for v in got.values()] == [type(v) for v in want.values()]
