@@ -224,8 +224,11 @@ def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
         path = kb.studies_dir / rel
         try:
             with open(path, "rb") as fh:
-                raw = fh.read(MAX_BYTES + 1)
                 st = os.fstat(fh.fileno())
+                # read(MAX_BYTES + 1) alone would allocate (and map) a 1 MB buffer per record
+                raw = fh.read(min(st.st_size, MAX_BYTES) + 1)
+                if len(raw) > st.st_size and len(raw) <= MAX_BYTES:  # grew since the stat
+                    raw += fh.read(MAX_BYTES + 1 - len(raw))
         except OSError as e:
             results.append({"rel": rel, "gone": True, "error": str(e)})
             continue
