@@ -18,7 +18,51 @@ class Run:
     stdout: str
 
 
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _children(pid: int) -> list[int] | None:
+    """Direct children of ``pid`` (of any of its threads); None where the kernel does not list them."""
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                out.extend(int(c) for c in fh.read().split())
+        except FileNotFoundError:
+            return None
+        except OSError:
+            continue
+    return out
+
+
 def _tree_rss_kb(root: int) -> int:
+    """RSS of ``root`` and its descendants. Walks the tree through /proc/PID/task/TID/children (a few
+    reads: ~0.1 ms); scanning all of /proc instead takes ~2 ms, which sampled every 20 ms would take
+    a tenth of a core from the build being measured on a 2-core machine."""
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        kids = _children(pid)
+        if kids is None:
+            return _scan_tree_rss_kb(root)
+        total += _rss_kb(pid)
+        stack.extend(kids)
+    return total
+
+
+def _scan_tree_rss_kb(root: int) -> int:
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):

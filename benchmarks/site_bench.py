@@ -5,7 +5,7 @@
     python -m benchmarks.site_bench 100000 --repeat 3   # fastest of 3 cold runs (a busy machine)
 
 Reports, per size: a cold full `kb build --no-search` (state in .kb/site and the output folder
-deleted first; both cores) with its wall time, peak memory (whole process tree), study pages per
+moved aside first; both cores) with its wall time, peak memory (whole process tree), study pages per
 second and output size; the no-change rebuild; the rebuild after one record changes; Pagefind
 indexing the built site on its own, and the size of its index. As an anchor, Hugo renders the
 same records (one content file per record: front matter with title, year, design, conditions,
@@ -14,6 +14,14 @@ off, so only pages are rendered) and its pages per second are set beside kb's. H
 memory (no files written) is shown too: on a small VM writing the small files can be most of
 Hugo's time, and the noisiest part. Hugo's content is generated from the records once (not
 timed) into out/hugo-N and reused while complete.
+Outputs of earlier runs are moved aside into out/trash, not deleted, and the trash is deleted when
+the benchmark ends. On this VM's ext4, creating files within a few minutes of deleting many others
+costs several times more kernel time (the inode allocator skips recently deleted inodes one by one:
+20k files took 1.1 s in a fresh disk area and 7.7 s right after deleting 20k others), which made
+every cold run after the first, kb's and Hugo's alike, measure the previous run's deletion.
+As the issue's own calibration, a bare loop (one process: PyYAML's C loader, a small Jinja page,
+one file written per record) runs over the same records: the issue puts it at ~63 s for 100k on
+its machine, so its time here shows how this machine compares.
 Targets (issue 6): at 100k, the study pages built in <= 60 s on both cores excluding Pagefind
 (>= 1,667 pages/s); no-change rebuild < 5 s; faster than Hugo per page (kb/Hugo pages/s > 1).
 """
@@ -26,6 +34,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .proc import Run, measure
@@ -74,6 +83,42 @@ HUGO_INDEX = """\
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def aside(path: Path, trash: Path) -> None:
+    """Move ``path`` into ``trash`` (deleted at the end): a cold run must not pay for deleting the last one."""
+    if path.exists():
+        trash.mkdir(parents=True, exist_ok=True)
+        path.rename(trash / f"{path.name}-{time.time_ns()}")
+
+
+BARE_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ d.title }}</title></head>
+<body><main><h1>{{ d.title }}</h1><p>{{ d.authors | join(", ") }}</p>
+<dl><dt>Year</dt><dd>{{ d.year }}</dd><dt>Design</dt><dd>{{ d.design }}</dd>
+<dt>Conditions</dt><dd>{{ d.conditions | join(", ") }}</dd></dl>
+<h2>Key finding</h2><p>{{ d.key_finding }}</p><h2>Abstract</h2><p>{{ d.abstract }}</p></main></body></html>
+"""
+
+BARE_LOOP = """
+import sys, yaml, jinja2
+from pathlib import Path
+src, out = Path(sys.argv[1]), Path(sys.argv[2])
+out.mkdir(parents=True)
+tpl = jinja2.Environment(autoescape=True).from_string(Path(sys.argv[3]).read_text(encoding="utf-8"))
+for p in sorted(src.glob("*.yaml")):
+    d = yaml.load(p.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader)
+    (out / (p.stem + ".html")).write_text(tpl.render(d=d), encoding="utf-8")
+"""
+
+
+def bare_loop(studies: Path, out: Path, trash: Path) -> Run:
+    """The issue's calibration: load each record with PyYAML's C loader, render a page, write it."""
+    aside(out, trash)
+    page = out.parent / "bare-page.html"
+    page.write_text(BARE_PAGE, encoding="utf-8")
+    os.sync()
+    return check(measure([sys.executable, "-c", BARE_LOOP, str(studies), str(out), str(page)]), "bare loop")
 
 
 def du(folder: Path) -> tuple[float, int]:
@@ -128,14 +173,14 @@ def hugo_site(studies: Path, site: Path, n: int) -> int:
     return len(records)
 
 
-def hugo_build(site: Path, repeat: int) -> tuple[Run, Path]:
-    """The fastest of ``repeat`` cold Hugo builds (output and resources deleted first)."""
+def hugo_build(site: Path, repeat: int, trash: Path) -> tuple[Run, Path]:
+    """The fastest of ``repeat`` cold Hugo builds (output and resources moved aside first)."""
     hugo = shutil.which("hugo") or sys.exit("hugo is not installed (apt-get install hugo)")
     public = site / "public"
     runs = []
     for _ in range(repeat):
-        shutil.rmtree(public, ignore_errors=True)
-        shutil.rmtree(site / "resources", ignore_errors=True)
+        aside(public, trash)
+        aside(site / "resources", trash)
         os.sync()
         runs.append(check(measure([hugo, "--quiet", "--minify=false", "-s", str(site), "-d", str(public)], cwd=site),
                           "hugo"))
@@ -154,6 +199,7 @@ def hugo_render_only(site: Path, repeat: int) -> Run:
 
 
 def bench_size(kb: str, n: int, root: Path, repeat: int, pagefind_max: int) -> dict:
+    trash = root / "trash"
     folder = generate(n, root / f"synth-{n}")
     studies = folder / "studies"
     out = root / f"site-{n}"
@@ -162,8 +208,8 @@ def bench_size(kb: str, n: int, root: Path, repeat: int, pagefind_max: int) -> d
     # 1. cold full build (the fastest of `repeat`)
     fulls = []
     for _ in range(repeat):
-        shutil.rmtree(folder / ".kb" / "site", ignore_errors=True)
-        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(folder / ".kb" / "site", ignore_errors=True)  # three files
+        aside(out, trash)
         os.sync()  # the previous run's writeback is not charged to this one
         fulls.append(check(measure(build), "kb build"))
     full = min(fulls, key=lambda r: r.seconds)
@@ -193,7 +239,7 @@ def bench_size(kb: str, n: int, root: Path, repeat: int, pagefind_max: int) -> d
     cmd = pagefind_command() or sys.exit("Pagefind is not installed: pip install 'pagefind[bin]'")
     pfs = []
     for _ in range(repeat if n <= pagefind_max else 0):  # a failure (e.g. killed for memory: ~0.3 GB per 1,000 pages) is reported, not fatal
-        shutil.rmtree(out / "pagefind", ignore_errors=True)
+        aside(out / "pagefind", trash)
         os.sync()
         pfs.append(measure([*cmd, "--site", str(out), "--keep-index-url", "--silent"]))
     pf = min(pfs, key=lambda r: (r.returncode != 0, r.seconds)) if pfs else None
@@ -202,15 +248,18 @@ def bench_size(kb: str, n: int, root: Path, repeat: int, pagefind_max: int) -> d
     # 5. Hugo on the same records
     hsite = root / f"hugo-{n}"
     content_pages = hugo_site(studies, hsite, n)
-    hugo, public = hugo_build(hsite, repeat)
+    hugo, public = hugo_build(hsite, repeat, trash)
     hugo_mem = hugo_render_only(hsite, repeat)
     hugo_mb, hugo_files = du(public)
+
+    # 6. the issue's calibration: a bare Jinja loop over the same records, on one core
+    bare = bare_loop(studies, root / f"bare-{n}", trash)
 
     m = re.search(r"[\d,]+ of [\d,]+ pages written", one.stdout)
     return {"n": n, "full": full, "pages": pages, "size_mb": size_mb, "files": files, "nochange": nochange,
             "one": one, "one_written": m.group(0) if m else one.stdout.strip()[-60:], "pf": pf, "pf_mb": pf_mb,
             "pf_files": pf_files, "hugo": hugo, "hugo_mem": hugo_mem, "hugo_pages": content_pages, "hugo_mb": hugo_mb,
-            "hugo_files": hugo_files}
+            "hugo_files": hugo_files, "bare": bare}
 
 
 def report(r: dict) -> None:
@@ -240,6 +289,10 @@ def report(r: dict) -> None:
          f"--renderToMemory: {r['hugo_pages'] / r['hugo_mem'].seconds:,.0f} pages/s, no files written", ""),
         ("  kb / Hugo pages per second", f"{rate / hrate:9.2f}", "target: > 1 (faster than Hugo per page)",
          verdict(rate > hrate)),
+        ("bare Jinja loop, 1 core", f"{r['bare'].seconds:9.2f} s", "the issue: ~63 s at 100k on its machine", ""),
+        ("  kb full build / bare loop", f"{full.seconds / r['bare'].seconds:9.2f}",
+         "the issue's targets: 60 s / 63 s = 0.95 at 100k", verdict(full.seconds / r["bare"].seconds <= 0.95)
+         if at_100k else ""),
     ]
     for name, value, note, ok in rows:
         print(f"  {name:<30} {value:>12}   {note:<44} {ok}")
@@ -270,6 +323,8 @@ def table(results: list[dict]) -> None:
         f"{r['hugo_pages'] / r['hugo_mem'].seconds:,.0f} pages/s")
     row("kb ÷ Hugo, pages per second",
         lambda r: f"{(r['pages'] / r['full'].seconds) / (r['hugo_pages'] / r['hugo'].seconds):.2f}", "> 1")
+    row("bare Jinja loop, 1 core (the issue's ~63 s)", lambda r: f"{r['bare'].seconds:.1f} s")
+    row("kb full build ÷ bare loop", lambda r: f"{r['full'].seconds / r['bare'].seconds:.2f}", "<= 0.95 (60 s / 63 s)")
     print("\n" + "\n".join(rows))
 
 
@@ -288,10 +343,13 @@ def main() -> None:
           "times are wall clock, memory is the peak of the whole process tree"
           + (f"; fastest of {args.repeat} for full builds, Pagefind and Hugo" if args.repeat > 1 else ""))
     results = []
-    for n in args.sizes:
-        r = bench_size(kb, n, args.out.resolve(), max(1, args.repeat), args.pagefind_max)
-        report(r)
-        results.append(r)
+    try:
+        for n in args.sizes:
+            r = bench_size(kb, n, args.out.resolve(), max(1, args.repeat), args.pagefind_max)
+            report(r)
+            results.append(r)
+    finally:
+        shutil.rmtree(args.out.resolve() / "trash", ignore_errors=True)  # after every measurement
     table(results)
 
 
