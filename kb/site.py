@@ -17,6 +17,7 @@ works from ``file://``, a sub-path or a domain; ``--base-url`` makes the feed an
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -580,13 +581,13 @@ def build_site(kb: KnowledgeBase, out: str | Path | None = None, *, base_url: st
 
     The cyclic garbage collector is paused throughout: each full collection over 100k digests would
     cost seconds, and the build makes no garbage cycles to speak of (reading a record makes none)."""
-    with gc_paused():  # forked workers inherit the pause
+    with gc_paused(), contextlib.ExitStack() as cleanup:  # forked workers inherit the pause
         return _build_site(kb, out, base_url=base_url, jobs=jobs, search=search, full=full, strict=strict,
-                           progress=progress)
+                           progress=progress, cleanup=cleanup)
 
 
 def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | None, jobs: int | None,
-                search: bool, full: bool, strict: bool, progress) -> BuildReport:
+                search: bool, full: bool, strict: bool, progress, cleanup: contextlib.ExitStack) -> BuildReport:
     t0 = time.perf_counter()
     out = Path(out if out is not None else kb.root / "_site").resolve()
     _check_out(kb, out)
@@ -683,6 +684,13 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
     out.mkdir(parents=True, exist_ok=True)
     (out / "studies").mkdir(exist_ok=True)
     old_page_sha = {rel: digests[rel].get("page_sha") for rel in todo if rel in digests}
+    jobs = jobs or os.cpu_count() or 1
+    side = None
+    if jobs > 1 and len(stamps_now) >= AGGREGATE_PARALLEL:
+        # the process that will write the downloads, forked now, while this one is small: forked later,
+        # every page of this process's 100k digests would be copied on write as pooling touches them
+        side = _Side()
+        cleanup.callback(side.stop)
     results = _run(kb, out, todo, old_page_sha, known_ids, spool, jobs, progress)
     frags_changed: dict[str, dict | None] = {}
     for item in results:
@@ -734,6 +742,13 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
     if progress:
         progress("pooling", 0, 1)
     lap("summaries")
+    # the downloads (770 MB at 100k: reading the spooled fragments, hashing, writing) are written by a
+    # forked process while this one pools and renders the other pages. A thread would not do: each of
+    # its thousands of reads and writes waits for the GIL behind the pooling, which doubled both.
+    previous_pages = (prev_manifest or {}).get("pages", {}) if not report.full else {}
+    side_args = (str(out), spool, frags_changed, previous_pages)
+    if side:
+        side.start(side_args)
     run_analyses(site)
     lap("analyses")
     report.analyses = sum(a["ok"] for a in site.analyses.values())
@@ -743,24 +758,14 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
     if latest_now != latest and info.date_source == "latest record date":
         info = build_info(kb, base_url, latest_now)
         site.info = info
-    writer = _Writer(out, (prev_manifest or {}).get("pages", {}) if not report.full else {})
+    writer = _Writer(out, previous_pages)
     env = make_env(kb)
     common = {"kb": kb, "vocab": kb.vocab, "info": info, "fmt": S.fmt}
-    side = _Writer(out, writer.previous)  # the downloads, written in a thread while pages render
-    failure: list[BaseException] = []
-
-    def downloads() -> None:
-        try:
-            _write_downloads(out, side, spool, frags_changed)
-        except BaseException as e:  # re-raised below, in this thread
-            failure.append(e)
-
-    write_aggregate_pages(site, env, common, writer, jobs, progress, meanwhile=downloads)
-    if failure:
-        raise failure[0]
-    writer.pages.update(side.pages)
-    writer.written += side.written
+    write_aggregate_pages(site, env, common, writer, jobs, progress)
     lap("pages")
+    side_pages, side_written = side.result() if side else _downloads_task(*side_args)
+    writer.pages.update(side_pages)
+    writer.written += side_written
     _copy_assets(kb, writer)
     for rel in removed_pages:
         try:
@@ -872,6 +877,70 @@ def _run(kb, out: Path, todo: list[str], old_page_sha: dict, known_ids, spool, j
                 progress("studies", len(results) + len(mine), len(todo))
     results.extend(mine)
     return results
+
+
+def _downloads_task(out: str, spool: str | None, changed: dict, previous: dict) -> tuple[dict, int]:
+    """Write the downloads: their hashes, and how many files were written."""
+    side = _Writer(Path(out), previous)
+    _write_downloads(Path(out), side, spool, changed)
+    return side.pages, side.written
+
+
+def _side_main(conn) -> None:
+    try:
+        args = conn.recv()
+    except (EOFError, KeyboardInterrupt):
+        return
+    if args is None:
+        return
+    try:
+        conn.send(("ok", _downloads_task(*args)))
+    except BaseException as e:  # noqa: BLE001 - handed to the parent, which raises it
+        conn.send(("error", e))
+    finally:
+        conn.close()
+
+
+class _Side:
+    """A child process that runs _downloads_task when given its arguments. A plain forked Process
+    and a pipe: no helper thread in this process, which forks workers after it."""
+
+    def __init__(self):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+        self.conn, child_end = ctx.Pipe()
+        self.proc = ctx.Process(target=_side_main, args=(child_end,), name="kb-downloads", daemon=True)
+        self.proc.start()
+        child_end.close()
+        self.done = False
+
+    def start(self, args: tuple) -> None:
+        self.conn.send(args)
+
+    def result(self) -> tuple[dict, int]:
+        try:
+            status, value = self.conn.recv()
+        except EOFError:
+            self.proc.join()
+            raise SiteError(f"writing the downloads failed (worker exit code {self.proc.exitcode})",
+                            hint="run `kb build --full` again") from None
+        self.done = True
+        if status == "error":
+            raise value
+        return value
+
+    def stop(self) -> None:
+        if not self.done:
+            try:
+                self.conn.send(None)  # never started: let it end
+            except OSError:
+                pass
+            self.proc.join(timeout=1)
+            if self.proc.is_alive():
+                self.proc.terminate()
+        self.proc.join()
+        self.conn.close()
 
 
 def _write_downloads(out: Path, writer: _Writer, spool: str | None, changed: dict) -> None:
@@ -1027,14 +1096,8 @@ def _render_task(task: tuple[str, str, str | None]) -> tuple[str, str, bool]:
 
 
 def write_aggregate_pages(site: Site, env, common: dict, writer: _Writer, jobs: int | None = None,
-                          progress: Callable | None = None, meanwhile: Callable[[], None] | None = None) -> None:
-    """Render and write every page that spans studies; for a big site, on all cores.
-
-    ``meanwhile`` (mostly file copying, which releases the GIL) runs in a thread alongside, started
-    only once the workers are forked (forking a process with a running thread is unsafe)."""
-    import threading
-
-    thread = threading.Thread(target=meanwhile) if meanwhile else None
+                          progress: Callable | None = None) -> None:
+    """Render and write every page that spans studies; for a big site, on all cores."""
     pages = _Pages(site, env, common)
     tasks = pages.tasks()
     jobs = jobs or os.cpu_count() or 1
@@ -1049,8 +1112,6 @@ def write_aggregate_pages(site: Site, env, common: dict, writer: _Writer, jobs: 
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
         with ProcessPoolExecutor(max_workers=jobs - 1, mp_context=ctx) as pool:
             futures = [pool.submit(_render_task, t) for t in theirs]
-            if thread:
-                thread.start()
             for rel, kind, arg in mine:
                 writer.put(rel, pages.render(kind, arg))
                 done += 1
@@ -1065,15 +1126,11 @@ def write_aggregate_pages(site: Site, env, common: dict, writer: _Writer, jobs: 
                     progress("pages", done, len(tasks))
         _P.clear()
     else:
-        if thread:
-            thread.start()
         for rel, kind, arg in tasks:
             writer.put(rel, pages.render(kind, arg))
             done += 1
             if progress:
                 progress("pages", done, len(tasks))
-    if thread:
-        thread.join()
     listed = [rel for rel, _, _ in tasks if rel.endswith(".html") and rel != "404.html"]
     for rel, text in _sitemaps(site, env, listed):
         writer.put(rel, text)

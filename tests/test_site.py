@@ -655,3 +655,40 @@ def test_only_web_addresses_become_links(tmp_path):
     build_site(open_kb(root), tmp_path / "out", search=False)
     html = (tmp_path / "out/studies/evil-2020.html").read_text()
     assert 'href="javascript:' not in html and "javascript:alert(1)" in html
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_downloads_edited_by_hand_stop_an_incremental_build_with_a_hint(tmp_path, monkeypatch, jobs):
+    """The downloads are spliced, not rewritten, on an incremental build; a hand-edited one is refused
+    with the fix, whether they are written in this process or (big sites, several cores) in a child."""
+    import multiprocessing
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    monkeypatch.setattr(site_mod, "AGGREGATE_PARALLEL", 0)
+    root = copy_bundled(tmp_path)
+    kb, out = open_kb(root), tmp_path / "out"
+    build_site(kb, out, search=False, jobs=jobs)
+    (out / "downloads/studies.ris").write_text("TY  - JOUR\nTI  - my own list\n", encoding="utf-8")
+    path = root / "studies/feder-2014.yaml"
+    path.write_text(path.read_text().replace("proof-of-concept", "proof of concept"))
+    with pytest.raises(site_mod.SiteError) as err:
+        build_site(kb, out, search=False, jobs=jobs)
+    assert "studies.ris was changed by hand or is damaged" in err.value.message and "--full" in err.value.hint
+    assert multiprocessing.active_children() == []  # the downloads process is gone
+    report = build_site(kb, out, search=False, jobs=jobs, full=True)
+    assert report.full and "feder-2014" in (out / "downloads/studies.ris").read_text(encoding="utf-8")
+
+
+def test_an_interrupted_parallel_build_leaves_no_process_behind(tmp_path, monkeypatch):
+    import multiprocessing
+
+    monkeypatch.setattr(site_mod, "AGGREGATE_PARALLEL", 0)
+    root = copy_bundled(tmp_path)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(site_mod, "run_analyses", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build_site(open_kb(root), tmp_path / "out", search=False, jobs=2)
+    assert multiprocessing.active_children() == []
