@@ -8,6 +8,9 @@ import unicodedata
 from .records import Study
 
 DESIGN_TYPES_RIS = {"consensus-statement": "JOUR", "guideline": "JOUR"}
+_BIB_SPECIAL = re.compile(r"([&%$#_{}])")
+_INITIALS = re.compile(r"[A-Z]{1,4}")
+_SUFFIX = re.compile(r"(?:Jr|Sr|2nd|3rd|4th)\.?")  # compiled once: these run for every author of every record
 
 
 def _line(text: str) -> str:
@@ -18,7 +21,7 @@ def _line(text: str) -> str:
 def _bib_escape(text: str) -> str:
     text = _line(text)
     text = text.replace("\\", "\\textbackslash{}")
-    text = re.sub(r"([&%$#_{}])", r"\\\1", text)
+    text = _BIB_SPECIAL.sub(r"\\\1", text)
     return text.replace("~", "\\textasciitilde{}").replace("^", "\\textasciicircum{}")
 
 
@@ -26,7 +29,7 @@ def _split_author(author: str) -> tuple[str, str]:
     """'Murrough JW' -> ('Murrough', 'JW'); a name without initials -> (name, '').
     A generational suffix stays with the surname: 'Zarate CA Jr' -> ('Zarate', 'CA') via split_suffix."""
     parts = split_suffix(author)[0].split()
-    if len(parts) > 1 and re.fullmatch(r"[A-Z]{1,4}", parts[-1]):
+    if len(parts) > 1 and _INITIALS.fullmatch(parts[-1]):
         return " ".join(parts[:-1]), parts[-1]
     return author, ""
 
@@ -34,7 +37,7 @@ def _split_author(author: str) -> tuple[str, str]:
 def split_suffix(author: str) -> tuple[str, str]:
     """'Zarate CA Jr' -> ('Zarate CA', 'Jr'); a name without a suffix -> (name, '')."""
     parts = author.split()
-    if len(parts) > 2 and re.fullmatch(r"(?:Jr|Sr|2nd|3rd|4th)\.?", parts[-1]):
+    if len(parts) > 2 and _SUFFIX.fullmatch(parts[-1]):
         return " ".join(parts[:-1]), parts[-1].rstrip(".")
     return author, ""
 
