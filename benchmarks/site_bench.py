@@ -281,7 +281,7 @@ def report(r: dict) -> None:
         ("Pagefind alone", f"{r['pf'].seconds:9.2f} s", f"peak {r['pf'].peak_rss_mb:.0f} MB"
          + (f"; FAILED (exit {r['pf'].returncode})" if r["pf"].returncode else ""), "") if r["pf"] else
         ("Pagefind alone", "not run", "above --pagefind-max (its memory grows ~0.3 GB per 1,000 pages)", ""),
-        ("  index size", f"{r['pf_mb']:9.0f} MB", f"{r['pf_files']:,} files in pagefind/", ""),
+        *([("  index size", f"{r['pf_mb']:9.0f} MB", f"{r['pf_files']:,} files in pagefind/", "")] if r["pf"] else []),
         ("Hugo, same records", f"{hugo.seconds:9.2f} s",
          f"peak {hugo.peak_rss_mb:.0f} MB; {r['hugo_mb']:.0f} MB, {r['hugo_files']:,} files", ""),
         ("  Hugo pages per second", f"{hrate:9,.0f}", f"{r['hugo_pages']:,} content pages", ""),
