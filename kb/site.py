@@ -591,6 +591,10 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
     t0 = time.perf_counter()
     out = Path(out if out is not None else kb.root / "_site").resolve()
     _check_out(kb, out)
+    if not (out / MANIFEST).exists():
+        # the folder is kb's from the first file on: a first build that is interrupted can be run again
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MANIFEST).write_text(json.dumps({"kb_site": SITE_VERSION, "build": ""}) + "\n", encoding="utf-8")
     report = BuildReport(out=out)
     clock = [t0]
 
@@ -607,7 +611,7 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
 
     old_stamps: dict = {}
     state_ok = False  # the state left by the build that made this output folder
-    if prev_manifest and meta.get("build") == prev_manifest.get("build") and not full:
+    if prev_manifest and prev_manifest.get("build") and meta.get("build") == prev_manifest.get("build") and not full:
         try:
             with open(state_dir / "stamps.marshal", "rb") as fh:
                 old_stamps = marshal.loads(fh.read())  # marshal.load(fh) reads in small pieces: 3-5x slower

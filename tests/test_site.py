@@ -647,6 +647,28 @@ def test_an_interrupted_build_is_redone_in_full(tmp_path, monkeypatch):
     assert report.full and (out / "studies/alpha-2001.html").read_bytes() == good
 
 
+def test_an_interrupted_first_build_can_be_run_again(tmp_path, monkeypatch):
+    """Ctrl-C during the very first build leaves a folder kb still recognises as its own."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    root = make_kb(tmp_path, [trial("alpha-2001", [binary("response", 12, 20, 4, 20)])])
+    kb, out = open_kb(root), tmp_path / "out"
+
+    def killed(kb, out, *args, **kwargs):
+        (out / "studies/alpha-2001.html").write_bytes(b"<html>half a page")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(site_mod, "_run", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build_site(kb, out, search=False)
+    monkeypatch.undo()
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    report = build_site(kb, out, search=False)
+    assert report.full and b"half a page" not in (out / "studies/alpha-2001.html").read_bytes()
+    build_site(kb, tmp_path / "clean", search=False)
+    a, b = tree(out), tree(tmp_path / "clean")
+    assert a.keys() == b.keys() and [k for k in a if a[k] != b[k]] == []
+
+
 def test_only_web_addresses_become_links(tmp_path):
     """Free-text URL fields never become javascript: links."""
     rec = trial("evil-2020", [binary("response", 12, 20, 4, 20, source="javascript:alert(1)")],
