@@ -248,7 +248,11 @@ def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
         data = html.encode("utf-8")
         page_sha = hashlib.sha1(data).hexdigest()
         target = os.path.join(out, d["page"])
-        if page_sha != old_page_sha or not os.path.exists(target):
+        if old_page_sha is None:  # nothing known of this page (a full build): compare with the disk
+            if not _same_bytes(target, data):
+                _write(target, data)
+                item["written"] = True
+        elif page_sha != old_page_sha or not os.path.exists(target):
             _write(target, data)
             item["written"] = True
         d["page_sha"] = page_sha
@@ -266,6 +270,19 @@ def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
             with open(os.path.join(_W["spool"], f"{number:07d}.{f}"), "w", encoding="utf-8") as fh:
                 fh.write(SEPARATORS[f].join(spooled[f]))
     return results
+
+
+def _same_bytes(target: str, data: bytes) -> bool:
+    """Whether ``target`` already holds exactly ``data``. A full rebuild over an existing site (after
+    an upgrade, or --full) then leaves unchanged pages alone: reading a page back costs less than
+    truncating and rewriting it, and their dates stay as they were for rsync and static hosts."""
+    try:
+        with open(target, "rb") as fh:
+            if os.fstat(fh.fileno()).st_size != len(data):
+                return False
+            return fh.read() == data
+    except OSError:
+        return False
 
 
 def _write(target: str, data: bytes) -> None:
@@ -640,6 +657,14 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
     lap("check")
     # from here on pages change: an interrupted build must not leave state that vouches for them
     (state_dir / "meta.json").unlink(missing_ok=True)
+    jobs = jobs or os.cpu_count() or 1
+    side = None
+    if jobs > 1 and len(stamps_now) >= AGGREGATE_PARALLEL:
+        # the process that will write the downloads, forked now, while this one is small: forked once
+        # the digests are loaded or parsed, every page of them would be copied on write as pooling
+        # touches them
+        side = _Side()
+        cleanup.callback(side.stop)
     # 2. what must be parsed again
     digests: dict[str, dict] = {}
     if same_theme:
@@ -688,13 +713,6 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
     out.mkdir(parents=True, exist_ok=True)
     (out / "studies").mkdir(exist_ok=True)
     old_page_sha = {rel: digests[rel].get("page_sha") for rel in todo if rel in digests}
-    jobs = jobs or os.cpu_count() or 1
-    side = None
-    if jobs > 1 and len(stamps_now) >= AGGREGATE_PARALLEL:
-        # the process that will write the downloads, forked now, while this one is small: forked later,
-        # every page of this process's 100k digests would be copied on write as pooling touches them
-        side = _Side()
-        cleanup.callback(side.stop)
     results = _run(kb, out, todo, old_page_sha, known_ids, spool, jobs, progress)
     frags_changed: dict[str, dict | None] = {}
     for item in results:

@@ -669,6 +669,27 @@ def test_an_interrupted_first_build_can_be_run_again(tmp_path, monkeypatch):
     assert a.keys() == b.keys() and [k for k in a if a[k] != b[k]] == []
 
 
+def test_full_rebuild_rewrites_only_study_pages_whose_bytes_differ(tmp_path, monkeypatch):
+    """--full trusts nothing the last build left, but compares with the pages on disk: a damaged page
+    is rewritten, an intact one is left alone (its date too)."""
+    import os
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    root = copy_bundled(tmp_path)
+    kb, out = open_kb(root), tmp_path / "out"
+    build_site(kb, out, search=False)
+    good = (out / "studies/feder-2014.html").read_bytes()
+    (out / "studies/feder-2014.html").write_bytes(good.replace(b"Feder", b"Fedex"))  # same size, other bytes
+    pages = sorted((out / "studies").glob("*.html"))
+    past = 1_000_000_000 * 10**9
+    for p in pages:
+        os.utime(p, ns=(past, past))
+    build_site(kb, out, search=False, full=True)
+    assert (out / "studies/feder-2014.html").read_bytes() == good
+    rewritten = [p.name for p in pages if p.stat().st_mtime_ns != past]
+    assert rewritten == ["feder-2014.html"]
+
+
 def test_only_web_addresses_become_links(tmp_path):
     """Free-text URL fields never become javascript: links."""
     rec = trial("evil-2020", [binary("response", 12, 20, 4, 20, source="javascript:alert(1)")],
