@@ -14,7 +14,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from .records import DOI_RE, PMCID_RE, PMID_RE, registry_of
+from .records import DOI_RE, ET_AL, PMCID_RE, PMID_RE, REGISTRIES, registry_of, surname
 
 # The fields of a reference that become record fields, in record order.
 FIELDS = ("title", "authors", "year", "journal", "volume", "issue", "pages", "doi", "pmid", "pmcid",
@@ -50,13 +50,6 @@ class Reference:
     @property
     def where(self) -> str:
         return f"record {self.number}" + (f" (line {self.line})" if self.line else "")
-
-    @property
-    def label(self) -> str:
-        """A short name for messages: first author, year and the start of the title."""
-        who = self.authors[0].rsplit(" ", 1)[0] if self.authors else "?"
-        title = (self.title or "(no title)")
-        return f"{who} {self.year or '?'}: {title[:60]}{'...' if len(title) > 60 else ''}"
 
 
 @dataclass
@@ -188,7 +181,7 @@ def split_name(name: str) -> str:
 
 
 def is_et_al(name: str) -> bool:
-    return bool(re.fullmatch(r"(?:and\s+)?(?:et\.?\s*al\.?|others)", name.strip(), re.I))
+    return bool(ET_AL.match(name.strip()))
 
 
 def authors_from(names: Iterable[str]) -> tuple[list[str], bool]:
@@ -268,7 +261,10 @@ def pmcid(text: str | None) -> str | None:
     return m.group(0) if m and PMCID_RE.match(m.group(0)) else None
 
 
-_REG_IN = re.compile(r"\b(NCT\d{8}|ISRCTN\d{8}|ACTRN\d{14}|DRKS\d{8}|\d{4}-\d{6}-\d{2})\b")
+# every registry kb accepts, found inside text: the record patterns without their anchors, and a
+# number must stand whole (a CTIS number 2023-503456-12-00 is not read as the EudraCT 2023-503456-12)
+_REG_IN = re.compile(r"(?<![\w/-])(" + "|".join(
+    f"(?:{p.pattern.replace('^', '').replace('$', '')})" for p in REGISTRIES.values()) + r")(?![\w/-])")
 
 
 def registrations_in(*texts: str | None) -> list[str]:
@@ -394,16 +390,7 @@ def fold(text: str | None) -> str:
 
 def surname_key(author: str | None) -> str:
     """'Murrough JW' -> 'murrough'; 'van der Berg A' -> 'vanderberg'."""
-    if not author:
-        return ""
-    if "," in author:
-        author = author.split(",", 1)[0]
-    parts = author.split()
-    if len(parts) > 2 and re.fullmatch(r"(?:Jr|Sr|2nd|3rd|4th)\.?", parts[-1]):
-        parts = parts[:-1]
-    if len(parts) > 1 and re.fullmatch(r"[A-Z]{1,4}", parts[-1]):
-        parts = parts[:-1]
-    return fold(" ".join(parts)).replace(" ", "")
+    return fold(surname(author)).replace(" ", "") if author else ""
 
 
 __all__ = ["Reference", "Failure", "ParseError", "FIELDS", "clean", "clean_title", "has_bad_bytes", "initials",

@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from .records import Study
+from .records import NAME_SUFFIX, Study
 
 DESIGN_TYPES_RIS = {"consensus-statement": "JOUR", "guideline": "JOUR"}
 _BIB_SPECIAL = re.compile(r"([&%$#_{}])")
-_INITIALS = re.compile(r"[A-Z]{1,4}")
-_SUFFIX = re.compile(r"(?:Jr|Sr|2nd|3rd|4th)\.?")  # compiled once: these run for every author of every record
+_INITIALS = re.compile(r"[A-Z]{1,4}")  # compiled once: these run for every author of every record
 
 
 def _line(text: str) -> str:
@@ -37,7 +36,7 @@ def _split_author(author: str) -> tuple[str, str]:
 def split_suffix(author: str) -> tuple[str, str]:
     """'Zarate CA Jr' -> ('Zarate CA', 'Jr'); a name without a suffix -> (name, '')."""
     parts = author.split()
-    if len(parts) > 2 and _SUFFIX.fullmatch(parts[-1]):
+    if len(parts) > 2 and NAME_SUFFIX.fullmatch(parts[-1]):
         return " ".join(parts[:-1]), parts[-1].rstrip(".")
     return author, ""
 

@@ -17,7 +17,7 @@ import re
 from typing import Iterable
 
 from .citations import _split_author, bibtex_key, split_suffix, to_bibtex, to_ris
-from .records import Study
+from .records import Study, surname
 
 FORMATS = ("json", "csv", "bibtex", "ris")
 FILE_NAMES = {"json": "studies.json", "csv": "studies.csv", "bibtex": "studies.bib", "ris": "studies.ris"}
@@ -202,7 +202,7 @@ def metapsy_rows(s: Study) -> list[dict[str, str]]:
     standard: arm 1 is the ketamine arm, as in the record. Reported effects (no arm data) and
     single-arm results are not comparisons and are left out."""
     rows = []
-    label = f"{s.authors[0].rsplit(' ', 1)[0]}, {s.year}" if s.authors else s.id
+    label = f"{surname(s.authors[0])}, {s.year}" if s.authors else s.id
     for o in s.outcomes:
         d = o.data
         if d is None or d.type == "effect" or len(d.arms) < 2:

@@ -30,6 +30,8 @@ from .vocab import Vocabulary, load_vocabulary
 SCHEMA_VERSION = 1
 MIN_YEAR = 1800  # imports carry classics (e.g. 1889); ketamine itself dates from 1962
 ET_AL = re.compile(r"^(?:and\s+)?(?:et\.?\s*al\.?|others)$", re.I)
+NAME_SUFFIX = re.compile(r"(?:Jr|Sr|2nd|3rd|4th)\.?")  # a generational suffix, as records write it: "Zarate CA Jr"
+_INITIALS = re.compile(r"[A-Z]{1,4}")
 ID_RE = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*-(\d{4})[a-z]{0,2}$")
 DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
 PMID_RE = re.compile(r"^[1-9]\d{0,8}$")
@@ -48,6 +50,20 @@ REGISTRIES: dict[str, re.Pattern[str]] = {
     "jRCT": re.compile(r"^jRCT[a-z]?\d{10}$"),
     "NTR": re.compile(r"^NL-?OMON\d+$|^NTR\d{3,5}$"),
 }
+
+def surname(author: str) -> str:
+    """'Murrough JW' -> 'Murrough'; 'aan het Rot M' -> 'aan het Rot'; 'Zarate CA Jr' -> 'Zarate';
+    'Smith, John' -> 'Smith'."""
+    author = author.strip()
+    if "," in author:
+        return author.split(",", 1)[0].strip()
+    parts = author.split()
+    if len(parts) > 2 and NAME_SUFFIX.fullmatch(parts[-1]):
+        parts = parts[:-1]
+    if len(parts) > 1 and _INITIALS.fullmatch(parts[-1].replace(".", "")):
+        parts = parts[:-1]
+    return " ".join(parts)
+
 
 _DEFAULT_VOCAB: Vocabulary | None = None
 
@@ -454,6 +470,11 @@ class Study(Model):
     @property
     def first_author(self) -> str | None:
         return self.authors[0] if self.authors else None
+
+    @property
+    def label(self) -> str:
+        """'Feder 2014': the first author's surname and the year (the id without authors)."""
+        return f"{surname(self.authors[0])} {self.year}" if self.authors else self.id
 
     def source_line(self) -> str:
         """'Journal 2013;170(10):1134-1142', as far as known."""

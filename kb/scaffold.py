@@ -3,40 +3,25 @@
 from __future__ import annotations
 
 import datetime as _dt
-import re
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from . import yamlio
+from .biblio import fold
 from .config import CONFIG_NAME, STUDIES_DIR, KnowledgeBase
 from .errors import BadRequest, RecordError, RecordExists
-from .records import Study, record_data, validate_data
+from .records import Study, record_data, surname, validate_data
 from .validate import Problem, record_checks, record_files
 
-INITIALS = re.compile(r"^[A-Z]{1,4}$")
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 SUFFIXES = [*_LETTERS[1:], *(a + b for a in _LETTERS[1:] for b in _LETTERS)]
 
 
-def surname(author: str) -> str:
-    """'Murrough JW' -> 'Murrough'; 'aan het Rot M' -> 'aan het Rot'; 'Smith, John' -> 'Smith'."""
-    author = author.strip()
-    if "," in author:
-        return author.split(",", 1)[0].strip()
-    parts = author.split()
-    if len(parts) > 2 and re.fullmatch(r"(?:Jr|Sr|2nd|3rd|4th)\.?", parts[-1]):  # "Zarate CA Jr"
-        parts = parts[:-1]
-    if len(parts) > 1 and INITIALS.match(parts[-1].replace(".", "")):
-        parts = parts[:-1]
-    return " ".join(parts)
-
-
 def slug(text: str) -> str:
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().replace("'", "")
-    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    """'aan het Rot' -> 'aan-het-rot'; "O'Brien" -> 'obrien'; 'Pawełczyk' -> 'pawelczyk'."""
+    return "-".join(fold(text.replace("'", "")).split())
 
 
 def make_id(first_author: str, year: int, taken: set[str]) -> str:

@@ -155,7 +155,7 @@ def digest(s, rel: str, sha1: str) -> dict:
     """What the pages that span studies need of one study: plain data (dicts, lists, tuples, text,
     numbers), cheap to send between processes and to cache with marshal."""
     iv = s.intervention
-    label = f"{s.authors[0].split()[0]} {s.year}" if s.authors else s.id
+    label = s.label
     return {
         "id": s.id, "rel": rel, "sha1": sha1, "title": s.title, "label": label, "year": s.year,
         "authors": s.authors[:3], "more_authors": len(s.authors) > 3 or s.authors_truncated, "journal": s.journal,

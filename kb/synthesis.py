@@ -322,7 +322,7 @@ def outcomes_with_data(studies: Iterable, condition: str | None = None) -> list[
 
 def _row(s, o, comparator: str) -> Row:
     d = o.data
-    label = f"{s.authors[0].split()[0]} {s.year}" if s.authors else s.id
+    label = s.label
     fields = {"condition": s.condition_terms[0] if s.condition_terms else None, "comparator": comparator,
               "route": s.intervention.route if s.intervention else None, "design": s.design,
               "drug": s.intervention.drug if s.intervention else None, "blinding": s.blinding,

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from kb import yamlio
-from kb.biblio import Reference
+from kb.biblio import Reference, registrations_in
 from kb.config import open_kb
 from kb.dedup import Entry, Index
 from kb.importer import ConditionSuggester, design_of, fill_fields, import_files
@@ -384,6 +384,14 @@ def test_interrupted_import_leaves_no_half_written_file(runner, tmp_path, monkey
 
 
 # -- units ----------------------------------------------------------------------------------------
+
+
+def test_registration_numbers_in_abstracts():
+    """Every registry the schema accepts is found in free text, and a number is taken whole."""
+    text = ("Registered: CTIS 2023-503456-12-00; ChiCTR2000029734, UMIN000012345 and NCT01234567 "
+            "(EUCTR2011-001520-37-GB; EudraCT 2011-001520-37). CTRI/2019/05/019012. NCT0123456789 is too long.")
+    assert registrations_in(text) == ["2023-503456-12-00", "ChiCTR2000029734", "UMIN000012345", "NCT01234567",
+                                      "EUCTR2011-001520-37-GB", "2011-001520-37", "CTRI/2019/05/019012"]
 
 
 def test_dedup_rules():
