@@ -234,7 +234,8 @@ def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
             results.append({"rel": rel, "gone": True, "error": str(e)})
             continue
         sha1 = hashlib.sha1(raw).hexdigest()
-        res = check_file(path, kb.vocab, f"studies/{rel}", raw=raw)
+        # an oversized file is checked from its path, so that the message gives its real size
+        res = check_file(path, kb.vocab, f"studies/{rel}", raw=raw if st.st_size <= MAX_BYTES else None)
         errors = [p for p in res.problems if p.severity == "error"]
         item = {"rel": rel, "stamp": (st.st_size, st.st_mtime_ns), "sha1": sha1}
         if res.study is None or errors:
@@ -248,11 +249,7 @@ def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
         data = html.encode("utf-8")
         page_sha = hashlib.sha1(data).hexdigest()
         target = os.path.join(out, d["page"])
-        if old_page_sha is None:  # nothing known of this page (a full build): compare with the disk
-            if not _same_bytes(target, data):
-                _write(target, data)
-                item["written"] = True
-        elif page_sha != old_page_sha or not os.path.exists(target):
+        if not _unchanged(target, data, page_sha, old_page_sha):
             _write(target, data)
             item["written"] = True
         d["page_sha"] = page_sha
@@ -270,6 +267,14 @@ def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
             with open(os.path.join(_W["spool"], f"{number:07d}.{f}"), "w", encoding="utf-8") as fh:
                 fh.write(SEPARATORS[f].join(spooled[f]))
     return results
+
+
+def _unchanged(target: str, data: bytes, sha: str, known: str | None) -> bool:
+    """Whether ``target`` already holds ``data``: by the last build's hash of it when known (and the file
+    is there), else by reading the file back."""
+    if known is None:
+        return _same_bytes(target, data)
+    return known == sha and os.path.exists(target)
 
 
 def _same_bytes(target: str, data: bytes) -> bool:
@@ -474,7 +479,7 @@ def condition_context(site: Site, cond: str) -> dict:
         reporting = [d for d in studies if term in d["ae"]]
         ae.append({"term": term, "studies": reporting})
     return {
-        "root": "../", "condition": cond, "summary": summary, "studies": studies, "sof": rows,
+        "root": "../", "condition": cond, "summary": summary, "studies": studies, "sof": rows, "controls": S.CONTROLS,
         "headline": headline(site, cond),
         "durability": _by_study(studies, lambda d: d["durability"] or d["relapse"]
                                 or {"durability", "maintenance"} & set(d["topics"])),
@@ -531,7 +536,7 @@ class _Writer:
         sha = hashlib.sha1(data).hexdigest()
         self.pages[rel] = sha
         target = self.out / rel
-        if self.previous.get(rel) != sha or not target.exists():
+        if not _unchanged(str(target), data, sha, self.previous.get(rel)):
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.tmp")
             tmp.write_bytes(data)

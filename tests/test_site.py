@@ -386,9 +386,10 @@ def test_invalid_records_are_left_out_and_listed(tmp_path, runner):
     assert res.exit_code == 1 and "nothing published" in res.output
     # a record over the size limit is refused by the build as kb validate refuses it, not read whole
     (root / "studies/bad-2020.yaml").unlink()
-    (root / "studies/huge-2021.yaml").write_text("id: huge-2021\nnotes: '" + "x" * 1_000_001 + "'\n")
+    (root / "studies/huge-2021.yaml").write_text("id: huge-2021\nnotes: '" + "x" * 2_500_000 + "'\n")
     res = invoke(runner, "--kb", root, "build", "--no-search", "-o", tmp_path / "out")
     assert res.exit_code == 0 and "studies/huge-2021.yaml" in res.output and "at most 1 MB" in res.output
+    assert "file is 2.5 MB" in res.output
     assert not (tmp_path / "out/studies/huge-2021.html").exists()
 
 
