@@ -19,9 +19,7 @@ from .conftest import ROOT, bundled_copy, invoke
 @pytest.fixture(scope="module")
 def kbroot(tmp_path_factory) -> Path:
     """A copy of the bundled knowledge base with its index built once."""
-    root = tmp_path_factory.mktemp("ketamine-kb")
-    shutil.copytree(ROOT / "studies", root / "studies")
-    shutil.copy(ROOT / "kb.yaml", root / "kb.yaml")
+    root = bundled_copy(tmp_path_factory.mktemp("ketamine-kb"))
     SearchIndex(open_kb(root)).refresh()
     return root
 

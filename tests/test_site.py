@@ -28,25 +28,17 @@ from kb import site as site_mod
 from kb.config import open_kb
 from kb.site import build_site
 
-from .conftest import ROOT, invoke
+from .conftest import ROOT, bundled_copy, invoke
 from .test_synthesis import binary, make_kb, trial
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 EPOCH = "1790000000"  # 2026-09-21
 
 
-def copy_bundled(tmp_path: Path) -> Path:
-    """The bundled knowledge base outside git (so that no commit enters the pages)."""
-    root = tmp_path / "ketamine"
-    shutil.copytree(ROOT / "studies", root / "studies")
-    shutil.copy(ROOT / "kb.yaml", root / "kb.yaml")
-    return root
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("site")
-    root = copy_bundled(tmp)
+    root = bundled_copy(tmp / "ketamine")
     os.environ["SOURCE_DATE_EPOCH"] = EPOCH
     try:
         build_site(open_kb(root), tmp / "out", search=False)
@@ -264,7 +256,7 @@ def tree(out: Path, skip=("pagefind",)) -> dict[str, bytes]:
 
 def test_same_input_gives_byte_identical_output(tmp_path, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
-    root = copy_bundled(tmp_path)
+    root = bundled_copy(tmp_path / "ketamine")
     kb = open_kb(root)
     build_site(kb, tmp_path / "a", search=False)
     shutil.rmtree(root / ".kb")
@@ -525,11 +517,13 @@ def test_serve_previews_and_rebuilds_when_a_record_changes(tmp_path):
     done = threading.Event()
 
     def rebuild():
-        r = build_site(kb, out, search=False)
-        done.set()
-        return f"{r.parsed} parsed"
+        return f"{build_site(kb, out, search=False).parsed} parsed"
 
-    preview = Preview(kb, out, rebuild, port=0, interval=0.05, on_event=events.append)
+    def on_event(message: str) -> None:  # set once the event is recorded, not when the build returns
+        events.append(message)
+        done.set()
+
+    preview = Preview(kb, out, rebuild, port=0, interval=0.05, on_event=on_event)
     preview.start()
     try:
         status, body = fetch(preview.url + "studies/alpha-2001.html")
@@ -575,7 +569,7 @@ def test_parallel_build_equals_serial_build(tmp_path, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
     monkeypatch.setattr(site_mod, "PARALLEL_THRESHOLD", 0)
     monkeypatch.setattr(site_mod, "AGGREGATE_PARALLEL", 0)
-    root = copy_bundled(tmp_path)
+    root = bundled_copy(tmp_path / "ketamine")
     kb = open_kb(root)
     serial = build_site(kb, tmp_path / "one", search=False, jobs=1)
     parallel = build_site(kb, tmp_path / "two", search=False, jobs=2)
@@ -676,7 +670,7 @@ def test_full_rebuild_rewrites_only_study_pages_whose_bytes_differ(tmp_path, mon
     import os
 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
-    root = copy_bundled(tmp_path)
+    root = bundled_copy(tmp_path / "ketamine")
     kb, out = open_kb(root), tmp_path / "out"
     build_site(kb, out, search=False)
     good = (out / "studies/feder-2014.html").read_bytes()
@@ -709,7 +703,7 @@ def test_downloads_edited_by_hand_stop_an_incremental_build_with_a_hint(tmp_path
 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
     monkeypatch.setattr(site_mod, "AGGREGATE_PARALLEL", 0)
-    root = copy_bundled(tmp_path)
+    root = bundled_copy(tmp_path / "ketamine")
     kb, out = open_kb(root), tmp_path / "out"
     build_site(kb, out, search=False, jobs=jobs)
     (out / "downloads/studies.ris").write_text("TY  - JOUR\nTI  - my own list\n", encoding="utf-8")
@@ -727,7 +721,7 @@ def test_an_interrupted_parallel_build_leaves_no_process_behind(tmp_path, monkey
     import multiprocessing
 
     monkeypatch.setattr(site_mod, "AGGREGATE_PARALLEL", 0)
-    root = copy_bundled(tmp_path)
+    root = bundled_copy(tmp_path / "ketamine")
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt

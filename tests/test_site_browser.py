@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from kbcli import cli
 
-from .conftest import ROOT
+from .conftest import ROOT, bundled_copy
 
 try:  # the import itself is checked in the fixtures, so that CI can fail rather than skip
     from playwright.sync_api import expect, sync_playwright
@@ -76,8 +76,10 @@ class _Handler(SimpleHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     """The bundled knowledge base, built once for this module."""
-    out = tmp_path_factory.mktemp("browser") / "site"
-    result = CliRunner().invoke(cli, ["--kb", str(ROOT), "build", "-o", str(out)],
+    tmp = tmp_path_factory.mktemp("browser")
+    out = tmp / "site"
+    kb = bundled_copy(tmp / "kb")  # a build keeps its state beside the records: never in the checkout
+    result = CliRunner().invoke(cli, ["--kb", str(kb), "build", "-o", str(out)],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert (out / "pagefind" / "pagefind.js").is_file(), "the build made no Pagefind index"
