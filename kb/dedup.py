@@ -97,10 +97,8 @@ class Index:
         self.by_reg: dict[str, list[Entry]] = {}
         self.by_year: dict[int | None, tuple[list[str], list[Entry]]] = {}  # titles, entries
         self.by_title: dict[str, list[Entry]] = {}
-        self.size = 0
 
     def add(self, e: Entry) -> None:
-        self.size += 1
         if e.pmid:
             self.by_pmid.setdefault(e.pmid, e)
         if e.pmcid:

@@ -243,11 +243,9 @@ def metapsy_csv(studies: Iterable[Study]) -> str:
 
 
 EXPORT_FORMATS = ("bibtex", "ris", "csl-json", "csv", "json", "metapsy")
-EXPORT_SUFFIX = {"bibtex": ".bib", "ris": ".ris", "csl-json": ".json", "csv": ".csv", "json": ".json",
-                 "metapsy": ".csv"}
 
 
-__all__ = ["EXPORT_FORMATS", "EXPORT_SUFFIX", "METAPSY_COLUMNS", "csl_item", "metapsy_rows", "metapsy_csv",
+__all__ = ["EXPORT_FORMATS", "METAPSY_COLUMNS", "csl_item", "metapsy_rows", "metapsy_csv",
            "FORMATS", "FILE_NAMES", "CSV_COLUMNS", "fragments", "assemble", "split", "export_text", "bibtex_key",
            "SplitError"]
 

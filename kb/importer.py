@@ -20,7 +20,7 @@ import yaml
 from pydantic import ValidationError
 
 from . import formats, yamlio
-from .biblio import Failure, ParseError, Reference
+from .biblio import FIELDS, Failure, ParseError, Reference
 from .config import KnowledgeBase
 from .dedup import Entry, Index, Match
 from .errors import BadRequest, KbError, RecordExists
@@ -34,9 +34,9 @@ try:
 except ImportError:  # pragma: no cover
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
-# Bibliographic fields an import may fill, in record order.
-BIB_FIELDS = ("title", "authors", "journal", "volume", "issue", "pages", "doi", "pmid", "pmcid", "registrations",
-              "abstract", "keywords")
+# Bibliographic fields an import may fill, in record order: a reference's fields but the year, which
+# identifies the record (a different year is a different record, not a gap to fill)
+BIB_FIELDS = tuple(f for f in FIELDS if f != "year")
 DROPPABLE = {"doi", "pmid", "pmcid", "registrations", "volume", "issue", "pages", "journal", "keywords",
              "retraction"}
 # PubMed publication types that name a design (most specific first)
@@ -217,8 +217,7 @@ def _source_url(ref: Reference) -> str | None:
     return None
 
 
-def draft_data(ref: Reference, study_id: str, *, vocab: Vocabulary, suggest: ConditionSuggester, origin: str,
-               today: _dt.date) -> dict:
+def draft_data(ref: Reference, study_id: str, *, suggest: ConditionSuggester, origin: str, today: _dt.date) -> dict:
     """The plain data of a draft record for ``ref`` (not yet validated)."""
     design, from_type = design_of(ref)
     conditions = suggest(ref)
@@ -232,12 +231,9 @@ def draft_data(ref: Reference, study_id: str, *, vocab: Vocabulary, suggest: Con
     else:
         inferred.append("design (a placeholder: the export does not say; set it during extraction)")
     unverified = [name for name in ("title", "authors") if not getattr(ref, name)]
-    title = ref.title
-    if title and title.endswith(".") and not title.endswith(".."):
-        title = title[:-1].rstrip()  # PubMed ends every title with a period; records do not
     data: dict[str, Any] = {
         "id": study_id,
-        "title": title,
+        "title": _record_value(ref, "title"),
         "authors": ref.authors,
         "authors_truncated": ref.authors_truncated or None,
         "year": ref.year,
@@ -297,9 +293,9 @@ def build_draft(data: dict, vocab: Vocabulary) -> tuple[Study, list[str]]:
     raise ValueError("too many invalid values")  # pragma: no cover
 
 
-def entry_of_ref(ref: Reference, label: str, payload=None) -> Entry:
+def entry_of_ref(ref: Reference, label: str) -> Entry:
     return Entry.of(label, doi=ref.doi, pmid=ref.pmid, pmcid=ref.pmcid, registrations=ref.registrations,
-                    title=ref.title, year=ref.year, authors=ref.authors, payload=payload)
+                    title=ref.title, year=ref.year, authors=ref.authors)
 
 
 # -- the knowledge base side ---------------------------------------------------------------
@@ -407,10 +403,18 @@ def fill_fields(text: str, fills: dict[str, Any]) -> str:
     return new_text
 
 
+def _record_value(ref: Reference, name: str) -> Any:
+    """A reference's field as a record holds it: PubMed ends every title with a period; records do not."""
+    value = getattr(ref, name)
+    if name == "title" and value and value.endswith(".") and not value.endswith(".."):
+        value = value[:-1].rstrip()
+    return value
+
+
 def _fills(existing: dict, ref: Reference) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in BIB_FIELDS:
-        value = getattr(ref, name)
+        value = _record_value(ref, name)
         if not empty(value) and empty(existing.get(name)):
             out[name] = value
     return out
@@ -495,7 +499,7 @@ def import_files(kb: KnowledgeBase, paths: list[Path], *, fmt: str | None = None
                     continue
                 try:
                     study_id = make_id(ref.authors[0] if ref.authors else "", ref.year, taken)
-                    data = draft_data(ref, study_id, vocab=vocab, suggest=suggest,
+                    data = draft_data(ref, study_id, suggest=suggest,
                                       origin=f"{label} ({FORMAT_NAMES[file_fmt]}, {ref.where})", today=today)
                     study, warnings = build_draft(data, vocab)
                 except (ValueError, RecordExists) as e:

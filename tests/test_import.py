@@ -394,6 +394,13 @@ def test_registration_numbers_in_abstracts():
                                       "EUCTR2011-001520-37-GB", "2011-001520-37", "CTRI/2019/05/019012"]
 
 
+def test_filled_title_drops_pubmeds_final_period_as_drafts_do():
+    from kb.importer import _fills
+
+    ref = Reference(number=1, title="Ketamine for depression.", year=2020, authors=["Smith J"])
+    assert _fills({"title": None, "year": 2020}, ref)["title"] == "Ketamine for depression"
+
+
 def test_dedup_rules():
     idx = Index()
     feder = Entry.of("feder-2014", doi="10.1001/jamapsychiatry.2014.62", pmid="24740528",
@@ -454,6 +461,17 @@ def test_condition_suggestions_and_design():
 
 
 # -- export -----------------------------------------------------------------------------------------
+
+
+def test_export_command_offers_every_export_format():
+    """kbcli lists the formats itself (importing kb.export would slow every command's start)."""
+    import click
+
+    from kb.export import EXPORT_FORMATS
+    from kbcli import cli
+
+    option = next(p for p in cli.commands["export"].params if p.name == "fmt")
+    assert isinstance(option.type, click.Choice) and tuple(option.type.choices) == EXPORT_FORMATS
 
 
 def test_export_formats_parse_with_real_parsers(runner, tmp_path):

@@ -32,11 +32,10 @@ DETECT_BYTES = 64 * 1024
 
 
 class CountingReader(io.RawIOBase):
-    """A binary stream that counts the bytes read through it (for progress bars)."""
+    """A binary stream that reports the bytes read through it (for progress bars)."""
 
     def __init__(self, raw: BinaryIO, progress: Callable[[int], None] | None = None):
         self.raw = raw
-        self.count = 0
         self.progress = progress
 
     def readable(self) -> bool:
@@ -44,10 +43,8 @@ class CountingReader(io.RawIOBase):
 
     def readinto(self, b) -> int:
         n = self.raw.readinto(b)
-        if n:
-            self.count += n
-            if self.progress:
-                self.progress(n)
+        if n and self.progress:
+            self.progress(n)
         return n or 0
 
 
