@@ -123,7 +123,7 @@ def show(kb: KnowledgeBase, study: Study, fmt: str = "text") -> str:
         from .validate import record_files
 
         known = {p.stem for p in record_files([kb.studies_dir])} if kb.studies_dir.is_dir() else set()
-        ctx = study_context(study, digest(study, f"{study.id}.yaml", ""), kb.vocab, known)
+        ctx = study_context(study, digest(study, ""), kb.vocab, known)
         return make_env(kb).get_template("study.html").render(kb=kb, vocab=kb.vocab, **ctx)
     return as_text(kb, study)
 

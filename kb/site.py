@@ -137,11 +137,10 @@ def study_links(s) -> list[dict]:
     return links
 
 
-def study_rows(s) -> list[tuple[str, str, dict | None, list[dict]]]:
+def study_rows(s, outcomes: list[str]) -> list[tuple[str, str, dict | None, list[dict]]]:
     """(condition, outcome, row or None, entries left out) for every pair the study can feed, with the
-    site's analysis options (kb meta's defaults)."""
+    site's analysis options (kb meta's defaults); ``outcomes``: the study's, sorted."""
     out = []
-    outcomes = sorted({o.outcome for o in s.outcomes})
     for cond in dict.fromkeys(s.condition_terms):
         for outcome in outcomes:
             seen, row, excluded = S.select_one(s, S.MetaRequest(outcome=outcome, condition=cond))
@@ -151,28 +150,27 @@ def study_rows(s) -> list[tuple[str, str, dict | None, list[dict]]]:
     return out
 
 
-def digest(s, rel: str, sha1: str) -> dict:
+def digest(s, sha1: str) -> dict:
     """What the pages that span studies need of one study: plain data (dicts, lists, tuples, text,
     numbers), cheap to send between processes and to cache with marshal."""
     iv = s.intervention
-    label = s.label
+    outcomes = sorted({o.outcome for o in s.outcomes})
     return {
-        "id": s.id, "rel": rel, "sha1": sha1, "title": s.title, "label": label, "year": s.year,
-        "authors": s.authors[:3], "more_authors": len(s.authors) > 3 or s.authors_truncated, "journal": s.journal,
+        "id": s.id, "sha1": sha1, "title": s.title, "label": s.label, "year": s.year,
         "design": s.design, "n": s.n, "conditions": s.condition_terms, "topics": list(s.topics),
-        "retracted": s.retracted, "status": s.status, "added": s.added.isoformat(),
+        "retracted": s.retracted, "added": s.added.isoformat(),
         "updated": s.updated.isoformat() if s.updated else None, "key_finding": s.key_finding,
         "drug": iv.drug if iv else None, "route": iv.route if iv else None,
         "dose": list(iv.dose_mg_per_kg) if iv and iv.dose_mg_per_kg else [],
         "infusion_minutes": iv.infusion_minutes if iv else None, "infusions": iv.infusions if iv else None,
-        "schedule": iv.schedule if iv else None, "comparator": s.comparator.type if s.comparator else None,
+        "schedule": iv.schedule if iv else None,
         "ae": list(s.adverse_events.events) if s.adverse_events else [],
         "ae_summary": s.adverse_events.summary if s.adverse_events else None,
         "durability": s.durability.summary if s.durability else None,
         "relapse": s.durability.relapse if s.durability else None,
-        "outcomes": sorted({o.outcome for o in s.outcomes}),
+        "outcomes": outcomes,
         "data_outcomes": sorted({o.outcome for o in s.outcomes if o.data is not None}),
-        "related": [r.id for r in s.related], "rows": study_rows(s), "page": f"studies/{s.id}.html",
+        "related": [r.id for r in s.related], "rows": study_rows(s, outcomes), "page": f"studies/{s.id}.html",
     }
 
 
@@ -187,11 +185,8 @@ def study_context(s, d: dict, vocab, known_ids: set[str] | frozenset, frags: dic
         "ris": frags["ris"] if frags else to_ris([s]).rstrip("\n"),
         "related": [{"id": r.id, "relation": r.relation, "present": r.id in known_ids} for r in s.related],
         "feeds": [{"condition": c, "outcome": o} for c, o in feeds],
-        "filters": {"condition": [vocab.label("condition", c) for c in s.condition_terms],
-                    "outcome": [vocab.label("outcome", o) for o in d["outcomes"]],
-                    "design": [vocab.label("design", s.design)],
-                    "route": [vocab.label("route", s.intervention.route)] if s.intervention else [],
-                    "year": [year_band(s.year)]},
+        # the page writes its condition, outcome and route filters beside their labels itself
+        "filters": {"design": [vocab.label("design", s.design)], "year": [year_band(s.year)]},
     }
 
 
@@ -205,6 +200,11 @@ def _worker_init(kb: KnowledgeBase, out: str, known_ids: frozenset, spool: str |
 
 
 ROW_TEMPLATES = {"_study_row.html": "row_html", "_dosing_row.html": "dose_row_html"}
+
+
+def has_dosing(d: dict) -> bool:
+    """Whether a condition page's dosing table lists the study."""
+    return bool(d["dose"] or d["infusions"] or d["schedule"])
 
 
 def study_row_html(env, d: dict, vocab, template: str = "_study_row.html") -> str:
@@ -243,7 +243,7 @@ def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
             results.append(item)
             continue
         s = res.study
-        d = digest(s, rel, sha1)
+        d = digest(s, sha1)
         frags = fragments(s)
         html = tpl.render(**_W["globals"], **study_context(s, d, kb.vocab, _W["known"], frags))
         data = html.encode("utf-8")
@@ -253,8 +253,9 @@ def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
             _write(target, data)
             item["written"] = True
         d["page_sha"] = page_sha
-        for template, key in ROW_TEMPLATES.items():
-            d[key] = study_row_html(_W["env"], d, kb.vocab, template)
+        d["row_html"] = study_row_html(_W["env"], d, kb.vocab)
+        if has_dosing(d):  # the only studies a dosing table lists
+            d["dose_row_html"] = study_row_html(_W["env"], d, kb.vocab, "_dosing_row.html")
         if _W["spool"]:
             for f in FORMATS:
                 spooled[f].append(frags[f])
@@ -483,7 +484,7 @@ def condition_context(site: Site, cond: str) -> dict:
         "headline": headline(site, cond),
         "durability": _by_study(studies, lambda d: d["durability"] or d["relapse"]
                                 or {"durability", "maintenance"} & set(d["topics"])),
-        "dosing": _by_study(studies, lambda d: d["dose"] or d["infusions"] or d["schedule"]),
+        "dosing": _by_study(studies, has_dosing),
         "ae": ae, "ae_summaries": _by_study(studies, lambda d: d["ae_summary"]),
         "practice": _by_study(studies, lambda d: "practice-and-ethics" in d["topics"]
                               or d["design"] in ("guideline", "consensus-statement")),
@@ -492,15 +493,14 @@ def condition_context(site: Site, cond: str) -> dict:
 
 
 def _sof_row(site: Site, cond: str, outcome: str, a: dict) -> dict:
-    row = {"condition": cond, "outcome": outcome, "anchor": f"{outcome}", "ok": a["ok"]}
+    row = {"condition": cond, "outcome": outcome, "ok": a["ok"]}
     if not a["ok"]:
         row.update(message=a["message"], excluded=a["excluded"])
         return row
     r = a["result"]
     uid = f"forest-{cond}-{outcome}"
     row.update(result=r, pair=_fmt_pair(r), excluded=r["excluded"], uid=uid,
-               draw=r["k"] <= FOREST_MAX_K, studies=r["studies"], summary=(site.summaries.get(cond).outcomes.get(outcome)
-                                                                           if site.summaries.get(cond) else None))
+               draw=r["k"] <= FOREST_MAX_K, studies=r["studies"])
     return row
 
 
@@ -699,8 +699,6 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
             todo.append(rel)
             continue
         new_stamps[rel] = (*stamp, old[2], old[3])
-    if not same_theme:
-        digests = {}
     for rel in set(digests) - set(stamps_now):
         del digests[rel]
     removed_pages = [v[3] for r, v in old_stamps.items() if r not in stamps_now and v[3]]
@@ -836,7 +834,7 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
     (state_dir / "meta.json").write_text(json.dumps({
         "build": build_id, "theme": theme, "summaries": summaries_key, "info": asdict(info),
         "latest": latest_now, "pages": sorted(writer.pages), "known": sorted(known_ids),
-        "problems": _problems_by_file(report.problems, kb),
+        "problems": _problems_by_file(report.problems),
         "search": report.search if report.search != "unchanged" else "indexed",
     }), encoding="utf-8")
     (out / MANIFEST).write_text(json.dumps(manifest, sort_keys=True, separators=(",", ":")) + "\n", encoding="utf-8")
@@ -850,7 +848,7 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
     return report
 
 
-def _problems_by_file(problems: list[Problem], kb: KnowledgeBase) -> dict[str, list[list]]:
+def _problems_by_file(problems: list[Problem]) -> dict[str, list[list]]:
     """studies-relative path -> its problems as plain lists (remembered for the next build's report)."""
     out: dict[str, list[list]] = {}
     for p in problems:

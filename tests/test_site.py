@@ -447,7 +447,7 @@ def test_page_contexts(tmp_path):
 
     studies = load_studies(kb).studies
     site = site_mod.Site(kb=kb, info=site_mod.build_info(kb, None, "2026-01-01"),
-                         digests={s.id: site_mod.digest(s, f"{s.id}.yaml", "x") for s in studies}, summaries={})
+                         digests={s.id: site_mod.digest(s, "x") for s in studies}, summaries={})
     site_mod.run_analyses(site)
     home = site_mod.home_context(site)
     assert [(c["condition"], c["count"], c["primary"]) for c in home["cards"]] == [("depression", 3, 2), ("ptsd", 1, 1)]
