@@ -11,28 +11,28 @@ from typing import Callable
 
 from .config import KnowledgeBase
 from .errors import BadRequest, KbError
+from .index import _scan
+from .store import summaries_dir
 
 
 def watched_state(kb: KnowledgeBase) -> tuple:
-    """(path, size, mtime) of every input of the site: records, summaries, templates, kb.yaml."""
-    out = []
-    for folder in (kb.studies_dir, kb.root / "summaries", kb.templates_dir):
-        if folder.is_dir():
-            for dirpath, dirs, files in os.walk(folder):
-                dirs[:] = [d for d in dirs if not d.startswith(".")]
-                for f in files:
-                    if not f.startswith("."):
-                        p = os.path.join(dirpath, f)
-                        try:
-                            st = os.stat(p)
-                        except FileNotFoundError:
-                            continue
-                        out.append((p, st.st_size, st.st_mtime_ns))
+    """(size, mtime) of every input of the site: records, summaries, templates, kb.yaml."""
+    templates = []
+    if kb.templates_dir.is_dir():
+        for dirpath, dirs, files in os.walk(kb.templates_dir):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for f in files:
+                if not f.startswith("."):
+                    p = os.path.join(dirpath, f)
+                    try:
+                        st = os.stat(p)
+                    except FileNotFoundError:
+                        continue
+                    templates.append((p, st.st_size, st.st_mtime_ns))
     cfg = kb.root / "kb.yaml"
-    if cfg.is_file():
-        st = cfg.stat()
-        out.append((str(cfg), st.st_size, st.st_mtime_ns))
-    return tuple(sorted(out))
+    st = cfg.stat() if cfg.is_file() else None
+    return (_scan(kb.studies_dir), _scan(summaries_dir(kb)), sorted(templates),
+            (st.st_size, st.st_mtime_ns) if st else None)
 
 
 class _Handler(SimpleHTTPRequestHandler):
