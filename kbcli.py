@@ -129,6 +129,7 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, fmt: str
       kb validate studies/murrough-2013.yaml --strict
       kb validate --format json > problems.json
     """
+    from kb.store import summaries_dir
     from kb.validate import validate_paths
 
     kb = _kb(ctx, required=not paths)
@@ -139,17 +140,10 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, fmt: str
     try:
         report = validate_paths(targets, kb.vocab if kb else None, kb_studies=kb.studies_dir if kb and paths else None,
                                 base=kb.root if kb and not paths else None, jobs=jobs, progress=update,
-                                keep_studies=False)
+                                keep_studies=False, summaries=summaries_dir(kb) if kb and not paths else None)
     finally:
         if bar:
             bar.stop()
-    if kb and not paths:
-        from kb.store import summaries_dir
-        from kb.validate import check_summaries
-
-        files, problems = check_summaries(summaries_dir(kb), kb.vocab, kb.root)
-        report.files += files
-        report.problems.extend(problems)
     if fmt == "json":
         click.echo(json.dumps(report.as_dict(strict), indent=2))
     else:

@@ -580,8 +580,10 @@ def check_files(files: list[Path], vocab: Vocabulary, *, base: Path | None = Non
 
 def validate_paths(paths: Iterable[Path], vocab: Vocabulary | None = None, *, kb_studies: Path | None = None,
                    base: Path | None = None, jobs: int | None = None,
-                   progress: Callable[[int, int], None] | None = None, keep_studies: bool = True) -> Report:
-    """Validate the record files under ``paths``.
+                   progress: Callable[[int, int], None] | None = None, keep_studies: bool = True,
+                   summaries: Path | None = None) -> Report:
+    """Validate the record files under ``paths``, and the summaries/<condition>.yaml files in
+    ``summaries`` when given.
 
     When the files are part of a knowledge base (``kb_studies``), its other
     records take part in the checks across files, but only problems of the
@@ -601,8 +603,12 @@ def validate_paths(paths: Iterable[Path], vocab: Vocabulary | None = None, *, kb
     problems = [p for r in results for p in r.problems]
     problems.extend(cross_checks(results, context, known_ids))
     problems.sort(key=lambda p: (p.file, p.line, p.column))
+    n_summaries = 0
+    if summaries is not None:
+        n_summaries, summary_problems = check_summaries(summaries, vocab, base)
+        problems.extend(summary_problems)  # after the records', as the files are listed
     studies = [r.study for r in results if r.study is not None]
-    return Report(files=len(files), problems=problems, studies=studies)
+    return Report(files=len(files) + n_summaries, problems=problems, studies=studies)
 
 
 def check_summaries(folder: Path, vocab: Vocabulary, base: Path | None = None) -> tuple[int, list[Problem]]:
