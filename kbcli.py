@@ -264,6 +264,19 @@ def _meta_options(f):
                      help="Pool within subgroups of this field and test the difference."),
         click.option("--comparator", multiple=True,
                      help="Comparators to pool against (repeatable). Default: saline, placebo, midazolam."),
+        click.option("--window", metavar="ID",
+                     help="One time window: under-12h, 24h, 2-7d or later (kb.yaml may set others). "
+                          "Default: each window is its own analysis; windows are never pooled together."),
+        click.option("--comparator-class", metavar="ID",
+                     help="One comparator class: inert-placebo (saline, placebo) or active-placebo (midazolam). "
+                          "Default: each class is its own analysis."),
+        click.option("--combine-placebos", is_flag=True,
+                     help="Pool inert and active placebo together (class any-placebo; certainty -1 for indirectness)."),
+        click.option("--assumed-risk", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="P",
+                     help="The comparator risk for absolute effects, e.g. 0.2 (200 per 1000). "
+                          "Default: the median control-group risk of the pooled studies."),
+        click.option("--sensitivity/--no-sensitivity", default=True, show_default=True,
+                     help="Refit without high-risk, derived or weak-source, and crossover results."),
         click.option("--timepoint", metavar="DAYS", help="Only entries in this window, e.g. 1, 0.5..7, >=7."),
         click.option("--crossover/--no-crossover", default=True, show_default=True, help="Include crossover trials."),
         click.option("--derived/--no-derived", default=True, show_default=True,
@@ -291,15 +304,19 @@ def _meta_request(opts: dict):
                        method=opts["method"], knha=opts["knha"], subgroup=opts["subgroup"],
                        comparators=tuple(opts["comparator"]), timepoint=opts["timepoint"], crossover=opts["crossover"],
                        derived=opts["derived"], non_iv=opts["non_iv"], esketamine=opts["esketamine"],
-                       any_condition=opts["any_condition"], smd_variant=opts["smd_variant"], level=opts["level"])
+                       any_condition=opts["any_condition"], smd_variant=opts["smd_variant"], level=opts["level"],
+                       window=opts["window"], comparator_class=opts["comparator_class"],
+                       combine_placebos=opts["combine_placebos"], assumed_risk=opts["assumed_risk"],
+                       sensitivity=opts["sensitivity"])
 
 
-def _analyse(ctx: click.Context, opts: dict) -> tuple:
-    from kb.synthesis import analyse
+def _analyse(ctx: click.Context, opts: dict, every: bool = False) -> tuple:
+    """One analysis (kb forest), or with ``every`` the answer for every time window and comparator class."""
+    from kb.synthesis import analyse, answer_question
 
     data_file = opts["data_file"]
     kb = _kb(ctx, required=data_file is None)
-    return kb, analyse(kb, _meta_request(opts), data_file=data_file)
+    return kb, (answer_question if every else analyse)(kb, _meta_request(opts), data_file=data_file)
 
 
 @cli.command()
@@ -310,27 +327,36 @@ def _analyse(ctx: click.Context, opts: dict) -> tuple:
 def meta(ctx: click.Context, fmt: str, **opts) -> None:
     """Pool the studies' data for one outcome: a meta-analysis from the records.
 
+    Each time window (under 12 h, about 24 h, 2 to 7 days, after 7 days)
+    and each comparator class (inert placebo, active placebo) is its own
+    analysis, a row of a Summary of Findings table: hours are never pooled
+    with days, nor saline with midazolam unless --combine-placebos. Every
+    row says what one event is, which way is better, the absolute effect
+    (per 1000 and NNTB/NNTH for events; points on a scale for scores) and
+    "one trial" when only one trial has data.
+
     Effects are computed from the raw counts (or means and SDs) at run time,
     as metafor computes them; reported effects are used as given. Every
     entry left out is listed with its reason: retracted papers, reviews,
-    entries marked pool: false, non-IV routes, esketamine, non-control
-    comparators, other timepoints. The certainty is a GRADE-style suggestion
-    with its reasons; summaries/<condition>.yaml can override it.
+    drafts, entries marked pool: false, non-IV routes, esketamine,
+    non-control comparators. The certainty is a GRADE-style suggestion with
+    its reasons; summaries/<condition>.yaml can override it.
 
     \b
     Examples:
       kb meta --condition depression --outcome response
-      kb meta --outcome response --method DL --knha --subgroup condition
+      kb meta --outcome response --window 24h --comparator-class active-placebo
+      kb meta --outcome response --combine-placebos --assumed-risk 0.1
       kb meta --condition depression --outcome response --comparator ect
       kb meta --data trials.csv --measure or      # study,ai,n1i,ci,n2i
     """
-    kb, result = _analyse(ctx, opts)
+    kb, result = _analyse(ctx, opts, every=True)
     if fmt == "json":
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
     else:
         from kb import render
 
-        render.meta_text(result, click.echo, click.style)
+        render.meta_answer_text(result, click.echo, click.style)
 
 
 @cli.command()

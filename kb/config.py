@@ -8,11 +8,12 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError, NoKnowledgeBase
+from .protocol import DEFAULT as DEFAULT_PROTOCOL, Protocol, parse as parse_protocol
 from .vocab import Vocabulary, load_vocabulary
 
 CONFIG_NAME = "kb.yaml"
 STUDIES_DIR = "studies"
-KNOWN_KEYS = {"title", "description", "base_url", "vocabulary", "language"}
+KNOWN_KEYS = {"title", "description", "base_url", "vocabulary", "language", "synthesis"}
 
 
 @dataclass
@@ -25,6 +26,7 @@ class KnowledgeBase:
     base_url: str | None = None
     language: str = "en"
     vocab: Vocabulary = field(default_factory=load_vocabulary)
+    protocol: Protocol = DEFAULT_PROTOCOL  # kb.yaml's synthesis: section (time windows, comparator classes ...)
 
     @property
     def studies_dir(self) -> Path:
@@ -95,4 +97,5 @@ def open_kb(path: str | Path | None = None, *, search_parents: bool = True) -> K
         base_url=cfg.get("base_url"),
         language=str(cfg.get("language") or "en"),
         vocab=vocab,
+        protocol=parse_protocol(cfg.get("synthesis"), str(cfg_path), vocab),
     )

@@ -84,6 +84,12 @@ def _term_checker(category: str):
     def check(value: str, info: ValidationInfo) -> str:
         vocab = _vocab(info)
         if vocab.has(category, value):
+            new = vocab.replaced_by(category, value)
+            if new:
+                raise PydanticCustomError(
+                    "vocabulary", "'{value}' is a deprecated {noun}: use one of {new}",
+                    {"value": value, "noun": noun, "new": ", ".join(new)},
+                )
             return value
         suggestion = vocab.suggest(category, value)
         if suggestion:
@@ -311,10 +317,20 @@ class Outcome(Model):
         None, description="stated: the counts appear in the source; derived: computed from percentages"
     )
     derivation: Text | None = Field(None, description="how derived counts were computed, and from what")
+    period: Literal["first", "all"] | None = Field(
+        None, description="crossover trials: first-period data (pooled as a parallel trial) or all periods as published"
+    )
     pool: bool = Field(True, description="false keeps these numbers out of every pooled analysis")
     pool_note: Text | None = Field(None, description="why the numbers must not be pooled")
     source: Text | None = Field(None, description='where the numbers were read: a URL from sources, or "Table 2"')
     result: Text | None = Field(None, description="the result in words, numbers quoted from the source")
+
+
+class Indirectness(Model):
+    """Why a study answers a different question from the knowledge base's (GRADE indirectness)."""
+
+    domain: Literal["population", "intervention", "comparator", "outcome", "setting"]
+    reason: Text = Field(description='e.g. "ketamine given during surgical anaesthesia"')
 
 
 class Review(Model):
@@ -423,6 +439,9 @@ class Study(Model):
     durability: Annotated[Durability | None, AfterValidator(_empty_to_none)] = None
     key_finding: Text | None = Field(None, description="one sentence, in the reviewer's own words")
     risk_of_bias: RiskOfBias | None = None
+    indirectness: list[Indirectness] = Field(
+        default_factory=list, description="ways the study differs from the question (lowers certainty when pooled)"
+    )
 
     # trust
     retraction: Retraction | None = None

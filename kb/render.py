@@ -210,9 +210,32 @@ def results_csv(result) -> str:
     return buf.getvalue()
 
 
+def meta_answer_text(answer: dict, echo: Callable[[str], None], style: Callable[..., str]) -> None:
+    """`kb meta`'s output: one analysis in full, or a Summary of Findings table (one analysis per time
+    window and comparator class) followed by each analysis in full."""
+    if "analyses" not in answer:
+        meta_text(answer, echo, style)
+        return
+    rows = answer["analyses"]
+    echo(style(f"Summary of findings: {answer['outcome']}" + (f" in {answer['condition']}" if answer["condition"] else "")
+               + f" ({len(rows)} analyses; windows and comparator classes are never pooled together)", bold=True))
+    for r in rows:
+        echo(f"  - {r['headline']}. Certainty: {r['certainty']['level'].replace('-', ' ')}.")
+    for bad in answer["not_pooled"]:
+        w, c = bad["window"] or {}, bad["comparator_class"] or {}
+        echo(f"  - {w.get('label', 'no window')}, {c.get('label', 'no comparator class')}: not pooled ({bad['message']})")
+    for r in rows:
+        echo("")
+        echo(style(f"== {r['window']['label'] if r['window'] else ''} vs {r['comparator_class']['label'] if r['comparator_class'] else ''}"
+                   f"  (--window {r['window']['id'] if r['window'] else ''} --comparator-class "
+                   f"{r['comparator_class']['id'] if r['comparator_class'] else ''})", bold=True))
+        meta_text(r, echo, style)
+
+
 def meta_text(result: dict, echo: Callable[[str], None], style: Callable[..., str]) -> None:
-    """`kb meta`'s table: a Summary of Findings row, then the studies, the exclusions and the checks."""
+    """One analysis: its sentence, its numbers and absolute effect, then the studies, exclusions and checks."""
     from .synthesis import fmt
+    from .wording import absolute_text
 
     m = result["measure"]
     nat = result["natural"]
@@ -221,8 +244,24 @@ def meta_text(result: dict, echo: Callable[[str], None], style: Callable[..., st
     echo(style(result["sentence"], bold=True))
     echo("")
     n = f"{result['participants']:,}" + ("" if result["participants_known"] else "+")
+    a = result.get("absolute") or {}
+    absolute = []
+    if "per_1000" in a:
+        p = a["per_1000"]
+        span = a.get("assumed_risk_range")
+        absolute.append(("Comparator risk", f"{p['comparator']} per 1000 ({a['assumed_risk_source']}"
+                         + (f"; range {span[0] * 1000:.0f} to {span[1] * 1000:.0f}" if span and span[0] != span[1] else "")
+                         + ")"))
+        absolute.append(("With ketamine", f"{p['ketamine']} per 1000 ({pct}% CI {p['ketamine_ci_low']} to {p['ketamine_ci_high']})"))
+    if absolute_text(result):
+        absolute.append(("Absolute", absolute_text(result)))
+    if a.get("method") and "per_1000" not in a:
+        absolute.append(("", a["method"]))
     rows = [
-        ("Pooled", f"{result['measure_label']} {fmt(nat['estimate'], m)} ({pct}% CI {fmt(nat['ci_low'], m)} to "
+        ("Time window", f"{result['window']['label']} ({result['window']['id']})" if result.get("window") else "not set"),
+        ("Comparator", result["comparator_class"]["label"] if result.get("comparator_class") else "as selected"),
+        ("Event", result["definition"] or "see each study's definition"),
+        ("One trial" if result["k"] == 1 else "Pooled", f"{result['measure_label']} {fmt(nat['estimate'], m)} ({pct}% CI {fmt(nat['ci_low'], m)} to "
                    f"{fmt(nat['ci_high'], m)}); {result['test']} = {result['stat']:.2f}, p = {_p(result['p'])}"),
         ("Model", result["method_label"] + (" with Knapp-Hartung" if result["knha"] else "")),
         ("Studies", f"k = {result['k']}, {n} participants"
@@ -230,7 +269,8 @@ def meta_text(result: dict, echo: Callable[[str], None], style: Callable[..., st
         ("Heterogeneity", f"tau2 = {result['tau2']:.4f}, I2 = " + (f"{result['i2']:.1f}%" if result["i2"] is not None
                                                                   else "n/a")
          + f", Q = {result['q']:.2f} on {result['q_df']} df" + (f" (p = {_p(result['q_p'])})" if result["q_p"] is not None else "")),
-        ("Prediction", f"{fmt(nat['pi_low'], m)} to {fmt(nat['pi_high'], m)}"),
+        ("Prediction", f"{fmt(nat['pi_low'], m)} to {fmt(nat['pi_high'], m)}" if result["k"] > 1 else "n/a (one trial)"),
+        *absolute,
         ("Certainty", cert["level"].replace("-", " ") + (f" (reviewer's override of '{cert['suggested']}': "
                                                           f"{cert['override']['justification']})" if cert["override"] else "")),
     ]
@@ -242,13 +282,17 @@ def meta_text(result: dict, echo: Callable[[str], None], style: Callable[..., st
     echo("")
     echo(style(f"  {'study':<24} {'effect':>9}  {pct}% CI{'':<12} {'weight':>7}  data", bold=True))
     for s in result["studies"]:
+        s = {**s, "id": s.get("label") or s["id"]}
         d = s["data"]
         data = (f"{d['ai']:g}/{d['n1i']:g} vs {d['ci']:g}/{d['n2i']:g}" if s["kind"] == "binary" else
                 f"{d['m1i']:g} ({d['sd1i']:g}) n={d['n1i']:g} vs {d['m2i']:g} ({d['sd2i']:g}) n={d['n2i']:g}"
                 if s["kind"] == "continuous" else "reported effect")
         ci = f"{fmt(s['effect_ci_low'], m)} to {fmt(s['effect_ci_high'], m)}"
         echo(f"  {s['id']:<24} {fmt(s['effect'], m):>9}  {ci:<18} {s['weight']:>6.1f}%  {data}"
-             + (" (derived counts)" if s["derived"] else ""))
+             + (" (derived counts)" if s["derived"] else "")
+             + (f"; {s['instrument']}" if s.get("instrument") else "")
+             + (f"; {s['timepoint']}" if s.get("timepoint") else "")
+             + (f"; event: {s['definition']}" if s.get("definition") else ""))
     if result.get("subgroups"):
         sg = result["subgroups"]
         echo("")
@@ -265,6 +309,13 @@ def meta_text(result: dict, echo: Callable[[str], None], style: Callable[..., st
         for lo in result["leave_one_out"]:
             ln = lo["natural"]
             echo(f"  without {lo['omitted']:<16} {fmt(ln['estimate'], m)} ({fmt(ln['ci_low'], m)} to {fmt(ln['ci_high'], m)})")
+    if result.get("sensitivity"):
+        echo("")
+        echo(style("  Sensitivity analyses", bold=True))
+        for sa in result["sensitivity"]:
+            sn = sa["natural"]
+            echo(f"  {sa['label']} (k = {sa['k']}; leaves out {', '.join(sa['omitted'])}): "
+                 f"{fmt(sn['estimate'], m)} ({fmt(sn['ci_low'], m)} to {fmt(sn['ci_high'], m)})")
     if result["egger"]:
         e = result["egger"]
         echo(f"  Egger's test: intercept {e['intercept']:.2f}, t = {e['t']:.2f} on {e['df']} df, p = {_p(e['p'])}")

@@ -31,11 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from . import absolute as A
 from . import effects as E
 from . import metaanalysis as M
+from . import wording as W
 from .errors import BadRequest, KbError, NotFound
+from .protocol import COMBINED, DEFAULT as DEFAULT_PROTOCOL, ComparatorClass, Protocol
 
-CONTROLS = ("saline", "placebo", "midazolam")
+CONTROLS = DEFAULT_PROTOCOL.controls()  # the default comparators: every comparator class of the protocol
 REVIEW_DESIGNS = frozenset({"meta-analysis", "systematic-review", "guideline", "consensus-statement"})
 RANDOMISED = frozenset({"rct", "crossover-rct"})
 SUBGROUP_FIELDS = ("condition", "comparator", "route", "design", "drug", "blinding", "counts", "instrument")
@@ -50,7 +53,13 @@ RULES = {
     "imprecision": f"-1 when the CI crosses no effect; -1 when fewer than {OIS_EVENTS} events (binary) or "
                    f"{OIS_PARTICIPANTS} participants (continuous) were analysed (optimal information size); at most -2",
     "publication_bias": "-1 when Egger's test gives p < 0.10 (only with 10 or more studies)",
+    "indirectness": "-1 when studies that answer a different question carry >= 25% of the weight: a record's "
+                    "indirectness (population, intervention, comparator, outcome or setting, e.g. a trial run during "
+                    "surgical anaesthesia), or a combined analysis that mixes inert and active placebo",
+    "data_provenance": "-1 when counts derived from percentages, or numbers resting only on a press release, "
+                       "commercial site or copied document, carry >= 25% of the weight",
 }
+INDIRECT_SHARE = PROVENANCE_SHARE = 0.25
 
 
 class SynthesisError(KbError):
@@ -74,6 +83,12 @@ class MetaRequest:
     any_condition: bool = False  # also studies where the condition is secondary
     smd_variant: str = "metafor"
     level: float = 0.95
+    window: str | None = None  # a time window's id (protocol.windows); None: every window, each its own analysis
+    comparator_class: str | None = None  # a comparator class's id; None: every class, each its own analysis
+    combine_placebos: bool = False  # pool inert and active placebo together (one class, "any-placebo")
+    assumed_risk: float | None = None  # the comparator risk for absolute effects (default: median control risk)
+    sensitivity: bool = True  # refit without high-risk, derived or weak-source, and crossover results
+    protocol: Protocol = DEFAULT_PROTOCOL
 
 
 @dataclass
@@ -96,6 +111,12 @@ class Row:
     events: int | None = None
     yi: float | None = None
     vi: float | None = None
+    window: str | None = None  # the time window's id
+    cls: str | None = None  # the comparator class's id
+    definition: str | None = None  # what one event (or score) is, as the record states it
+    crossover: bool = False  # a crossover trial's data as published (not first-period data)
+    weak_source: bool = False  # the numbers rest only on a press release, commercial site or copy
+    indirect: list[str] = field(default_factory=list)  # why the study answers a different question
 
 
 @dataclass
@@ -104,55 +125,178 @@ class Excluded:
     reason: str
     outcome: str | None = None
     timepoint: str | None = None
+    window: str | None = None  # set when the reason concerns one time window's analysis only
+    cls: str | None = None  # set when it concerns one comparator class's analysis only
+    label: str | None = None  # the study's label ("Feder 2014")
 
     def as_dict(self) -> dict:
         # what dataclasses.asdict gives for these flat fields, ~10x faster (it deep-copies every value),
         # which matters when a site build lists hundreds of thousands of left-out rows
-        return {"id": self.id, "reason": self.reason, "outcome": self.outcome, "timepoint": self.timepoint}
+        return {"id": self.id, "reason": self.reason, "outcome": self.outcome, "timepoint": self.timepoint,
+                "window": self.window, "cls": self.cls, "label": self.label}
+
+    def concerns(self, window: str | None, cls: str | None) -> bool:
+        """Whether this entry belongs in the left-out list of the (window, class) analysis."""
+        return (self.window is None or self.window == window) and (self.cls is None or self.cls == cls)
 
 
 def analyse(kb, req: MetaRequest, data_file: Path | None = None) -> dict:
-    """The full answer for ``req`` as the documented JSON-ready dict (see docs/meta.md)."""
+    """One analysis, as the documented JSON-ready dict (see docs/meta.md): one time window and one
+    comparator class. When the records have data in several and ``req`` names none, the answer is
+    ambiguous: BadRequest lists the analyses (``kb meta`` shows them all as a Summary of Findings)."""
+    answer = answer_question(kb, req, data_file)
+    if "analyses" not in answer:
+        return answer
+    cells = ", ".join(f"--window {r['window']['id']} --comparator-class {r['comparator_class']['id']} (k = {r['k']})"
+                      for r in answer["analyses"])
+    raise BadRequest(f"{req.outcome} has data in {len(answer['analyses'])} time windows or comparator classes",
+                     hint="choose one: " + cells)
+
+
+def answer_question(kb, req: MetaRequest, data_file: Path | None = None) -> dict:
+    """Every analysis the question has data for: one result (the dict of :func:`analyse_rows`) when there
+    is one, else ``{"outcome", "condition", "analyses": [results], "not_pooled": [...]}``, one result per
+    time window and comparator class, in the protocol's order (a Summary of Findings table)."""
+    if kb is not None:
+        req.protocol = kb.protocol
     _check_request(req, kb.vocab if kb is not None else None)
     summaries: dict = {}
     if data_file is not None:
         rows, excluded = rows_from_csv(data_file)
-        source = str(data_file)
-    else:
-        from .store import load_studies, load_summaries
+        return analyse_rows(rows, excluded, req, None, None, str(data_file))
+    from .store import load_studies, load_summaries
 
-        report = load_studies(kb)
-        summaries = load_summaries(kb)
-        rows, excluded = select(report.studies, req, kb.vocab)
-        source = "records"
-    return analyse_rows(rows, excluded, req, summaries.get(req.condition) if req.condition else None,
-                        kb.vocab if kb is not None else None, source)
+    report = load_studies(kb)
+    summaries = load_summaries(kb)
+    rows, excluded = select(report.studies, req, kb.vocab)
+    return analyse_cells(rows, excluded, req, summaries.get(req.condition) if req.condition else None, kb.vocab)
+
+
+def cells(rows: list[Row], protocol: Protocol) -> list[tuple[str | None, str | None]]:
+    """The (window, class) pairs the rows fall in, in the protocol's order."""
+    w_order = {w.id: i for i, w in enumerate(protocol.windows)}
+    c_order = {c.id: i for i, c in enumerate((*protocol.classes, COMBINED))}
+    found = {(r.window, r.cls) for r in rows}
+    return sorted(found, key=lambda wc: (w_order.get(wc[0], len(w_order)), c_order.get(wc[1], len(c_order)), str(wc)))
+
+
+def analyse_cells(rows: list[Row], excluded: list[Excluded], req: MetaRequest, summary=None, vocab=None,
+                  loo: bool = True) -> dict:
+    """Pool each (time window, comparator class) of ``rows`` on its own: one result, or a table of them."""
+    found = cells(rows, req.protocol)
+    if len(found) <= 1:
+        w, c = found[0] if found else (req.window, req.comparator_class)
+        return analyse_rows(rows, [e for e in excluded if e.concerns(w, c)], req, summary, vocab, loo=loo)
+    analyses, not_pooled = [], []
+    for w, c in found:
+        sub = [r for r in rows if (r.window, r.cls) == (w, c)]
+        try:
+            analyses.append(analyse_rows(sub, [e for e in excluded if e.concerns(w, c)], req, summary, vocab, loo=loo))
+        except SynthesisError as e:
+            not_pooled.append({"window": _window_info(req, w), "comparator_class": _class_info(req, c, vocab),
+                               "message": e.message, "hint": e.hint})
+    return {"outcome": req.outcome, "condition": req.condition, "analyses": analyses, "not_pooled": not_pooled,
+            "excluded": [e.as_dict() for e in excluded if e.window is None and e.cls is None]}
+
+
+def _window_info(req: MetaRequest, window_id: str | None) -> dict | None:
+    w = req.protocol.window(window_id) if window_id else None
+    return w.as_dict() if w else None
+
+
+def _class_info(req: MetaRequest, class_id: str | None, vocab) -> dict | None:
+    if class_id is None:
+        return None
+    c = req.protocol.comparator_class(class_id)
+    if c is not None:
+        return {"id": c.id, "label": c.label, "comparators": list(c.comparators)}
+    label = vocab.label("comparator", class_id) if vocab is not None else class_id
+    return {"id": class_id, "label": label, "comparators": [class_id]}
 
 
 def analyse_rows(rows: list[Row], excluded: list[Excluded], req: MetaRequest, summary=None, vocab=None,
                  source: str = "records", loo: bool = True) -> dict:
-    """Pool selected rows (from :func:`select`, or :func:`select_one` study by study) into the
-    documented answer; ``summary`` is the condition's summaries/ file, if any. ``loo=False`` skips
-    the leave-one-out refits (k extra fits), which the site skips for large k."""
+    """Pool selected rows (of one time window and one comparator class) into the documented answer;
+    ``summary`` is the condition's summaries/ file, if any. ``loo=False`` skips the leave-one-out refits
+    (k extra fits), which the site skips for large k."""
     measure, rows, more = _effects(rows, req)
     excluded = excluded + more
     if not rows:
         raise SynthesisError(_nothing_message(req, excluded), hint=_nothing_hint(excluded))
     result = _pool(rows, measure, req, loo)
+    window_id = rows[0].window if source == "records" else None
+    class_id = rows[0].cls if source == "records" else None
     result.update(
         outcome=req.outcome, condition=req.condition, source=source,
-        options={"comparators": list(req.comparators or CONTROLS), "crossover": req.crossover, "derived": req.derived,
-                 "non_iv": req.non_iv, "esketamine": req.esketamine, "any_condition": req.any_condition, "timepoint": req.timepoint,
+        window=_window_info(req, window_id), comparator_class=_class_info(req, class_id, vocab),
+        single_study=result["k"] == 1,
+        definition=vocab.categories["outcome"][req.outcome].description
+        if vocab is not None and req.outcome in vocab.categories.get("outcome", {}) else None,
+        options={"comparators": list(req.comparators or req.protocol.controls()), "crossover": req.crossover,
+                 "derived": req.derived, "non_iv": req.non_iv, "esketamine": req.esketamine,
+                 "any_condition": req.any_condition, "timepoint": req.timepoint, "window": req.window,
+                 "comparator_class": req.comparator_class, "combine_placebos": req.combine_placebos,
                  "smd_variant": req.smd_variant, "knha": req.knha, "level": req.level},
         excluded=[e.as_dict() for e in excluded],
     )
+    try:
+        result["better"] = W.better_of(vocab, req.outcome, [r.instrument for r in rows])
+    except W.WordingError as e:
+        raise SynthesisError(f"cannot pool {req.outcome}: {e}",
+                             hint="pool instruments that share a direction (--subgroup instrument shows them)") from None
+    result["absolute"] = _absolute(rows, result, measure, req, vocab)
     if req.subgroup:
         result["subgroups"] = _subgroups(rows, measure, req)
+    result["sensitivity"] = _sensitivity(rows, measure, req) if req.sensitivity and source == "records" else []
     result["certainty"] = certainty(rows, result, measure,
                                     summary.outcomes.get(req.outcome) if summary and req.outcome else None,
                                     f"summaries/{req.condition}.yaml" if summary else None)
-    result["sentence"] = sentence(result, vocab)
+    result["sentence"] = W.sentence(result, vocab)
+    result["headline"] = W.headline(result, vocab)
     return result
+
+
+def _absolute(rows: list[Row], result: dict, measure: str, req: MetaRequest, vocab) -> dict | None:
+    """The absolute effect (kb.absolute): per 1000 and NNT for binary results, points on a scale for
+    continuous ones; None when the measure has no absolute form (HR, a CSV's generic yi)."""
+    nat = result["natural"]
+    if measure in E.BINARY_MEASURES:
+        risks = [r.values["ci"] / r.values["n2i"] for r in rows if r.kind == "binary"]
+        override, where = req.assumed_risk, "set with --assumed-risk"
+        if override is None and req.outcome in req.protocol.assumed_risk:
+            override, where = req.protocol.assumed_risk[req.outcome], "set in kb.yaml (synthesis.assumed_risk)"
+        if not risks and override is None:
+            return None  # reported effects only: no control-group risk to start from
+        acr, source, span = A.assumed_risk(risks, override, where)
+        return A.binary(measure, nat["estimate"], nat["ci_low"], nat["ci_high"], acr, result.get("better"), source, span)
+    if measure in E.CONTINUOUS_MEASURES:
+        return A.continuous(measure, nat["estimate"], nat["ci_low"], nat["ci_high"],
+                            [{"instrument": r.instrument, "kind": r.kind, "data": r.values} for r in rows], vocab)
+    return None
+
+
+SENSITIVITY = (
+    ("high_risk_of_bias", "without results at high risk of bias", lambda r: r.rob in HIGH_RISK),
+    ("derived_or_weak", "without counts derived from percentages or resting on weak sources",
+     lambda r: r.derived or r.weak_source),
+    ("crossover", "without crossover trials analysed as published (not first-period data)", lambda r: r.crossover),
+)
+
+
+def _sensitivity(rows: list[Row], measure: str, req: MetaRequest) -> list[dict]:
+    """The result refitted without each kind of doubtful row, when that leaves out some but not all."""
+    out = []
+    for name, label, doubtful in SENSITIVITY:
+        gone = [r.id for r in rows if doubtful(r)]
+        kept = [r for r in rows if not doubtful(r)]
+        if not gone or not kept:
+            continue
+        fit = _fit(kept, measure, req)
+        out.append({"name": name, "label": label, "omitted": gone, "k": fit.k, "estimate": fit.estimate,
+                    "ci_low": fit.ci_low, "ci_high": fit.ci_high,
+                    "natural": {"estimate": _natural(measure, fit.estimate), "ci_low": _natural(measure, fit.ci_low),
+                                "ci_high": _natural(measure, fit.ci_high)}})
+    return out
 
 
 # -- selection ----------------------------------------------------------------------
@@ -188,6 +332,20 @@ def _check_request(req: MetaRequest, vocab) -> None:
             raise BadRequest(f"unknown {category} '{value}'" + (f"; did you mean '{close}'?" if close else ""),
                              hint=f"{category}s: " + ", ".join(vocab.terms(category)))
         setattr(req, attr, term)
+    if req.outcome and vocab.replaced_by("outcome", req.outcome):
+        new = vocab.replaced_by("outcome", req.outcome)
+        raise BadRequest(f"'{req.outcome}' is a deprecated outcome: it did not say whether its events are good or bad",
+                         hint="pool one of the outcomes that replace it: " + ", ".join(new))
+    proto = req.protocol
+    if req.window is not None and proto.window(req.window) is None:
+        raise BadRequest(f"unknown time window '{req.window}'", hint="windows: " + ", ".join(
+            f"{w.id} ({w.label})" for w in proto.windows))
+    if req.comparator_class is not None and proto.comparator_class(req.comparator_class) is None \
+            and vocab.canonical("comparator", req.comparator_class) is None:
+        raise BadRequest(f"unknown comparator class '{req.comparator_class}'", hint="classes: " + ", ".join(
+            c.id for c in (*proto.classes, COMBINED)) + ", or a comparator named with --comparator")
+    if req.comparator_class == COMBINED.id:
+        req.combine_placebos = True
     resolved = []
     for c in req.comparators:
         term = vocab.canonical("comparator", c)
@@ -230,7 +388,8 @@ def _in_window(days: float | None, window: str | None) -> bool:
 
 
 def select(studies: Iterable, req: MetaRequest, vocab) -> tuple[list[Row], list[Excluded]]:
-    """The outcome entries that answer ``req``, one per study, and every entry left out with why."""
+    """The outcome entries that answer ``req``: per study, one per time window and comparator class;
+    every entry left out, with why."""
     if req.outcome is None:
         raise BadRequest("name an outcome with --outcome", hint="outcomes with data: "
                          + ", ".join(outcomes_with_data(studies)))
@@ -238,11 +397,10 @@ def select(studies: Iterable, req: MetaRequest, vocab) -> tuple[list[Row], list[
     excluded: list[Excluded] = []
     seen_outcome = False
     for s in sorted(studies, key=lambda s: s.id):
-        seen, row, out = select_one(s, req)
+        seen, found, out = select_one(s, req)
         seen_outcome |= seen
         excluded += out
-        if row is not None:
-            rows.append(row)
+        rows += found
     if not seen_outcome:
         have = outcomes_with_data(studies, req.condition)
         where = f" for {req.condition}" if req.condition else ""
@@ -252,22 +410,37 @@ def select(studies: Iterable, req: MetaRequest, vocab) -> tuple[list[Row], list[
     return rows, excluded
 
 
-def select_one(s, req: MetaRequest) -> tuple[bool, Row | None, list[Excluded]]:
-    """One study's part of :func:`select`: (reports the outcome, its row or None, its entries left out).
+def class_of(comparator: str | None, req: MetaRequest) -> str | None:
+    """The comparator class an entry's comparator pools in, or None when this request leaves it out."""
+    proto = req.protocol
+    wanted = set(req.comparators or proto.controls())
+    if comparator not in wanted:
+        return None
+    if req.combine_placebos and comparator in COMBINED.comparators:
+        return COMBINED.id
+    cls = next((c for c in proto.classes if comparator in c.comparators), None)
+    return cls.id if cls else comparator
 
+
+def select_one(s, req: MetaRequest) -> tuple[bool, list[Row], list[Excluded]]:
+    """One study's part of :func:`select`: (reports the outcome, its rows, its entries left out).
+
+    A study gives at most one row per (time window, comparator class): the entry on the preferred
+    instrument (protocol.instrument_preference), then the one marked primary, then the earliest.
     Selection looks at one study at a time, so the site builds rows where records are parsed."""
     excluded: list[Excluded] = []
-    comparators = set(req.comparators or CONTROLS)
     if req.condition and req.condition not in s.condition_terms:
-        return False, None, excluded
+        return False, [], excluded
     entries = [o for o in s.outcomes if o.outcome == req.outcome]
     if not entries:
-        return False, None, excluded
+        return False, [], excluded
 
-    def out(reason: str, o=None) -> tuple[bool, None, list[Excluded]]:
-        excluded.append(Excluded(s.id, reason, req.outcome, o.timepoint if o is not None else None))
-        return True, None, excluded
+    def out(reason: str, o=None, window: str | None = None, cls: str | None = None) -> tuple[bool, list, list[Excluded]]:
+        excluded.append(Excluded(s.id, reason, req.outcome, o.timepoint if o is not None else None, window, cls, s.label))
+        return True, [], excluded
 
+    if getattr(s, "status", None) == "draft":
+        return out("a draft record (imported, not yet extracted): never pooled")
     if req.condition and s.condition_terms[0] != req.condition and not req.any_condition:
         # a PTSD trial that also lists depression measures PTSD response, not depression response
         return out(f"{req.condition} is a secondary condition here (primary: {s.condition_terms[0]}); "
@@ -284,16 +457,19 @@ def select_one(s, req: MetaRequest) -> tuple[bool, Row | None, list[Excluded]]:
         return out(f"route {route or 'not recorded'}: not intravenous (--non-iv includes it)")
     if drug == "esketamine" and not req.esketamine:
         return out("esketamine, not racemic ketamine (--esketamine includes it)")
-    usable = []
+    proto = req.protocol
+    cells: dict[tuple[str, str], list] = {}
     for o in entries:
         comparator = o.comparator or (s.comparator.type if s.comparator else None)
+        cls = class_of(comparator, req)
+        window = proto.window_of(o.timepoint_days)
         if not o.pool:
             out(f"marked pool: false ({o.pool_note})" if o.pool_note else "marked pool: false", o)
         elif o.data is None:
             out("reported without numbers that can be pooled", o)
         elif o.counts == "derived" and not req.derived:
             out("derived counts (left out by --no-derived)", o)
-        elif comparator not in comparators:
+        elif cls is None:
             out(f"comparator {comparator or 'not recorded'} (analyse it with --comparator {comparator})"
                 if comparator not in (None, "none", "pre-post") else "no control arm: nothing to compare", o)
         elif o.data.type != "effect" and len(o.data.arms) == 1:
@@ -302,17 +478,28 @@ def select_one(s, req: MetaRequest) -> tuple[bool, Row | None, list[Excluded]]:
             out("more than two arms: record one outcome entry per comparison", o)
         elif not _in_window(o.timepoint_days, req.timepoint):
             out(f"timepoint {o.timepoint or 'not recorded'} outside --timepoint {req.timepoint}", o)
+        elif o.timepoint_days is None:
+            out("timepoint not given in days (timepoint_days): it cannot be placed in a time window", o)
+        elif window is None:
+            out(f"timepoint {o.timepoint_days:g} days lies in no time window of the protocol", o)
+        elif req.window and window.id != req.window:
+            out(f"timepoint {o.timepoint or o.timepoint_days} is in the {window.label} window, not {req.window}", o)
+        elif req.comparator_class and cls != req.comparator_class:
+            out(f"comparator {comparator} is in class {cls}, not {req.comparator_class}", o)
         else:
-            usable.append((o, comparator))
-    if not usable:
-        return True, None, excluded
-    usable.sort(key=lambda oc: (not oc[0].primary, oc[0].timepoint_days if oc[0].timepoint_days is not None
-                                else math.inf))
-    chosen, comparator = usable[0]
-    for o, _ in usable[1:]:
-        out(f"another entry of the same study (the {'primary' if chosen.primary else 'earliest'} one, "
-            f"{chosen.timepoint or 'timepoint not recorded'}, is pooled)", o)
-    return True, _row(s, chosen, comparator), excluded
+            cells.setdefault((window.id, cls), []).append((o, comparator))
+    rows = []
+    for (window, cls), usable in cells.items():
+        usable.sort(key=lambda oc: (proto.instrument_rank(oc[0].instrument), not oc[0].primary,
+                                    oc[0].timepoint_days))
+        chosen, comparator = usable[0]
+        for o, _ in usable[1:]:
+            why = ("the preferred instrument's" if proto.instrument_rank(chosen.instrument) < proto.instrument_rank(o.instrument)
+                   else "the primary" if chosen.primary and not o.primary else "the earliest")
+            out(f"another entry of the same study in this time window ({why}, {chosen.timepoint or 'timepoint not recorded'}"
+                f"{', ' + chosen.instrument if chosen.instrument else ''}, is pooled)", o, window, cls)
+        rows.append(_row(s, chosen, comparator, window, cls))
+    return True, rows, excluded
 
 
 def outcomes_with_data(studies: Iterable, condition: str | None = None) -> list[str]:
@@ -320,7 +507,7 @@ def outcomes_with_data(studies: Iterable, condition: str | None = None) -> list[
                    for o in s.outcomes if o.data is not None})
 
 
-def _row(s, o, comparator: str) -> Row:
+def _row(s, o, comparator: str, window: str | None = None, cls: str | None = None) -> Row:
     d = o.data
     label = s.label
     fields = {"condition": s.condition_terms[0] if s.condition_terms else None, "comparator": comparator,
@@ -329,7 +516,9 @@ def _row(s, o, comparator: str) -> Row:
               "counts": o.counts or ("reported" if d.type == "effect" else "stated"), "instrument": o.instrument}
     row = Row(id=s.id, label=label, kind=d.type, values={}, year=s.year, design=s.design, fields=fields,
               derived=o.counts == "derived", rob=s.risk_of_bias.overall if s.risk_of_bias else None,
-              instrument=o.instrument, timepoint=o.timepoint)
+              instrument=o.instrument, timepoint=o.timepoint, window=window, cls=cls, definition=o.definition,
+              crossover=s.design == "crossover-rct" and getattr(o, "period", None) != "first",
+              indirect=[f"{i.domain}: {i.reason}" for i in getattr(s, "indirectness", None) or []])
     if d.type == "binary":
         (a, c) = d.arms
         row.values = {"ai": a.events, "n1i": a.total, "ci": c.events, "n2i": c.total}
@@ -495,6 +684,8 @@ def _pool(rows: list[Row], measure: str, req: MetaRequest, loo: bool = True) -> 
             "ci_low": lo, "ci_high": hi, "effect": _natural(measure, r.yi), "effect_ci_low": _natural(measure, lo),
             "effect_ci_high": _natural(measure, hi), "weight": w, "data": r.values, "kind": r.kind,
             "derived": r.derived, "participants": r.participants, "events": r.events, "timepoint": r.timepoint,
+            "instrument": r.instrument, "definition": r.definition, "crossover": r.crossover,
+            "weak_source": r.weak_source, "indirect": r.indirect,
             "risk_of_bias": r.rob, "fields": r.fields,
         })
     out = {
@@ -592,6 +783,28 @@ def certainty(rows: list[Row], result: dict, measure: str, override=None, overri
         texts.append(f"{result['participants']} participants, fewer than {OIS_PARTICIPANTS}")
     if impr:
         reasons.append({"domain": "imprecision", "change": -min(impr, 2), "text": "; ".join(texts)})
+    indirect = sum(weights[r.id] for r in rows if r.indirect)
+    classes = {r.fields.get("comparator") for r in rows}
+    mixed = result.get("comparator_class", {}) and (result["comparator_class"] or {}).get("id") == COMBINED.id \
+        and bool(classes & {"saline", "placebo"}) and "midazolam" in classes
+    if indirect >= INDIRECT_SHARE or mixed:
+        why = []
+        if indirect >= INDIRECT_SHARE:
+            named = sorted({i for r in rows for i in r.indirect})
+            why.append(f"studies that answer a different question carry {indirect:.0%} of the weight ({'; '.join(named)})")
+        if mixed:
+            why.append("inert and active placebo are pooled together")
+        reasons.append({"domain": "indirectness", "change": -1, "text": "; ".join(why)})
+    else:
+        reasons.append({"domain": "indirectness", "change": 0, "text": "no study flagged as indirect"})
+    weak = sum(weights[r.id] for r in rows if r.derived or r.weak_source)
+    if weak >= PROVENANCE_SHARE:
+        n_derived = sum(r.derived for r in rows)
+        n_weak = sum(r.weak_source for r in rows)
+        parts = ([f"{n_derived} with counts derived from percentages"] if n_derived else []) + \
+                ([f"{n_weak} resting only on weak sources"] if n_weak else [])
+        reasons.append({"domain": "data_provenance", "change": -1,
+                        "text": f"{' and '.join(parts)}: {weak:.0%} of the weight"})
     if result["egger"] is not None and result["egger"]["p"] < 0.10:
         reasons.append({"domain": "publication_bias", "change": -1,
                         "text": f"Egger's test p = {result['egger']['p']:.3f} (small-study effects)"})
@@ -611,38 +824,7 @@ def certainty(rows: list[Row], result: dict, measure: str, override=None, overri
 
 # -- words ----------------------------------------------------------------------------
 
-
-def fmt(x: float | None, measure: str) -> str:
-    if x is None:
-        return "n/a"
-    if measure == "rd":
-        return f"{x:.3f}"
-    return f"{x:.2f}"
-
-
-def sentence(result: dict, vocab=None) -> str:
-    """The Summary of Findings row in one plain-language sentence."""
-    m = result["measure"]
-    nat = result["natural"]
-    outcome = vocab.label("outcome", result["outcome"]) if vocab is not None and result.get("outcome") else (
-        result.get("outcome") or "the outcome")
-    k = result["k"]
-    n = result["participants"]
-    who = f"{k} {'study' if k == 1 else 'studies'}" + (f" ({n:,} participants)" if n else "")
-    level = result["certainty"]["level"].replace("-", " ")
-    pct = int(round(result["level"] * 100))
-    est = (f"{result['measure_label']} {fmt(nat['estimate'], m)} "
-           f"({pct}% CI {fmt(nat['ci_low'], m)} to {fmt(nat['ci_high'], m)})")
-    lo, hi = result["ci_low"], result["ci_high"]
-    if lo < 0 < hi:
-        direction = "the data are compatible with no difference between ketamine and the comparators"
-    elif m in ("smd", "md"):
-        direction = f"scores were {'lower' if hi < 0 else 'higher'} with ketamine than with the comparators"
-    elif m == "yi":
-        direction = f"the pooled effect is {'below' if hi < 0 else 'above'} zero"
-    else:
-        direction = f"it was {'more' if lo > 0 else 'less'} frequent with ketamine than with the comparators"
-    return f"{outcome}: {direction}; {est}, from {who}. Certainty of the evidence: {level}."
+fmt = W.fmt  # the site and kb meta format numbers as the sentences do
 
 
 def _nothing_message(req: MetaRequest, excluded: list[Excluded]) -> str:

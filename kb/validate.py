@@ -25,6 +25,7 @@ from .records import FIELD_NAMES, Study, validate_data
 from .vocab import Vocabulary, load_vocabulary
 
 Severity = Literal["error", "warning", "note"]
+POOLED_DESIGNS = frozenset({"rct", "crossover-rct", "open-label", "cohort", "case-series", "other"})  # not reviews
 RECORD_SUFFIXES = (".yaml", ".yml")
 PARALLEL_THRESHOLD = 400
 RATIO_MEASURES = {"rr", "or", "hr"}
@@ -412,12 +413,48 @@ def record_checks(study: Study, path: Path, add: Callable[..., None]) -> None:
                         hint="if the source prints it so, set pool: false with a pool_note", code="effect")
             if (d.ci_low is None) != (d.ci_high is None):
                 add((*base, "data"), "give both ci_low and ci_high, or neither", code="effect")
+        if d.type == "binary" and not o.definition:
+            add((*base, "data"), "binary data need a `definition`: what one event is",
+                hint="e.g. definition: '>=50% fall in MADRS from baseline' or 'participants reporting nausea'",
+                code="definition")
+        if o.timepoint_days is None and o.pool and study.design in POOLED_DESIGNS and (d.type == "effect" or len(d.arms) == 2):
+            add((*base, "timepoint"), "no timepoint_days: these numbers cannot be placed in a time window, "
+                "so they are never pooled", severity="warning",
+                hint="add timepoint_days (e.g. 1 for 24 h, 0.167 for 4 h, 7 for day 7)", code="timepoint")
         if not o.pool and not o.pool_note:
             add((*base, "pool"), "pool: false needs a pool_note saying why", code="counts-flag")
         if not o.source:
             add((*base, "data"), "numbers without a source: say where they were read",
                 severity="warning", hint="add `source:` with a URL from sources or a place such as 'Table 2'",
                 code="no-source")
+
+
+def shared_controls(study: Study) -> list[tuple[int, int, str]]:
+    """(first entry, later entry, arm) for entries of one analysis (same outcome, timepoint and
+    comparator) that reuse the same control arm: a multi-arm trial entered as two comparisons."""
+    seen: dict[tuple, int] = {}
+    found = []
+    for i, o in enumerate(study.outcomes):
+        d = o.data
+        if d is None or d.type == "effect" or len(d.arms) != 2:
+            continue
+        control = d.arms[1].model_dump()
+        key = (o.outcome, o.timepoint_days, o.comparator or (study.comparator.type if study.comparator else None),
+               tuple(sorted(control.items())))
+        if key in seen:
+            found.append((seen[key], i, d.arms[1].label))
+        else:
+            seen[key] = i
+    return found
+
+
+def multi_arm_checks(study: Study, add: Callable[..., None]) -> None:
+    for first, later, arm in shared_controls(study):
+        add(("outcomes", later, "data", "arms", 1),
+            f"the control arm '{arm}' is the same as in outcomes[{first}]: a shared control counted twice "
+            "if both were pooled (kb pools one entry per study and time window)", severity="warning",
+            hint="combine the ketamine arms into one entry, or split the control group between the comparisons "
+                 "(Cochrane Handbook 23.3.4)", code="shared-control")
 
 
 def check_file(path: Path, vocab: Vocabulary, display: str | None = None, raw: bytes | None = None) -> FileResult:
@@ -446,6 +483,7 @@ def check_file(path: Path, vocab: Vocabulary, display: str | None = None, raw: b
         return res
 
     record_checks(study, path, add)
+    multi_arm_checks(study, add)
     res.study = study
     _collect_keys(res, data, loaded)
     return res

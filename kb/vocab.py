@@ -29,6 +29,24 @@ class Term:
     label: str
     synonyms: list[str] = field(default_factory=list)
     description: str | None = None
+    meaning: dict = field(default_factory=dict)  # outcome and instrument terms: see MEANING_KEYS
+
+
+# What an outcome or instrument term declares about its meaning, so that every sentence a clinician
+# reads is generated from declarations (kb.wording), never guessed. Outcome terms:
+#   data      binary (events) or continuous (scores)
+#   better    binary: "more" or "fewer" events are good for the patient;
+#             continuous: "lower" or "higher" scores are good, or "instrument" (the instrument says)
+#   noun      the outcome as a noun phrase, for "no difference in <noun>"
+#   more / fewer     binary: the sentence when ketamine has more / fewer events ("More patients responded")
+#   higher / lower   continuous: the sentence when scores are higher / lower with ketamine
+#   deprecated, replaced_by   a term kept only as an alias of the terms that replace it
+# Instrument terms: better (lower or higher scores are good).
+MEANING_KEYS = {
+    "outcome": {"data", "better", "noun", "more", "fewer", "higher", "lower", "deprecated", "replaced_by"},
+    "instrument": {"better"},
+}
+_CHOICES = {"data": ("binary", "continuous"), "better": ("more", "fewer", "lower", "higher", "instrument")}
 
 
 def _norm(text: str) -> str:
@@ -89,9 +107,19 @@ class Vocabulary:
                 out.update(self.categories[cat][term].synonyms)
         return out
 
+    def meaning(self, category: str, term: str) -> dict:
+        """What ``term`` declares about its meaning (see MEANING_KEYS); {} for an unknown term."""
+        t = self.categories.get(category, {}).get(term)
+        return t.meaning if t else {}
+
+    def replaced_by(self, category: str, term: str) -> list[str]:
+        """The terms a deprecated term stands for ([] when it is not deprecated)."""
+        m = self.meaning(category, term)
+        return list(m.get("replaced_by") or []) if m.get("deprecated") else []
+
     def as_dict(self) -> dict:
         return {
-            cat: {t.term: {"label": t.label, "synonyms": t.synonyms} for t in terms.values()}
+            cat: {t.term: {"label": t.label, "synonyms": t.synonyms, **t.meaning} for t in terms.values()}
             for cat, terms in self.categories.items()
         }
 
@@ -121,7 +149,39 @@ def _parse(data: object, origin: str) -> dict[str, dict[str, Term]]:
                 label=str(spec.get("label") or term),
                 synonyms=[str(s) for s in syn],
                 description=spec.get("description"),
+                meaning=_meaning(spec, cat, str(term), origin),
             )
+    return out
+
+
+def _meaning(spec: dict, cat: str, term: str, origin: str) -> dict:
+    allowed = MEANING_KEYS.get(cat, set())
+    unknown = set(spec) - {"label", "synonyms", "description"} - allowed
+    where = f"{origin}: vocabulary.{cat}.{term}"
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}",
+                          hint="keys: label, synonyms, description" + (", " + ", ".join(sorted(allowed)) if allowed else ""))
+    out = {k: spec[k] for k in allowed if spec.get(k) is not None}
+    for key, choices in _CHOICES.items():
+        if key in out and out[key] not in choices:
+            raise ConfigError(f"{where}.{key}: '{out[key]}' is not one of {', '.join(choices)}")
+    if cat == "outcome" and out and not out.get("deprecated"):
+        data = out.get("data")
+        need = {"binary": ("better", "noun", "more", "fewer"),
+                "continuous": ("better", "noun", "higher", "lower")}.get(data)
+        if need is None:
+            raise ConfigError(f"{where}: an outcome that declares its meaning needs data: binary or continuous")
+        missing = [k for k in need if not out.get(k)]
+        if missing:
+            raise ConfigError(f"{where}: a {data} outcome needs {', '.join(missing)}",
+                              hint="see the outcome section of kb's data/vocabulary.yaml for examples")
+        good = ("more", "fewer") if data == "binary" else ("lower", "higher", "instrument")
+        if out["better"] not in good:
+            raise ConfigError(f"{where}.better: a {data} outcome's better is one of {', '.join(good)}")
+    if out.get("deprecated") and not isinstance(out.get("replaced_by"), list):
+        raise ConfigError(f"{where}: a deprecated term needs replaced_by: [terms]")
+    if cat == "instrument" and "better" in out and out["better"] not in ("lower", "higher"):
+        raise ConfigError(f"{where}.better: an instrument's better is lower or higher")
     return out
 
 
@@ -155,7 +215,8 @@ def load_vocabulary(extra: object = None, origin: str = "kb.yaml") -> Vocabulary
                 old = cats[cat][term]
                 merged = old.synonyms + [s for s in t.synonyms if s not in old.synonyms]
                 label = t.label if t.label != term else old.label
-                cats[cat][term] = Term(term, label, merged, t.description or old.description)
+                cats[cat][term] = Term(term, label, merged, t.description or old.description,
+                                       {**old.meaning, **t.meaning})
             else:
                 cats[cat][term] = t
     return Vocabulary(cats)
