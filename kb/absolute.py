@@ -56,6 +56,10 @@ def binary(measure: str, estimate: float, ci_low: float, ci_high: float, acr: fl
     ``better`` is the outcome's declared good direction ("more" or "fewer" events); it decides
     whether the NNT is a number needed to treat for one more patient to benefit (NNTB) or for one more
     to be harmed (NNTH)."""
+    if measure in ("rr", "or") and not 0 < acr < 1:
+        return {"assumed_risk": acr, "assumed_risk_source": acr_source,
+                "assumed_risk_range": list(acr_range) if acr_range else None, "per_1000": None, "nnt": None,
+                "note": f"the comparator risk is {acr:.0%}: a ratio gives no absolute difference from it"}
     control = per_1000(acr)
     risks = [risk_with(measure, acr, x) for x in (estimate, ci_low, ci_high)]
     with_k = [per_1000(r) for r in risks]

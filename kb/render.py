@@ -123,7 +123,7 @@ def show(kb: KnowledgeBase, study: Study, fmt: str = "text") -> str:
         from .validate import record_files
 
         known = {p.stem for p in record_files([kb.studies_dir])} if kb.studies_dir.is_dir() else set()
-        ctx = study_context(study, digest(study, ""), kb.vocab, known)
+        ctx = study_context(study, digest(study, "", kb.protocol), kb.vocab, known)
         return make_env(kb).get_template("study.html").render(kb=kb, vocab=kb.vocab, **ctx)
     return as_text(kb, study)
 
@@ -246,7 +246,9 @@ def meta_text(result: dict, echo: Callable[[str], None], style: Callable[..., st
     n = f"{result['participants']:,}" + ("" if result["participants_known"] else "+")
     a = result.get("absolute") or {}
     absolute = []
-    if "per_1000" in a:
+    if a.get("note"):
+        absolute.append(("Absolute", f"not computed: {a['note']}"))
+    if a.get("per_1000"):
         p = a["per_1000"]
         span = a.get("assumed_risk_range")
         absolute.append(("Comparator risk", f"{p['comparator']} per 1000 ({a['assumed_risk_source']}"
@@ -255,7 +257,7 @@ def meta_text(result: dict, echo: Callable[[str], None], style: Callable[..., st
         absolute.append(("With ketamine", f"{p['ketamine']} per 1000 ({pct}% CI {p['ketamine_ci_low']} to {p['ketamine_ci_high']})"))
     if absolute_text(result):
         absolute.append(("Absolute", absolute_text(result)))
-    if a.get("method") and "per_1000" not in a:
+    if a.get("method") and not a.get("per_1000"):
         absolute.append(("", a["method"]))
     rows = [
         ("Time window", f"{result['window']['label']} ({result['window']['id']})" if result.get("window") else "not set"),

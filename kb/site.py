@@ -137,20 +137,21 @@ def study_links(s) -> list[dict]:
     return links
 
 
-def study_rows(s, outcomes: list[str]) -> list[tuple[str, str, dict | None, list[dict]]]:
-    """(condition, outcome, row or None, entries left out) for every pair the study can feed, with the
-    site's analysis options (kb meta's defaults); ``outcomes``: the study's, sorted."""
+def study_rows(s, outcomes: list[str], protocol=None) -> list[tuple[str, str, list[dict], list[dict]]]:
+    """(condition, outcome, rows, entries left out) for every pair the study can feed, with the site's
+    analysis options (kb meta's defaults): a row per time window and comparator class; ``outcomes``:
+    the study's, sorted."""
     out = []
+    proto = protocol or S.DEFAULT_PROTOCOL
     for cond in dict.fromkeys(s.condition_terms):
         for outcome in outcomes:
-            seen, row, excluded = S.select_one(s, S.MetaRequest(outcome=outcome, condition=cond))
+            seen, rows, excluded = S.select_one(s, S.MetaRequest(outcome=outcome, condition=cond, protocol=proto))
             if seen:
-                out.append((cond, outcome, dict(vars(row)) if row is not None else None,
-                            [dict(vars(e)) for e in excluded]))
+                out.append((cond, outcome, [dict(vars(r)) for r in rows], [dict(vars(e)) for e in excluded]))
     return out
 
 
-def digest(s, sha1: str) -> dict:
+def digest(s, sha1: str, protocol=None) -> dict:
     """What the pages that span studies need of one study: plain data (dicts, lists, tuples, text,
     numbers), cheap to send between processes and to cache with marshal."""
     iv = s.intervention
@@ -170,21 +171,23 @@ def digest(s, sha1: str) -> dict:
         "relapse": s.durability.relapse if s.durability else None,
         "outcomes": outcomes,
         "data_outcomes": sorted({o.outcome for o in s.outcomes if o.data is not None}),
-        "related": [r.id for r in s.related], "rows": study_rows(s, outcomes), "page": f"studies/{s.id}.html",
+        "related": [r.id for r in s.related], "rows": study_rows(s, outcomes, protocol), "page": f"studies/{s.id}.html",
     }
 
 
 def study_context(s, d: dict, vocab, known_ids: set[str] | frozenset, frags: dict | None = None) -> dict:
     """Everything study.html needs beyond the record: links, citations, the analyses it feeds.
     ``frags`` are the study's download fragments, when already made (their BibTeX and RIS are reused)."""
-    fed = {(c, o) for c, o, row, _ in d["rows"] if row is not None}
-    feeds = [(c, o) for c in _order(vocab, "condition", (c for c, _ in fed)) for o in sorted(o for cc, o in fed if cc == c)]
+    fed = {(c, o): [(r["window"], r["cls"]) for r in rows] for c, o, rows, _ in d["rows"] if rows}
+    feeds = [(c, o, w, k) for c in _order(vocab, "condition", (c for c, _ in fed))
+             for o in sorted(o for cc, o in fed if cc == c) for w, k in fed[(c, o)]]
     return {
         "study": s, "root": "../", "links": study_links(s),
         "bibtex": frags["bibtex"] if frags else to_bibtex([s]).rstrip("\n"),
         "ris": frags["ris"] if frags else to_ris([s]).rstrip("\n"),
         "related": [{"id": r.id, "relation": r.relation, "present": r.id in known_ids} for r in s.related],
-        "feeds": [{"condition": c, "outcome": o} for c, o in feeds],
+        "feeds": [{"condition": c, "outcome": o, "slug": "-".join(x for x in (c, o, w, k) if x),
+                   "window": w, "cls": k} for c, o, w, k in feeds],
         # the page writes its condition, outcome and route filters beside their labels itself
         "filters": {"design": [vocab.label("design", s.design)], "year": [year_band(s.year)]},
     }
@@ -243,7 +246,7 @@ def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
             results.append(item)
             continue
         s = res.study
-        d = digest(s, sha1)
+        d = digest(s, sha1, kb.protocol)
         frags = fragments(s)
         html = tpl.render(**_W["globals"], **study_context(s, d, kb.vocab, _W["known"], frags))
         data = html.encode("utf-8")
@@ -335,7 +338,9 @@ class Site:
     info: SiteInfo
     digests: dict[str, dict]  # id -> digest
     summaries: dict
-    analyses: dict[tuple[str, str], dict] = field(default_factory=dict)  # (condition, outcome) -> result or error
+    # (condition, outcome, window, comparator class) -> result or error; window and class are None for a
+    # (condition, outcome) with data that nothing could be pooled from
+    analyses: dict[tuple, dict] = field(default_factory=dict)
     changes: dict = field(default_factory=dict)
     _by: dict | None = field(default=None, repr=False)
 
@@ -375,28 +380,55 @@ def _order(vocab, category: str, terms: Iterable[str]) -> list[str]:
 
 
 def run_analyses(site: Site) -> None:
-    """Pool every (condition, outcome) pair some study has numbers for, with kb meta's defaults."""
+    """Pool every (condition, outcome) pair some study has numbers for, with kb meta's defaults: one
+    analysis per time window and comparator class (never pooled together)."""
     groups: dict[tuple[str, str], tuple[list, list]] = defaultdict(lambda: ([], []))
     with_data = set()
+    proto = site.kb.protocol
     for d in sorted(site.digests.values(), key=lambda d: d["id"]):
         for cond, outcome in ((c, o) for c in d["conditions"] for o in d["data_outcomes"]):
             with_data.add((cond, outcome))
-        for cond, outcome, row, excluded in d["rows"]:
-            rows, out = groups[(cond, outcome)]
-            if row is not None:
-                rows.append(S.Row(**row))
+        for cond, outcome, rows, excluded in d["rows"]:
+            found, out = groups[(cond, outcome)]
+            found.extend(S.Row(**row) for row in rows)
             out.extend(S.Excluded(**e) for e in excluded)
     for key in sorted(with_data):
         cond, outcome = key
         rows, excluded = groups[key]
-        req = S.MetaRequest(outcome=outcome, condition=cond, measure=_site_measure(rows))
-        try:
-            result = S.analyse_rows(rows, list(excluded), req,
-                                    site.summaries.get(cond), site.vocab, loo=len(rows) <= LOO_MAX_K)
-            site.analyses[key] = {"ok": True, "result": result}
-        except KbError as e:
-            site.analyses[key] = {"ok": False, "message": e.message, "hint": e.hint,
-                                  "excluded": [dict(vars(x)) for x in excluded]}
+        pooled = False
+        for window, cls in S.cells(rows, proto):
+            cell = [r for r in rows if (r.window, r.cls) == (window, cls)]
+            req = S.MetaRequest(outcome=outcome, condition=cond, measure=_site_measure(cell), protocol=proto)
+            left = [x for x in excluded if x.concerns(window, cls)]
+            try:
+                result = S.analyse_rows(cell, left, req, site.summaries.get(cond), site.vocab, loo=len(cell) <= LOO_MAX_K)
+                site.analyses[(cond, outcome, window, cls)] = {"ok": True, "result": result}
+                pooled = True
+            except KbError as e:
+                site.analyses[(cond, outcome, window, cls)] = {"ok": False, "message": e.message, "hint": e.hint,
+                                                               "excluded": [x.as_dict() for x in left]}
+        if not pooled and not any(k[:2] == key for k in site.analyses):
+            site.analyses[(cond, outcome, None, None)] = {
+                "ok": False, "message": S._nothing_message(S.MetaRequest(outcome=outcome, condition=cond), excluded),
+                "excluded": [x.as_dict() for x in excluded]}
+
+    def _order_key(item):
+        (c, o, w, k), _ = item
+        return (c, o) + _cell_order(site, w, k)
+    site.analyses = dict(sorted(site.analyses.items(), key=_order_key))
+
+
+def _cell_order(site: Site, window: str | None, cls: str | None) -> tuple:
+    proto = site.kb.protocol
+    w = [x.id for x in proto.windows]
+    c = [x.id for x in proto.classes] + [S.COMBINED.id]
+    return (w.index(window) if window in w else len(w), c.index(cls) if cls in c else len(c), str(window), str(cls))
+
+
+def analyses_of(site: Site, cond: str | None = None, outcome: str | None = None) -> list[tuple[tuple, dict]]:
+    """The analyses of a condition, or of an outcome, in protocol order (windows, then classes)."""
+    return [(k, a) for k, a in site.analyses.items()
+            if (cond is None or k[0] == cond) and (outcome is None or k[1] == outcome)]
 
 
 def _site_measure(rows: list) -> str | None:
@@ -418,7 +450,8 @@ def _fmt_pair(result: dict) -> dict:
 
 def snapshot(site: Site) -> dict:
     return {"studies": {i: d["sha1"] for i, d in sorted(site.digests.items())},
-            "pooled": {f"{c}/{o}": _fmt_pair(a["result"]) for (c, o), a in sorted(site.analyses.items()) if a["ok"]}}
+            "pooled": {"/".join(x for x in k if x): _fmt_pair(a["result"]) for k, a in sorted(
+                site.analyses.items(), key=lambda ka: [str(x) for x in ka[0]]) if a["ok"]}}
 
 
 def compute_changes(prev: dict | None, snap: dict, info: SiteInfo) -> dict:
@@ -442,12 +475,17 @@ def compute_changes(prev: dict | None, snap: dict, info: SiteInfo) -> dict:
 
 
 def headline(site: Site, cond: str) -> dict | None:
-    """The first pooled outcome of a condition, in vocabulary order: what its card shows."""
+    """What a condition's card and bottom line show: the first outcome, in vocabulary order, pooled from
+    at least two trials in one time window and comparator class; else the first single-trial result,
+    which the page says rests on one trial."""
+    single = None
     for outcome in site.vocab.terms("outcome"):
-        a = site.analyses.get((cond, outcome))
-        if a and a["ok"]:
-            return {"outcome": outcome, "result": a["result"]}
-    return None
+        for (c, o, w, k), a in analyses_of(site, cond, outcome):
+            if a["ok"]:
+                if a["result"]["k"] >= 2:
+                    return {"outcome": outcome, "result": a["result"], "pooled": True}
+                single = single or {"outcome": outcome, "result": a["result"], "pooled": False}
+    return single
 
 
 def home_context(site: Site) -> dict:
@@ -471,10 +509,8 @@ def condition_context(site: Site, cond: str) -> dict:
     summary = site.summaries.get(cond)
     rows = []
     for outcome in site.vocab.terms("outcome"):
-        a = site.analyses.get((cond, outcome))
-        if a is None:
-            continue
-        rows.append(_sof_row(site, cond, outcome, a))
+        for key, a in analyses_of(site, cond, outcome):
+            rows.append(_sof_row(site, key, a))
     ae = []
     for term in _order(site.vocab, "adverse_event", [t for d in studies for t in d["ae"]]):
         reporting = [d for d in studies if term in d["ae"]]
@@ -492,13 +528,17 @@ def condition_context(site: Site, cond: str) -> dict:
     }
 
 
-def _sof_row(site: Site, cond: str, outcome: str, a: dict) -> dict:
-    row = {"condition": cond, "outcome": outcome, "ok": a["ok"]}
+def _sof_row(site: Site, key: tuple, a: dict) -> dict:
+    cond, outcome, window, cls = key
+    slug = "-".join(x for x in (cond, outcome, window, cls) if x)
+    row = {"condition": cond, "outcome": outcome, "ok": a["ok"], "slug": slug,
+           "window": site.kb.protocol.window(window) if window else None,
+           "cls": S._class_info(S.MetaRequest(protocol=site.kb.protocol), cls, site.vocab)}
     if not a["ok"]:
         row.update(message=a["message"], excluded=a["excluded"])
         return row
     r = a["result"]
-    uid = f"forest-{cond}-{outcome}"
+    uid = f"forest-{slug}"
     row.update(result=r, pair=_fmt_pair(r), excluded=r["excluded"], uid=uid,
                draw=r["k"] <= FOREST_MAX_K, studies=r["studies"])
     return row
@@ -507,10 +547,57 @@ def _sof_row(site: Site, cond: str, outcome: str, a: dict) -> dict:
 def outcome_context(site: Site, outcome: str) -> dict:
     rows = []
     for cond in site.vocab.terms("condition"):
-        a = site.analyses.get((cond, outcome))
-        if a is not None:
-            rows.append(_sof_row(site, cond, outcome, a))
+        for key, a in analyses_of(site, cond, outcome):
+            rows.append(_sof_row(site, key, a))
     return {"root": "../", "outcome": outcome, "sof": rows, "studies": site.studies(outcome=outcome)}
+
+
+SOF_CSV = "summary-of-findings.csv"
+SOF_COLUMNS = ("condition", "outcome", "time_window", "comparator", "event", "k", "participants", "relative_effect",
+               "comparator_per_1000", "ketamine_per_1000", "difference_per_1000", "nnt", "points", "certainty",
+               "sentence")
+
+
+def sof_table(site: Site) -> list[dict]:
+    """Every pooled result as one flat Summary of Findings row (the downloadable CSV and HTML table)."""
+    from .wording import per_1000_text
+
+    out = []
+    for (cond, outcome, window, cls), a in site.analyses.items():
+        if not a["ok"]:
+            continue
+        r = a["result"]
+        m, nat, pct = r["measure"], r["natural"], int(round(r["level"] * 100))
+        ab = r.get("absolute") or {}
+        p = ab.get("per_1000")
+        out.append({
+            "condition": site.vocab.label("condition", cond), "outcome": site.vocab.label("outcome", outcome),
+            "time_window": r["window"]["label"] if r.get("window") else "",
+            "comparator": r["comparator_class"]["label"] if r.get("comparator_class") else "",
+            "event": r.get("definition") or "; ".join(dict.fromkeys(x["definition"] for x in r["studies"] if x.get("definition"))), "k": r["k"], "participants": r["participants"],
+            "relative_effect": f"{r['measure_label']} {S.fmt(nat['estimate'], m)} ({pct}% CI {S.fmt(nat['ci_low'], m)} "
+                               f"to {S.fmt(nat['ci_high'], m)})" + (" (one trial)" if r["k"] == 1 else ""),
+            "comparator_per_1000": p["comparator"] if p else "",
+            "ketamine_per_1000": f"{p['ketamine']} ({p['ketamine_ci_low']} to {p['ketamine_ci_high']})" if p else "",
+            "difference_per_1000": f"{per_1000_text(p['difference'])} ({per_1000_text(p['difference_ci_low'])} to "
+                                   f"{per_1000_text(p['difference_ci_high'])})" if p else "",
+            "nnt": ab["nnt"]["text"] if ab.get("nnt") else "",
+            "points": f"{ab['points']:+.1f} on the {ab['instrument']} ({ab['points_ci_low']:+.1f} to "
+                      f"{ab['points_ci_high']:+.1f}); {ab['method']}" if ab.get("points") is not None and ab.get("instrument") else "",
+            "certainty": r["certainty"]["level"].replace("-", " "), "sentence": r["sentence"],
+        })
+    return out
+
+
+def sof_csv(rows: list[dict]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=SOF_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
 
 
 def methods_context(site: Site) -> dict:
@@ -518,6 +605,7 @@ def methods_context(site: Site) -> dict:
     from .metaanalysis import METHOD_LABELS
 
     return {"root": "", "rules": S.RULES, "controls": S.CONTROLS, "measures": MEASURE_LABELS,
+            "protocol": site.kb.protocol, "combined": S.COMBINED,
             "methods": METHOD_LABELS, "analyses": sum(a["ok"] for a in site.analyses.values()),
             "total": len(site.digests), "forest_max": FOREST_MAX_K, "loo_max": LOO_MAX_K}
 
@@ -785,7 +873,9 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
         site.info = info
     writer = _Writer(out, previous_pages)
     env = make_env(kb)
-    common = {"kb": kb, "vocab": kb.vocab, "info": info, "fmt": S.fmt}
+    from .wording import per_1000_text
+
+    common = {"kb": kb, "vocab": kb.vocab, "info": info, "fmt": S.fmt, "per_1000_text": per_1000_text}
     write_aggregate_pages(site, env, common, writer, jobs, progress)
     lap("pages")
     side_pages, side_written = side.result() if side else _downloads_task(*side_args)
@@ -1064,7 +1154,9 @@ class _Pages:
         heavy += [(f"outcomes/{o}.html", "outcome", o) for o in site.outcomes()]
         heavy.sort(key=lambda t: -len(site.studies(condition=t[2]) if t[1] == "condition" else site.studies(outcome=t[2])))
         light = [(name, name, None) for name in ("index.html", "outcomes/index.html", "search.html", "methods.html",
-                                                   "changes.html", "downloads.html", "404.html", "feed.xml")]
+                                                   "changes.html", "downloads.html", "404.html", "feed.xml",
+                                                   "summary-of-findings.html")]
+        light.append((f"downloads/{SOF_CSV}", "sof-csv", None))
         return heavy + light
 
     def render(self, kind: str, arg: str | None) -> str:
@@ -1082,7 +1174,7 @@ class _Pages:
         if kind == "outcomes/index.html":
             return render("outcomes.html", root="../", outcomes=[
                 {"outcome": o, "studies": len(site.studies(outcome=o)),
-                 "pooled": sum(1 for (c, oo), a in site.analyses.items() if oo == o and a["ok"])}
+                 "pooled": sum(1 for k, a in site.analyses.items() if k[1] == o and a["ok"])}
                 for o in site.outcomes()])
         if kind == "search.html":
             ds = site.digests.values()
@@ -1103,6 +1195,10 @@ class _Pages:
             return render("downloads.html", root="", total=len(site.digests), files=FILE_NAMES)
         if kind == "404.html":
             return render("404.html", root=site.info.base_url or "")
+        if kind == "summary-of-findings.html":
+            return render("summary-of-findings.html", root="", rows=sof_table(site), csv_name=SOF_CSV)
+        if kind == "sof-csv":
+            return sof_csv(sof_table(site))
         if kind == "feed.xml":
             return render("feed.xml", entries=_feed_entries(site))
         raise ValueError(kind)

@@ -269,6 +269,15 @@ def _absolute(rows: list[Row], result: dict, measure: str, req: MetaRequest, voc
             return None  # reported effects only: no control-group risk to start from
         acr, source, span = A.assumed_risk(risks, override, where)
         return A.binary(measure, nat["estimate"], nat["ci_low"], nat["ci_high"], acr, result.get("better"), source, span)
+    instruments = {r.instrument for r in rows}
+    if measure == "smd" and all(r.kind == "continuous" for r in rows) and len(instruments) == 1 and None not in instruments:
+        # every study used the same instrument: the mean difference in its points, pooled as the SMD was
+        md = MetaRequest(**{**vars(req), "measure": "md"})
+        _, md_rows, _ = _effects([Row(**{**vars(r), "yi": None, "vi": None}) for r in rows], md)
+        fit = _fit(md_rows, "md", md)
+        inst = instruments.pop()
+        return {"instrument": inst, "points": fit.estimate, "points_ci_low": fit.ci_low, "points_ci_high": fit.ci_high,
+                "method": f"the mean difference in {inst} points, pooled from the same studies"}
     if measure in E.CONTINUOUS_MEASURES:
         return A.continuous(measure, nat["estimate"], nat["ci_low"], nat["ci_high"],
                             [{"instrument": r.instrument, "kind": r.kind, "data": r.values} for r in rows], vocab)

@@ -119,7 +119,7 @@ def absolute_text(result: dict) -> str | None:
     if not a:
         return None
     pct = int(round(result["level"] * 100))
-    if "per_1000" in a:
+    if a.get("per_1000"):
         p = a["per_1000"]
         text = (f"{per_1000_text(p['difference'])} per 1000 ({pct}% CI {per_1000_text(p['difference_ci_low'])} "
                 f"to {per_1000_text(p['difference_ci_high'])})")
