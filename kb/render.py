@@ -326,7 +326,7 @@ def meta_text(result: dict, echo: Callable[[str], None], style: Callable[..., st
         echo(style(f"  Left out ({len(result['excluded'])})", bold=True))
         for x in result["excluded"]:
             when = f" [{x['timepoint']}]" if x.get("timepoint") else ""
-            echo(f"  {x['id']}{when}: {x['reason']}")
+            echo(f"  {x.get('label') or x['id']}{when}: {x['reason']}")
 
 
 def _p(p: float | None) -> str:

@@ -211,7 +211,7 @@ def _class_info(req: MetaRequest, class_id: str | None, vocab) -> dict | None:
     if c is not None:
         return {"id": c.id, "label": c.label, "comparators": list(c.comparators)}
     label = vocab.label("comparator", class_id) if vocab is not None else class_id
-    return {"id": class_id, "label": label, "comparators": [class_id]}
+    return {"id": class_id, "label": label[:1].lower() + label[1:], "comparators": [class_id]}
 
 
 def analyse_rows(rows: list[Row], excluded: list[Excluded], req: MetaRequest, summary=None, vocab=None,

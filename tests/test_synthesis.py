@@ -25,18 +25,21 @@ def trial(sid: str, outcomes: list[dict], *, design: str = "rct", conditions=("d
     rec = {"id": sid, "title": f"Test trial {sid}", "authors": [f"{sid.split('-')[0].title()} A"],
            "year": int(sid.split("-")[1][:4]), "design": design, "conditions": list(conditions),
            "intervention": {"drug": drug, "route": route}, "comparator": {"type": comparator},
-           "outcomes": outcomes, "status": "draft", "added": "2026-11-26"}
+           "outcomes": outcomes, "status": "extracted", "key_finding": "An invented test trial.",
+           "sources": ["https://example.org/test"], "added": "2026-11-26"}
     rec.update(extra)
     return rec
 
 
 def binary(outcome: str, a: int, n1: int, c: int, n2: int, **extra) -> dict:
+    extra = {"timepoint": "day 1", "timepoint_days": 1, "definition": "test responders", **extra}
     return {"outcome": outcome, "data": {"type": "binary", "arms": [
         {"label": "ketamine", "events": a, "total": n1}, {"label": "control", "events": c, "total": n2}]},
         "counts": "stated", "source": "Table 2", **extra}
 
 
 def continuous(outcome: str, m1, s1, n1, m2, s2, n2, instrument="MADRS", **extra) -> dict:
+    extra = {"timepoint": "day 1", "timepoint_days": 1, **extra}
     return {"outcome": outcome, "instrument": instrument, "data": {"type": "continuous", "arms": [
         {"label": "ketamine", "mean": m1, "sd": s1, "n": n1}, {"label": "control", "mean": m2, "sd": s2, "n": n2}]},
         "counts": "stated", "source": "Table 2", **extra}
@@ -56,9 +59,10 @@ def make_kb(tmp_path: Path, records: list[dict], summaries: dict | None = None) 
 
 BASE = [
     trial("alpha-2001", [binary("response", 12, 20, 4, 20)]),
-    trial("beta-2005", [binary("response", 8, 15, 3, 16, timepoint="day 7", timepoint_days=7),
+    # two entries in one time window (about 24 h): the earliest is pooled
+    trial("beta-2005", [binary("response", 8, 15, 3, 16, timepoint="day 1.5", timepoint_days=1.5),
                         binary("response", 10, 15, 2, 16, timepoint="day 1", timepoint_days=1)]),
-    trial("gamma-2010", [binary("response", 20, 40, 9, 38)], design="crossover-rct", comparator="midazolam"),
+    trial("gamma-2010", [binary("response", 20, 40, 9, 38)], design="crossover-rct", comparator="saline"),
     trial("delta-2012", [binary("response", 6, 10, 1, 10, counts="derived", derivation="from percentages")]),
     trial("retro-2015", [binary("response", 30, 30, 1, 30)], retraction={"retracted": True, "notice": "Test 2018"}),
     trial("nopool-2016", [binary("response", 9, 10, 1, 10, pool=False, pool_note="blog figures")]),
@@ -101,10 +105,10 @@ def test_defaults_select_and_explain(runner, kb):
     assert "secondary condition" in why["ptsd-2020"] and "primary: ptsd" in why["ptsd-2020"]
     assert "count them twice" in why["review-2021"]
     assert "single arm" in why["single-2022"] or "no control arm" in why["single-2022"]
-    # one entry per study: beta's earliest timepoint (day 1) is pooled, day 7 is listed
+    # one entry per study and time window: beta's earliest timepoint (day 1) is pooled, day 1.5 is listed
     beta = next(s for s in r["studies"] if s["id"] == "beta-2005")
     assert beta["data"] == {"ai": 10, "n1i": 15, "ci": 2, "n2i": 16}
-    assert any(e["id"] == "beta-2005" and e["timepoint"] == "day 7" for e in r["excluded"])
+    assert any(e["id"] == "beta-2005" and e["timepoint"] == "day 1.5" for e in r["excluded"])
     assert next(s for s in r["studies"] if s["id"] == "delta-2012")["derived"] is True
 
 
@@ -139,14 +143,17 @@ def test_inclusion_options(runner, kb, option, study, included):
 def test_comparator_and_timepoint(runner, kb):
     r = meta_json(runner, kb, "--outcome", "response", "--comparator", "ECT")
     assert [s["id"] for s in r["studies"]] == ["ect-2019"]
-    r = meta_json(runner, kb, "--condition", "depression", "--outcome", "response", "--timepoint", "5..10")
+    r = meta_json(runner, kb, "--condition", "depression", "--outcome", "response", "--timepoint", "1.2..1.8")
     assert [s["id"] for s in r["studies"]] == ["beta-2005"] and r["studies"][0]["data"]["ai"] == 8
 
 
 def test_retracted_never_pooled_whatever_the_options(runner, kb):
-    r = meta_json(runner, kb, "--outcome", "response", "--non-iv", "--esketamine", "--any-condition",
+    r = meta_json(runner, kb, "--outcome", "response", "--non-iv", "--esketamine", "--any-condition", "--method", "DL",
                   "--comparator", "saline", "--comparator", "midazolam", "--comparator", "ect")
-    assert "retro-2015" not in [s["id"] for s in r["studies"]] and "retracted" in reasons(r)["retro-2015"]
+    # saline and ECT are separate analyses; the retraction is listed once, for all of them
+    assert [a["comparator_class"]["id"] for a in r["analyses"]] == ["inert-placebo", "ect"]
+    assert all("retro-2015" not in [s["id"] for s in a["studies"]] for a in r["analyses"])
+    assert "retracted" in reasons(r)["retro-2015"]
 
 
 def test_double_zero_left_out_of_ratios_kept_for_rd(runner, tmp_path):
@@ -227,9 +234,9 @@ def test_certainty_rules_and_override(runner, tmp_path):
 
 
 def test_subgroups_and_leave_one_out(runner, kb):
-    r = meta_json(runner, kb, "--condition", "depression", "--outcome", "response", "--subgroup", "comparator")
+    r = meta_json(runner, kb, "--condition", "depression", "--outcome", "response", "--subgroup", "design")
     sg = r["subgroups"]
-    assert {g["value"] for g in sg["groups"]} == {"saline", "midazolam"} and sg["df"] == 1
+    assert {g["value"] for g in sg["groups"]} == {"rct", "crossover-rct"} and sg["df"] == 1
     assert [x["omitted"] for x in r["leave_one_out"]] == [s["id"] for s in r["studies"]]
 
 
@@ -237,8 +244,10 @@ def test_table_output_reads_like_a_summary_of_findings(runner, kb):
     res = invoke(runner, "--kb", kb, "meta", "--condition", "depression", "--outcome", "response")
     assert res.exit_code == 0
     first = res.output.splitlines()[0]
-    assert first.startswith("Response:") and "risk ratio" in first and "4 studies" in first and "Certainty" in first
-    assert "Left out" in res.output and "retro-2015: retracted publication" in res.output
+    assert first.startswith("At about 24 h (12 h to under 2 days), more patients responded with ketamine than with "
+                            "inert placebo (saline): ")
+    assert "Risk ratio" in first and "4 trials pooled" in first and "Certainty" in first and "NNTB" in first
+    assert "Left out" in res.output and "Retro 2015: retracted publication" in res.output
 
 
 def test_csv_data_matches_metafor_linde(runner, tmp_path):
@@ -288,9 +297,16 @@ def test_forest_svg_is_accessible_and_escaped(runner, tmp_path):
 
 def test_bundled_kb_depression_response(runner):
     """The bundled records: the pooled trials are exactly the eligible controlled IV trials."""
-    r = meta_json(runner, ROOT, "--condition", "depression", "--outcome", "response")
-    ids = [s["id"] for s in r["studies"]]
+    answer = meta_json(runner, ROOT, "--condition", "depression", "--outcome", "response")
+    # each time window and comparator class on its own: saline at 24 h and days 2-7 (lii-2023), midazolam at
+    # 24 h (murrough-2013) and days 2-7 (su-2023)
+    cells = {(a["window"]["id"], a["comparator_class"]["id"]): [s["id"] for s in a["studies"]] for a in answer["analyses"]}
+    assert cells == {("24h", "inert-placebo"): ["lii-2023"], ("24h", "active-placebo"): ["murrough-2013"],
+                     ("2-7d", "inert-placebo"): ["lii-2023"], ("2-7d", "active-placebo"): ["su-2023"]}
+    ids = {i for v in cells.values() for i in v}
     assert "parsaik-2015" not in ids and "jelovac-2025" not in ids and "anand-2023" not in ids
-    assert set(ids) == {"lii-2023", "murrough-2013", "su-2023"}
-    murrough = next(s for s in r["studies"] if s["id"] == "murrough-2013")
+    lii = next(a for a in answer["analyses"] if a["window"]["id"] == "2-7d" and a["studies"][0]["id"] == "lii-2023")
+    assert lii["studies"][0]["timepoint"] == "day 3"  # the earliest entry of the window (day 3, not day 7)
+    r = next(a for a in answer["analyses"] if a["studies"][0]["id"] == "murrough-2013")
+    murrough = r["studies"][0]
     assert murrough["data"] == {"ai": 30, "n1i": 47, "ci": 7, "n2i": 25} and murrough["derived"] is True
