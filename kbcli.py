@@ -711,17 +711,22 @@ def show(ctx: click.Context, study_id: str, fmt: str) -> None:
 
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--drafts", is_flag=True, help="Count and list the draft records instead (status: draft; not evidence).")
 @click.pass_context
-def stats(ctx: click.Context, fmt: str) -> None:
+def stats(ctx: click.Context, fmt: str, drafts: bool) -> None:
     """Count studies by condition, design, outcome, topic, route, year and status.
 
     A study counts once under each condition and outcome it reports, so
     columns can add up to more than the number of studies. Files with
     errors are left out and counted; `kb validate` lists their problems.
+    Drafts (status: draft, as kb import and kb new write them) are not
+    evidence: they are left out and counted on one line; --drafts counts
+    them by condition, design and year and lists each one.
 
     \b
-    Example:
+    Examples:
       kb stats --format json
+      kb stats --drafts
     """
     from kb.stats import compute_stats
     from kb.store import load_studies
@@ -729,15 +734,23 @@ def stats(ctx: click.Context, fmt: str) -> None:
     kb = _kb(ctx)
     report = load_studies(kb)
     invalid = report.files - len(report.studies)
-    result = compute_stats(kb, report.studies, invalid)
+    result = compute_stats(kb, report.studies, invalid, drafts=drafts)
     if fmt == "json":
         click.echo(json.dumps(result.as_dict(), indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(width=100)
-    console.print(f"[bold]{kb.title}[/bold]: {result.studies} studies in {kb.studies_dir}")
+    if drafts:
+        console.print(f"[bold]{escape(kb.title)}[/bold]: {result.studies} draft records in {kb.studies_dir} "
+                      "(imported or scaffolded, not yet extracted; not counted as evidence)")
+    else:
+        console.print(f"[bold]{kb.title}[/bold]: {result.studies} studies in {kb.studies_dir}")
+        if result.drafts:
+            console.print(f"{result.drafts} draft {'record' if result.drafts == 1 else 'records'} not counted; "
+                          "`kb stats --drafts` lists them")
     if invalid:
         console.print(f"[red]{invalid} file(s) with errors left out; run `kb validate`[/red]")
     if result.retracted:
@@ -751,6 +764,16 @@ def stats(ctx: click.Context, fmt: str) -> None:
         t.add_column("studies", justify="right")
         for term, label, n in rows:
             t.add_row(term, label if label != term else "", str(n))
+        console.print(t)
+    if result.listing:
+        t = Table(title="drafts", title_justify="left", show_edge=False, pad_edge=False)
+        t.add_column("id", no_wrap=True)
+        t.add_column("year", no_wrap=True, min_width=4)
+        # one line each, cut to fit 100 columns; --format json has the whole titles
+        t.add_column("title", no_wrap=True, overflow="ellipsis", max_width=48)
+        t.add_column("conditions", no_wrap=True, overflow="ellipsis", max_width=20)
+        for d in result.listing:
+            t.add_row(d["id"], str(d["year"]), escape(d["title"] or ""), ", ".join(d["conditions"]))
         console.print(t)
 
 
