@@ -366,7 +366,7 @@ def forest(ctx: click.Context, output: Path | None, force: bool, **opts) -> None
     click.echo(f"wrote {output} ({result['k']} studies)", err=True)
 
 
-def _build(kb: KnowledgeBase, out, base_url, jobs, search, full, strict, quiet=False):
+def _build(kb: KnowledgeBase, out, base_url, jobs, search, full, strict, quiet=False, include_drafts=False):
     from kb.site import build_site
 
     bar, update = (None, None) if quiet else _progress("building", phased=True)
@@ -374,19 +374,27 @@ def _build(kb: KnowledgeBase, out, base_url, jobs, search, full, strict, quiet=F
         bar.start()
     try:
         return build_site(kb, out, base_url=base_url, jobs=jobs, search=search, full=full, strict=strict,
-                          progress=update)
+                          include_drafts=include_drafts, progress=update)
     finally:
         if bar:
             bar.stop()
 
 
+def _drafts_note(report) -> str:
+    if not report.drafts:
+        return ""
+    n = f"{report.drafts:,} draft{'' if report.drafts == 1 else 's'}"
+    return f" ({n} shown, marked DRAFT, never pooled)" if report.include_drafts else \
+        f" ({n} left out; --include-drafts previews them)"
+
+
 def _build_summary(report) -> str:
     if report.up_to_date:
-        return (f"site up to date: {report.studies:,} studies, {report.pages_total:,} pages in {report.out} "
-                f"(checked in {report.seconds:.2f} s)")
+        return (f"site up to date: {report.studies:,} studies{_drafts_note(report)}, {report.pages_total:,} pages in "
+                f"{report.out} (checked in {report.seconds:.2f} s)")
     search = {"indexed": f"; search indexed in {report.search_seconds:.1f} s" if report.search_seconds is not None else "",
               "unchanged": "; search index unchanged", "skipped": "; no search index (--no-search)"}[report.search]
-    return (f"{'built' if report.full else 'updated'} {report.out}: {report.studies:,} studies, "
+    return (f"{'built' if report.full else 'updated'} {report.out}: {report.studies:,} studies{_drafts_note(report)}, "
             f"{report.analyses} pooled analyses, {report.pages_written:,} of {report.pages_total:,} pages written"
             f"{f', {report.pages_removed} removed' if report.pages_removed else ''} in {report.seconds:.1f} s{search}")
 
@@ -407,9 +415,11 @@ def _site_options(f):
 @_site_options
 @click.option("--full", is_flag=True, help="Rebuild every page, ignoring what the last build left.")
 @click.option("--strict", is_flag=True, help="Fail (exit 1) if any record has errors, instead of leaving it out.")
+@click.option("--include-drafts", is_flag=True, help="Preview the drafts too: each draft's page carries a DRAFT "
+              "banner and the lists mark it; drafts are still never pooled, downloaded or in the feed.")
 @click.pass_context
 def build(ctx: click.Context, out: Path | None, base_url: str | None, no_search: bool, jobs: int | None, full: bool,
-          strict: bool) -> None:
+          strict: bool, include_drafts: bool) -> None:
     """Build the static evidence site: a folder any static host can serve.
 
     Pages: home, one per condition (bottom line, summary of findings with
@@ -424,14 +434,18 @@ def build(ctx: click.Context, out: Path | None, base_url: str | None, no_search:
     record's date, so the same inputs give the same bytes. Records with errors
     are left out and listed. Open _site/index.html, or serve the folder.
 
+    Drafts (status: draft, as kb import writes them) are not evidence and
+    are left out; --include-drafts previews them, best into another folder.
+
     \b
     Examples:
       kb build
       kb build -o public --base-url https://evidence.example.org/
       kb build --no-search --full
+      kb build --include-drafts -o _preview
     """
     kb = _kb(ctx)
-    report = _build(kb, out, base_url, jobs, not no_search, full, strict)
+    report = _build(kb, out, base_url, jobs, not no_search, full, strict, include_drafts=include_drafts)
     for p in report.problems:
         click.echo(p.format(), err=True)
     if report.problems:
