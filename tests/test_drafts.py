@@ -111,3 +111,122 @@ def test_forest_leaves_the_draft_out(runner, draft_kb):
     svg = invoke(runner, "--kb", draft_kb, "forest", "--outcome", "response").output
     assert svg.startswith("<svg") and "Fixture 2020" in svg
     assert "Draftly" not in svg and "draftly" not in svg
+
+
+# -- kb build ----------------------------------------------------------------------------
+
+
+def site_files(out: Path) -> dict[str, bytes]:
+    """Every file of a built site (its path in the folder -> its bytes)."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def text_of(html: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", html))
+
+
+def build(runner, root: Path, out: Path, *extra: str) -> str:
+    r = invoke(runner, "--kb", root, "build", "--no-search", "-o", out, *extra)
+    assert r.exit_code == 0, r.output
+    return r.stdout
+
+
+def test_a_site_with_a_draft_is_the_site_without_it(runner, draft_kb, tmp_path):
+    """Every file, byte for byte (downloads, feed, sitemap, changes page, the manifest): the draft is
+    nowhere, and its numbers pooled nowhere."""
+    summary = build(runner, draft_kb, tmp_path / "with")
+    assert "3 studies (1 draft left out; --include-drafts previews them)" in summary
+    assert not (tmp_path / "with" / "studies" / "draftly-2022.html").exists()
+    with_draft = site_files(tmp_path / "with")
+    assert not [rel for rel, data in with_draft.items() if b"raftly" in data]
+    (draft_kb / "studies" / DRAFT.name).unlink()
+    assert "left out" not in build(runner, draft_kb, tmp_path / "without")
+    assert with_draft == site_files(tmp_path / "without")
+    home = text_of((tmp_path / "with" / "index.html").read_text(encoding="utf-8"))
+    assert "3 studies, 1 of them retracted" in home and "preview" not in home
+
+
+def test_include_drafts_previews_them_marked_and_never_pooled(runner, draft_kb, tmp_path):
+    from .test_site import check_links
+
+    out = tmp_path / "preview"
+    summary = build(runner, draft_kb, out, "--include-drafts")
+    assert "3 studies (1 draft shown, marked DRAFT, never pooled)" in summary
+    page = text_of((out / "studies" / "draftly-2022.html").read_text(encoding="utf-8"))
+    assert "Draft: imported, not yet extracted or checked; not part of any pooled result." in page
+    for other in ("fixture-2020", "fixture-2021", "retracted-2015"):
+        assert "Draft:" not in text_of((out / "studies" / f"{other}.html").read_text(encoding="utf-8"))
+    cond = (out / "conditions" / "depression.html").read_text(encoding="utf-8")
+    rows = [line for line in cond.splitlines() if "studies/draftly-2022.html" in line and "<tr" in line]
+    assert len(rows) == 2  # all studies, and dosing
+    assert all('<strong class="draft-badge">DRAFT</strong>' in row for row in rows)
+    assert any('<tr class="is-draft">' in row for row in rows)
+    fixture_row = next(line for line in cond.splitlines() if "studies/fixture-2020.html" in line and "<tr" in line)
+    assert "DRAFT" not in fixture_row
+    assert "This preview also lists 1 draft record, marked DRAFT" in text_of(cond)
+    # never pooled: the response row pools fixture-2020 alone and lists the draft as left out, saying why
+    assert "draftly-2022" in cond and "draft record: not yet extracted" in cond
+    home = text_of((out / "index.html").read_text(encoding="utf-8"))
+    assert "3 studies, 1 of them retracted (shown, never pooled). This preview also shows 1 draft record" in home
+    assert "1 draft in this preview" in home
+    # the pooled numbers, the changes page, the downloads and the feed are those of the site without it
+    plain = tmp_path / "plain"
+    build(runner, draft_kb, plain)
+    manifest = json.loads((out / ".kb-build.json").read_text())
+    assert manifest["snapshot"] == json.loads((plain / ".kb-build.json").read_text())["snapshot"]
+    for rel in ("changes.html", "feed.xml", "downloads/studies.json", "downloads/studies.csv",
+                "downloads/studies.bib", "downloads/studies.ris", "downloads.html", "methods.html"):
+        assert (out / rel).read_bytes() == (plain / rel).read_bytes(), rel
+    assert check_links(out) == []
+
+
+def test_switching_include_drafts_on_and_off_gives_the_right_pages(runner, draft_kb, tmp_path):
+    """The incremental build (stamps and digests in .kb/site) brings the drafts' pages and the lists that
+    show them in and out: each build equals a fresh build with the same option."""
+    fresh_off, fresh_on = site_files_of(runner, draft_kb, tmp_path / "a"), \
+        site_files_of(runner, draft_kb, tmp_path / "b", "--include-drafts")
+    assert "studies/draftly-2022.html" in fresh_on and "studies/draftly-2022.html" not in fresh_off
+    out = tmp_path / "site"
+    build(runner, draft_kb, out)
+    assert site_files(out) == fresh_off
+    assert "updated" in build(runner, draft_kb, out, "--include-drafts")
+    assert site_files(out) == fresh_on
+    assert "site up to date" in build(runner, draft_kb, out, "--include-drafts")
+    summary = build(runner, draft_kb, out)
+    assert "updated" in summary and "removed" in summary
+    assert site_files(out) == fresh_off
+    assert "site up to date" in build(runner, draft_kb, out)
+    build(runner, draft_kb, out, "--include-drafts")
+    assert site_files(out) == fresh_on
+
+
+def site_files_of(runner, root: Path, out: Path, *extra: str) -> dict[str, bytes]:
+    build(runner, root, out, *extra)
+    return site_files(out)
+
+
+def test_a_record_that_becomes_a_draft_leaves_the_site_and_its_links(runner, draft_kb, tmp_path):
+    """fixture-2020 links to fixture-2021 (related records). When fixture-2021 becomes a draft, its page
+    goes and fixture-2020's page stops linking to it, in an incremental build as in a fresh one."""
+    from .test_site import check_links
+
+    out = tmp_path / "site"
+    build(runner, draft_kb, out)
+    assert 'href="fixture-2021.html"' in (out / "studies" / "fixture-2020.html").read_text(encoding="utf-8")
+    set_status(draft_kb, "fixture-2021", "draft")
+    build(runner, draft_kb, out)
+    fresh = site_files_of(runner, draft_kb, tmp_path / "fresh")
+    studies = {rel: data for rel, data in site_files(out).items() if rel.startswith("studies/")}
+    assert studies == {rel: data for rel, data in fresh.items() if rel.startswith("studies/")}
+    assert sorted(studies) == ["studies/fixture-2020.html", "studies/retracted-2015.html"]
+    assert b'href="fixture-2021.html"' not in studies["studies/fixture-2020.html"]
+    assert check_links(out) == []
+    # previewed, it links again; and back to extracted, it is a study again
+    build(runner, draft_kb, out, "--include-drafts")
+    assert 'href="fixture-2021.html"' in (out / "studies" / "fixture-2020.html").read_text(encoding="utf-8")
+    assert check_links(out) == []
+    set_status(draft_kb, "fixture-2021", "extracted")
+    build(runner, draft_kb, out)
+    assert (out / "studies" / "fixture-2021.html").exists()
+    assert "Draft:" not in text_of((out / "studies" / "fixture-2021.html").read_text(encoding="utf-8"))
+    assert check_links(out) == []
