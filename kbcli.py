@@ -392,7 +392,7 @@ def forest(ctx: click.Context, output: Path | None, force: bool, **opts) -> None
     click.echo(f"wrote {output} ({result['k']} studies)", err=True)
 
 
-def _build(kb: KnowledgeBase, out, base_url, jobs, search, full, strict, quiet=False):
+def _build(kb: KnowledgeBase, out, base_url, jobs, search, full, strict, quiet=False, include_drafts=False):
     from kb.site import build_site
 
     bar, update = (None, None) if quiet else _progress("building", phased=True)
@@ -400,19 +400,27 @@ def _build(kb: KnowledgeBase, out, base_url, jobs, search, full, strict, quiet=F
         bar.start()
     try:
         return build_site(kb, out, base_url=base_url, jobs=jobs, search=search, full=full, strict=strict,
-                          progress=update)
+                          include_drafts=include_drafts, progress=update)
     finally:
         if bar:
             bar.stop()
 
 
+def _drafts_note(report) -> str:
+    if not report.drafts:
+        return ""
+    n = f"{report.drafts:,} draft{'' if report.drafts == 1 else 's'}"
+    return f" ({n} shown, marked DRAFT, never pooled)" if report.include_drafts else \
+        f" ({n} left out; --include-drafts previews them)"
+
+
 def _build_summary(report) -> str:
     if report.up_to_date:
-        return (f"site up to date: {report.studies:,} studies, {report.pages_total:,} pages in {report.out} "
-                f"(checked in {report.seconds:.2f} s)")
+        return (f"site up to date: {report.studies:,} studies{_drafts_note(report)}, {report.pages_total:,} pages in "
+                f"{report.out} (checked in {report.seconds:.2f} s)")
     search = {"indexed": f"; search indexed in {report.search_seconds:.1f} s" if report.search_seconds is not None else "",
               "unchanged": "; search index unchanged", "skipped": "; no search index (--no-search)"}[report.search]
-    return (f"{'built' if report.full else 'updated'} {report.out}: {report.studies:,} studies, "
+    return (f"{'built' if report.full else 'updated'} {report.out}: {report.studies:,} studies{_drafts_note(report)}, "
             f"{report.analyses} pooled analyses, {report.pages_written:,} of {report.pages_total:,} pages written"
             f"{f', {report.pages_removed} removed' if report.pages_removed else ''} in {report.seconds:.1f} s{search}")
 
@@ -433,9 +441,11 @@ def _site_options(f):
 @_site_options
 @click.option("--full", is_flag=True, help="Rebuild every page, ignoring what the last build left.")
 @click.option("--strict", is_flag=True, help="Fail (exit 1) if any record has errors, instead of leaving it out.")
+@click.option("--include-drafts", is_flag=True, help="Preview the drafts too: each draft's page carries a DRAFT "
+              "banner and the lists mark it; drafts are still never pooled, downloaded or in the feed.")
 @click.pass_context
 def build(ctx: click.Context, out: Path | None, base_url: str | None, no_search: bool, jobs: int | None, full: bool,
-          strict: bool) -> None:
+          strict: bool, include_drafts: bool) -> None:
     """Build the static evidence site: a folder any static host can serve.
 
     Pages: home, one per condition (bottom line, summary of findings with
@@ -450,14 +460,18 @@ def build(ctx: click.Context, out: Path | None, base_url: str | None, no_search:
     record's date, so the same inputs give the same bytes. Records with errors
     are left out and listed. Open _site/index.html, or serve the folder.
 
+    Drafts (status: draft, as kb import writes them) are not evidence and
+    are left out; --include-drafts previews them, best into another folder.
+
     \b
     Examples:
       kb build
       kb build -o public --base-url https://evidence.example.org/
       kb build --no-search --full
+      kb build --include-drafts -o _preview
     """
     kb = _kb(ctx)
-    report = _build(kb, out, base_url, jobs, not no_search, full, strict)
+    report = _build(kb, out, base_url, jobs, not no_search, full, strict, include_drafts=include_drafts)
     for p in report.problems:
         click.echo(p.format(), err=True)
     if report.problems:
@@ -737,17 +751,22 @@ def show(ctx: click.Context, study_id: str, fmt: str) -> None:
 
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--drafts", is_flag=True, help="Count and list the draft records instead (status: draft; not evidence).")
 @click.pass_context
-def stats(ctx: click.Context, fmt: str) -> None:
+def stats(ctx: click.Context, fmt: str, drafts: bool) -> None:
     """Count studies by condition, design, outcome, topic, route, year and status.
 
     A study counts once under each condition and outcome it reports, so
     columns can add up to more than the number of studies. Files with
     errors are left out and counted; `kb validate` lists their problems.
+    Drafts (status: draft, as kb import and kb new write them) are not
+    evidence: they are left out and counted on one line; --drafts counts
+    them by condition, design and year and lists each one.
 
     \b
-    Example:
+    Examples:
       kb stats --format json
+      kb stats --drafts
     """
     from kb.stats import compute_stats
     from kb.store import load_studies
@@ -755,15 +774,23 @@ def stats(ctx: click.Context, fmt: str) -> None:
     kb = _kb(ctx)
     report = load_studies(kb)
     invalid = report.files - len(report.studies)
-    result = compute_stats(kb, report.studies, invalid)
+    result = compute_stats(kb, report.studies, invalid, drafts=drafts)
     if fmt == "json":
         click.echo(json.dumps(result.as_dict(), indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(width=100)
-    console.print(f"[bold]{kb.title}[/bold]: {result.studies} studies in {kb.studies_dir}")
+    if drafts:
+        console.print(f"[bold]{escape(kb.title)}[/bold]: {result.studies} draft records in {kb.studies_dir} "
+                      "(imported or scaffolded, not yet extracted; not counted as evidence)")
+    else:
+        console.print(f"[bold]{kb.title}[/bold]: {result.studies} studies in {kb.studies_dir}")
+        if result.drafts:
+            console.print(f"{result.drafts} draft {'record' if result.drafts == 1 else 'records'} not counted; "
+                          "`kb stats --drafts` lists them")
     if invalid:
         console.print(f"[red]{invalid} file(s) with errors left out; run `kb validate`[/red]")
     if result.retracted:
@@ -777,6 +804,16 @@ def stats(ctx: click.Context, fmt: str) -> None:
         t.add_column("studies", justify="right")
         for term, label, n in rows:
             t.add_row(term, label if label != term else "", str(n))
+        console.print(t)
+    if result.listing:
+        t = Table(title="drafts", title_justify="left", show_edge=False, pad_edge=False)
+        t.add_column("id", no_wrap=True)
+        t.add_column("year", no_wrap=True, min_width=4)
+        # one line each, cut to fit 100 columns; --format json has the whole titles
+        t.add_column("title", no_wrap=True, overflow="ellipsis", max_width=48)
+        t.add_column("conditions", no_wrap=True, overflow="ellipsis", max_width=20)
+        for d in result.listing:
+            t.add_row(d["id"], str(d["year"]), escape(d["title"] or ""), ", ".join(d["conditions"]))
         console.print(t)
 
 

@@ -28,6 +28,7 @@ from pydantic_core import PydanticCustomError
 from .vocab import Vocabulary, load_vocabulary
 
 SCHEMA_VERSION = 1
+DRAFT = "draft"  # the status of a record not yet extracted: never counted as evidence (Study.is_evidence)
 MIN_YEAR = 1800  # imports carry classics (e.g. 1889); ketamine itself dates from 1962
 ET_AL = re.compile(r"^(?:and\s+)?(?:et\.?\s*al\.?|others)$", re.I)
 NAME_SUFFIX = re.compile(r"(?:Jr|Sr|2nd|3rd|4th)\.?")  # a generational suffix, as records write it: "Zarate CA Jr"
@@ -472,6 +473,12 @@ class Study(Model):
     @property
     def retracted(self) -> bool:
         return bool(self.retraction and self.retraction.retracted)
+
+    @property
+    def is_evidence(self) -> bool:
+        """Whether the record counts as evidence. A draft (imported or scaffolded, not yet extracted)
+        is left out of kb stats, the site and pooled results: the one rule every command applies."""
+        return self.status != DRAFT
 
     @property
     def condition_terms(self) -> list[str]:

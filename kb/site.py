@@ -46,7 +46,7 @@ from .templating import default_templates_dir, make_env
 from .validate import Problem, check_file
 from .yamlio import MAX_BYTES
 
-SITE_VERSION = "1"
+SITE_VERSION = "3"  # 2: digests say whether the study is a draft; 3: rows per time window and comparator class
 MANIFEST = ".kb-build.json"
 PARALLEL_THRESHOLD = 300
 AGGREGATE_PARALLEL = 3000  # studies above which condition and outcome pages are rendered on all cores
@@ -159,7 +159,7 @@ def digest(s, sha1: str, protocol=None) -> dict:
     return {
         "id": s.id, "sha1": sha1, "title": s.title, "label": s.label, "year": s.year,
         "design": s.design, "n": s.n, "conditions": s.condition_terms, "topics": list(s.topics),
-        "retracted": s.retracted, "added": s.added.isoformat(),
+        "retracted": s.retracted, "draft": not s.is_evidence, "added": s.added.isoformat(),
         "updated": s.updated.isoformat() if s.updated else None, "key_finding": s.key_finding,
         "drug": iv.drug if iv else None, "route": iv.route if iv else None,
         "dose": list(iv.dose_mg_per_kg) if iv and iv.dose_mg_per_kg else [],
@@ -196,10 +196,15 @@ def study_context(s, d: dict, vocab, known_ids: set[str] | frozenset, frags: dic
 _W: dict[str, Any] = {}
 
 
-def _worker_init(kb: KnowledgeBase, out: str, known_ids: frozenset, spool: str | None) -> None:
-    _W.update(kb=kb, out=out, known=known_ids, spool=spool, env=make_env(kb))
+def _worker_init(kb: KnowledgeBase, out: str, known_ids: frozenset, spool: str | None, drafts: bool = False) -> None:
+    _W.update(kb=kb, out=out, known=known_ids, spool=spool, drafts=drafts, env=make_env(kb))
     _W["tpl"] = _W["env"].get_template("study.html")
     _W["globals"] = {"kb": kb, "vocab": kb.vocab}
+
+
+def listed(d: dict, drafts: bool) -> bool:
+    """Whether the site shows the study: evidence always, a draft only in a preview (--include-drafts)."""
+    return drafts or not d["draft"]
 
 
 ROW_TEMPLATES = {"_study_row.html": "row_html", "_dosing_row.html": "dose_row_html"}
@@ -248,22 +253,26 @@ def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
         s = res.study
         d = digest(s, sha1, kb.protocol)
         frags = fragments(s)
-        html = tpl.render(**_W["globals"], **study_context(s, d, kb.vocab, _W["known"], frags))
-        data = html.encode("utf-8")
-        page_sha = hashlib.sha1(data).hexdigest()
-        target = os.path.join(out, d["page"])
-        if not _unchanged(target, data, page_sha, old_page_sha):
-            _write(target, data)
-            item["written"] = True
-        d["page_sha"] = page_sha
+        d["page_sha"] = None  # a draft outside a preview has no page
+        if listed(d, _W["drafts"]):
+            html = tpl.render(**_W["globals"], **study_context(s, d, kb.vocab, _W["known"], frags))
+            data = html.encode("utf-8")
+            page_sha = hashlib.sha1(data).hexdigest()
+            target = os.path.join(out, d["page"])
+            if not _unchanged(target, data, page_sha, old_page_sha):
+                _write(target, data)
+                item["written"] = True
+            d["page_sha"] = page_sha
         d["row_html"] = study_row_html(_W["env"], d, kb.vocab)
         if has_dosing(d):  # the only studies a dosing table lists
             d["dose_row_html"] = study_row_html(_W["env"], d, kb.vocab, "_dosing_row.html")
+        # the downloads hold the evidence only, in a preview too: a draft's fragments never enter them
         if _W["spool"]:
-            for f in FORMATS:
-                spooled[f].append(frags[f])
+            if not d["draft"]:
+                for f in FORMATS:
+                    spooled[f].append(frags[f])
         else:
-            item["fragments"] = frags
+            item["fragments"] = None if d["draft"] else frags
         item["digest"] = d
         results.append(item)
     if _W["spool"]:
@@ -310,7 +319,9 @@ def _write(target: str, data: bytes) -> None:
 @dataclass
 class BuildReport:
     out: Path
-    studies: int = 0
+    studies: int = 0  # the evidence (drafts are never counted)
+    drafts: int = 0  # draft records: left out, or shown marked with include_drafts
+    include_drafts: bool = False
     parsed: int = 0
     pages_written: int = 0
     pages_total: int = 0
@@ -365,6 +376,10 @@ class Site:
             return self._by.get(("o", outcome), [])
         return self._by[None]
 
+    def evidence(self) -> list[dict]:
+        """The studies that count, in id order: all but a preview's drafts."""
+        return [d for d in self.studies() if not d["draft"]]
+
     def conditions(self) -> list[str]:
         present = {c for d in self.digests.values() for c in d["conditions"]}
         return [c for c in self.vocab.terms("condition") if c in present]
@@ -386,8 +401,9 @@ def run_analyses(site: Site) -> None:
     with_data = set()
     proto = site.kb.protocol
     for d in sorted(site.digests.values(), key=lambda d: d["id"]):
-        for cond, outcome in ((c, o) for c in d["conditions"] for o in d["data_outcomes"]):
-            with_data.add((cond, outcome))
+        if not d["draft"]:  # a preview's drafts are listed as left out, and make no analysis of their own
+            for cond, outcome in ((c, o) for c in d["conditions"] for o in d["data_outcomes"]):
+                with_data.add((cond, outcome))
         for cond, outcome, rows, excluded in d["rows"]:
             found, out = groups[(cond, outcome)]
             found.extend(S.Row(**row) for row in rows)
@@ -449,7 +465,9 @@ def _fmt_pair(result: dict) -> dict:
 
 
 def snapshot(site: Site) -> dict:
-    return {"studies": {i: d["sha1"] for i, d in sorted(site.digests.items())},
+    """What the changes page compares between builds: the evidence and the pooled estimates (a preview's
+    drafts are never reported as added, nor as removed by the next build)."""
+    return {"studies": {i: d["sha1"] for i, d in sorted(site.digests.items()) if not d["draft"]},
             "pooled": {"/".join(x for x in k if x): _fmt_pair(a["result"]) for k, a in sorted(
                 site.analyses.items(), key=lambda ka: [str(x) for x in ka[0]]) if a["ok"]}}
 
@@ -493,11 +511,14 @@ def home_context(site: Site) -> dict:
     for cond in site.conditions():
         studies = site.studies(cond)
         summary = site.summaries.get(cond)
-        cards.append({"condition": cond, "count": len(studies), "primary": sum(d["conditions"][0] == cond for d in studies),
+        evidence = [d for d in studies if not d["draft"]]
+        cards.append({"condition": cond, "count": len(evidence), "drafts": len(studies) - len(evidence),
+                      "primary": sum(d["conditions"][0] == cond for d in evidence),
                       "bottom_line": summary.bottom_line if summary else None, "headline": headline(site, cond)})
     latest = sorted(site.digests.values(), key=lambda d: (d["added"], d["id"]), reverse=True)[:10]
-    return {"root": "", "cards": cards, "latest": latest, "total": len(site.digests),
-            "retracted": sum(d["retracted"] for d in site.digests.values())}
+    evidence = site.evidence()
+    return {"root": "", "cards": cards, "latest": latest, "total": len(evidence),
+            "drafts": len(site.digests) - len(evidence), "retracted": sum(d["retracted"] for d in evidence)}
 
 
 def _by_study(studies: list[dict], pick: Callable[[dict], Any]) -> list[dict]:
@@ -524,7 +545,8 @@ def condition_context(site: Site, cond: str) -> dict:
         "ae": ae, "ae_summaries": _by_study(studies, lambda d: d["ae_summary"]),
         "practice": _by_study(studies, lambda d: "practice-and-ethics" in d["topics"]
                               or d["design"] in ("guideline", "consensus-statement")),
-        "primary_count": sum(d["conditions"][0] == cond for d in studies),
+        "primary_count": sum(d["conditions"][0] == cond and not d["draft"] for d in studies),
+        "drafts": sum(d["draft"] for d in studies),
     }
 
 
@@ -549,7 +571,8 @@ def outcome_context(site: Site, outcome: str) -> dict:
     for cond in site.vocab.terms("condition"):
         for key, a in analyses_of(site, cond, outcome):
             rows.append(_sof_row(site, key, a))
-    return {"root": "../", "outcome": outcome, "sof": rows, "studies": site.studies(outcome=outcome)}
+    studies = site.studies(outcome=outcome)
+    return {"root": "../", "outcome": outcome, "sof": rows, "studies": studies, "drafts": sum(d["draft"] for d in studies)}
 
 
 SOF_CSV = "summary-of-findings.csv"
@@ -607,7 +630,7 @@ def methods_context(site: Site) -> dict:
     return {"root": "", "rules": S.RULES, "controls": S.CONTROLS, "measures": MEASURE_LABELS,
             "protocol": site.kb.protocol, "combined": S.COMBINED,
             "methods": METHOD_LABELS, "analyses": sum(a["ok"] for a in site.analyses.values()),
-            "total": len(site.digests), "forest_max": FOREST_MAX_K, "loo_max": LOO_MAX_K}
+            "total": len(site.evidence()), "forest_max": FOREST_MAX_K, "loo_max": LOO_MAX_K}
 
 
 # -- writing -----------------------------------------------------------------------------
@@ -686,18 +709,21 @@ def _copy_assets(env_kb: KnowledgeBase, writer: _Writer) -> None:
 
 def build_site(kb: KnowledgeBase, out: str | Path | None = None, *, base_url: str | None = None,
                jobs: int | None = None, search: bool = True, full: bool = False, strict: bool = False,
-               progress: Callable[[str, int, int], None] | None = None) -> BuildReport:
-    """Build (or bring up to date) the static site of ``kb`` in ``out`` (default ``_site``).
+               include_drafts: bool = False, progress: Callable[[str, int, int], None] | None = None) -> BuildReport:
+    """Build (or bring up to date) the static site of ``kb`` in ``out`` (default ``_site``). Drafts are
+    left out, unless ``include_drafts`` (a preview): then their pages carry a DRAFT banner and the
+    lists mark them, and they are still never pooled, downloaded, in the feed or on the changes page.
 
     The cyclic garbage collector is paused throughout: each full collection over 100k digests would
     cost seconds, and the build makes no garbage cycles to speak of (reading a record makes none)."""
     with gc_paused(), contextlib.ExitStack() as cleanup:  # forked workers inherit the pause
         return _build_site(kb, out, base_url=base_url, jobs=jobs, search=search, full=full, strict=strict,
-                           progress=progress, cleanup=cleanup)
+                           drafts=include_drafts, progress=progress, cleanup=cleanup)
 
 
 def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | None, jobs: int | None,
-                search: bool, full: bool, strict: bool, progress, cleanup: contextlib.ExitStack) -> BuildReport:
+                search: bool, full: bool, strict: bool, drafts: bool, progress,
+                cleanup: contextlib.ExitStack) -> BuildReport:
     t0 = time.perf_counter()
     out = Path(out if out is not None else kb.root / "_site").resolve()
     _check_out(kb, out)
@@ -734,15 +760,20 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
     theme = _theme_key(kb)
     same_theme = state_ok and meta.get("theme") == theme
 
-    # 1. the no-change check: same files (size and mtime), templates, summaries and build information
+    # drafts shown by the last build (--include-drafts) and not by this one, or the reverse
+    drafts_toggled = meta.get("drafts", False) != drafts
+
+    # 1. the no-change check: same files (size and mtime), templates, summaries, build information, drafts
     if (same_theme and meta.get("summaries") == summaries_key and meta.get("info") == asdict(info)
+            and not drafts_toggled
             and {r: v[:2] for r, v in old_stamps.items()} == stamps_now
             and all(os.path.exists(out / p) for p in meta.get("pages", []))
             and all(os.path.exists(out / v[3]) for v in old_stamps.values() if v[3])
             and (not search or meta.get("search") == "indexed")):
-        report.up_to_date, report.studies = True, sum(1 for v in old_stamps.values() if v[3])
+        report.up_to_date, report.studies = True, meta.get("studies", 0)
+        report.drafts, report.include_drafts = meta.get("draft_records", 0), drafts
         report.problems = [Problem(*p) for probs in meta.get("problems", {}).values() for p in probs]
-        report.pages_total = len(meta.get("pages", [])) + report.studies
+        report.pages_total = len(meta.get("pages", [])) + sum(1 for v in old_stamps.values() if v[3])
         report.search = "unchanged" if search else "skipped"
         report.seconds = time.perf_counter() - t0
         return report
@@ -767,23 +798,25 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
         except (OSError, EOFError, ValueError, TypeError):
             digests, old_stamps, same_theme = {}, {}, False
     report.full = not same_theme
-    known_ids = frozenset(Path(r).stem for r in stamps_now)
+    # the ids a study page may link to: not a draft left out (as far as the last build knew; checked
+    # again once every record is parsed)
+    known_ids = _known_ids(stamps_now, digests, drafts)
     known_before = set(meta.get("known", ()))
     todo: list[str] = []
     new_stamps: dict[str, tuple] = {}
     for rel, stamp in sorted(stamps_now.items(), key=lambda kv: (Path(kv[0]).stem, kv[0])):
         old = old_stamps.get(rel)
         d = digests.get(rel)
-        if not same_theme or old is None or (old[3] and d is None):
-            todo.append(rel)
+        if not same_theme or old is None or (old[3] and d is None) or (drafts_toggled and d is not None and d["draft"]):
+            todo.append(rel)  # (a draft whose page comes or goes is rendered, or not, again)
             continue
         if tuple(old[:2]) != stamp:
             sha = hashlib.sha1((kb.studies_dir / rel).read_bytes()).hexdigest()
             if sha != old[2]:
                 todo.append(rel)
                 continue
-        if d is not None and (not (out / d["page"]).exists()
-                              or any((r in known_ids) != (r in known_before) for r in d["related"])):
+        if d is not None and listed(d, drafts) and (not (out / d["page"]).exists()
+                                                     or any((r in known_ids) != (r in known_before) for r in d["related"])):
             todo.append(rel)
             continue
         new_stamps[rel] = (*stamp, old[2], old[3])
@@ -804,8 +837,19 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
     out.mkdir(parents=True, exist_ok=True)
     (out / "studies").mkdir(exist_ok=True)
     old_page_sha = {rel: digests[rel].get("page_sha") for rel in todo if rel in digests}
-    results = _run(kb, out, todo, old_page_sha, known_ids, spool, jobs, progress)
+    results = _run(kb, out, todo, old_page_sha, known_ids, spool, jobs, progress, drafts)
     frags_changed: dict[str, dict | None] = {}
+
+    def take(item: dict) -> None:
+        rel = item["rel"]
+        d = item["digest"]
+        digests[rel] = d
+        page = d["page"] if listed(d, drafts) else None
+        if page is None:  # a draft left out: the page a preview wrote goes
+            removed_pages.append(d["page"])
+        new_stamps[rel] = (*item["stamp"], item["sha1"], page)
+        report.pages_written += bool(item.get("written"))
+
     for item in results:
         rel = item["rel"]
         if item.get("gone"):
@@ -820,11 +864,20 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
                 frags_changed[old["id"]] = None
             new_stamps[rel] = (*item["stamp"], item["sha1"], None)
             continue
-        digests[rel] = d
-        new_stamps[rel] = (*item["stamp"], item["sha1"], d["page"])
-        report.pages_written += bool(item.get("written"))
+        take(item)
         if "fragments" in item:
             frags_changed[d["id"]] = item["fragments"]
+    # a record that became a draft, or stopped being one, changes which ids pages may link to: the
+    # pages that link to it are rendered again (their download fragments do not change)
+    known_now = _known_ids(stamps_now, digests, drafts)
+    if known_now != known_ids:
+        again = [rel for rel, d in sorted(digests.items()) if rel in new_stamps and listed(d, drafts)
+                 and any((r in known_now) != (r in known_ids) for r in d["related"])]
+        for item in _run(kb, out, again, {rel: digests[rel].get("page_sha") for rel in again}, known_now, None,
+                         jobs, None, drafts):
+            if not item.get("gone") and item["digest"] is not None:
+                take(item)
+        known_ids = known_now
     for rel, v in old_stamps.items():
         if rel not in stamps_now and v[3]:
             frags_changed[Path(v[3]).stem] = None
@@ -851,7 +904,8 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
     # 4. the analyses and the pages that span studies
     from .store import load_summaries
 
-    site = Site(kb=kb, info=info, digests={d["id"]: d for d in digests.values()}, summaries=load_summaries(kb))
+    site = Site(kb=kb, info=info, digests={d["id"]: d for d in digests.values() if listed(d, drafts)},
+                summaries=load_summaries(kb))
     if progress:
         progress("pooling", 0, 1)
     lap("summaries")
@@ -867,7 +921,7 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
     report.analyses = sum(a["ok"] for a in site.analyses.values())
     snap = snapshot(site)
     site.changes = compute_changes(prev_manifest, snap, info)
-    latest_now = max((d["updated"] or d["added"] for d in site.digests.values()), default=None)
+    latest_now = max((d["updated"] or d["added"] for d in site.evidence()), default=None)
     if latest_now != latest and info.date_source == "latest record date":
         info = build_info(kb, base_url, latest_now)
         site.info = info
@@ -896,8 +950,10 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
         except FileNotFoundError:
             pass
     report.pages_written += writer.written
-    report.studies = len(site.digests)
-    report.pages_total = len(writer.pages) + report.studies
+    report.studies = sum(not d["draft"] for d in site.digests.values())
+    report.drafts = sum(d["draft"] for d in digests.values())
+    report.include_drafts = drafts
+    report.pages_total = len(writer.pages) + len(site.digests)
 
     lap("downloads")
     # 5. search index (Pagefind) when any page changed
@@ -923,7 +979,8 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
         marshal.dump(new_stamps, fh)
     (state_dir / "meta.json").write_text(json.dumps({
         "build": build_id, "theme": theme, "summaries": summaries_key, "info": asdict(info),
-        "latest": latest_now, "pages": sorted(writer.pages), "known": sorted(known_ids),
+        "latest": latest_now, "pages": sorted(writer.pages), "known": sorted(known_ids), "drafts": drafts,
+        "studies": report.studies, "draft_records": report.drafts,
         "problems": _problems_by_file(report.problems),
         "search": report.search if report.search != "unchanged" else "indexed",
     }), encoding="utf-8")
@@ -954,7 +1011,14 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _run(kb, out: Path, todo: list[str], old_page_sha: dict, known_ids, spool, jobs, progress) -> list[dict]:
+def _known_ids(stamps: dict, digests: dict, drafts: bool) -> frozenset:
+    """The ids of the record files a study page may link to: every one but the drafts left out (those
+    the digests know of)."""
+    return frozenset(Path(rel).stem for rel in stamps if (d := digests.get(rel)) is None or listed(d, drafts))
+
+
+def _run(kb, out: Path, todo: list[str], old_page_sha: dict, known_ids, spool, jobs, progress,
+         drafts: bool = False) -> list[dict]:
     """Process the record files in batches: in this process for a few, on all cores for many."""
     jobs = jobs or os.cpu_count() or 1
     size = 100 if len(todo) < 20_000 else 400
@@ -964,7 +1028,7 @@ def _run(kb, out: Path, todo: list[str], old_page_sha: dict, known_ids, spool, j
     if progress:
         progress("studies", 0, len(todo))
     if jobs <= 1 or len(todo) < PARALLEL_THRESHOLD:
-        _worker_init(kb, str(out), known_ids, spool)
+        _worker_init(kb, str(out), known_ids, spool, drafts)
         for b in batches:
             results.extend(_process(b))
             if progress:
@@ -978,9 +1042,9 @@ def _run(kb, out: Path, todo: list[str], old_page_sha: dict, known_ids, spool, j
     split = len(batches) * (jobs - 1) // jobs
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     with ProcessPoolExecutor(max_workers=jobs - 1, mp_context=ctx, initializer=_worker_init,
-                             initargs=(kb, str(out), known_ids, spool)) as pool:
+                             initargs=(kb, str(out), known_ids, spool, drafts)) as pool:
         futures = [pool.submit(_process, b) for b in batches[:split]]
-        _worker_init(kb, str(out), known_ids, spool)
+        _worker_init(kb, str(out), known_ids, spool, drafts)
         mine: list[dict] = []
         for b in batches[split:]:
             mine.extend(_process(b))
@@ -1173,7 +1237,7 @@ class _Pages:
             return render("index.html", **home_context(site))
         if kind == "outcomes/index.html":
             return render("outcomes.html", root="../", outcomes=[
-                {"outcome": o, "studies": len(site.studies(outcome=o)),
+                {"outcome": o, "studies": sum(not d["draft"] for d in site.studies(outcome=o)),
                  "pooled": sum(1 for k, a in site.analyses.items() if k[1] == o and a["ok"])}
                 for o in site.outcomes()])
         if kind == "search.html":
@@ -1192,7 +1256,7 @@ class _Pages:
         if kind == "changes.html":
             return render("changes.html", root="", changes=site.changes, digests=site.digests, list_max=LIST_MAX)
         if kind == "downloads.html":
-            return render("downloads.html", root="", total=len(site.digests), files=FILE_NAMES)
+            return render("downloads.html", root="", total=len(site.evidence()), files=FILE_NAMES)
         if kind == "404.html":
             return render("404.html", root=site.info.base_url or "")
         if kind == "summary-of-findings.html":
@@ -1258,7 +1322,7 @@ def write_aggregate_pages(site: Site, env, common: dict, writer: _Writer, jobs: 
 
 
 def _feed_entries(site: Site) -> list[dict]:
-    ds = sorted(site.digests.values(), key=lambda d: (d["updated"] or d["added"], d["id"]), reverse=True)[:50]
+    ds = sorted(site.evidence(), key=lambda d: (d["updated"] or d["added"], d["id"]), reverse=True)[:50]
     return [{"d": d, "date": (d["updated"] or d["added"]) + "T00:00:00Z"} for d in ds]
 
 

@@ -7,21 +7,28 @@ from dataclasses import dataclass, field
 
 from .config import KnowledgeBase
 from .records import Study
+from .store import split_drafts
 
 
 @dataclass
 class Stats:
-    studies: int
+    studies: int  # the records counted: the evidence, or with scope "drafts" the drafts
     invalid_files: int
     retracted: list[str]
     tables: dict[str, list[tuple[str, str, int]]] = field(default_factory=dict)
+    drafts: int = 0  # draft records in the knowledge base (never counted as evidence)
+    scope: str = "evidence"  # evidence | drafts
+    listing: list[dict] = field(default_factory=list)  # scope drafts: id, year, title, conditions of each
 
     def as_dict(self) -> dict:
         return {
+            "scope": self.scope,
             "studies": self.studies,
+            "drafts": self.drafts,
             "invalid_files": self.invalid_files,
             "retracted": self.retracted,
             **{name: [{"term": t, "label": lbl, "count": n} for t, lbl, n in rows] for name, rows in self.tables.items()},
+            **({"records": self.listing} if self.scope == "drafts" else {}),
         }
 
 
@@ -31,9 +38,13 @@ def year_band(year: int) -> str:
     return f"{start}-{start + 4}"
 
 
-def compute_stats(kb: KnowledgeBase, studies: list[Study], invalid_files: int = 0) -> Stats:
-    """Counts of studies per vocabulary term. A study counts once per condition and outcome it has."""
+def compute_stats(kb: KnowledgeBase, studies: list[Study], invalid_files: int = 0, drafts: bool = False) -> Stats:
+    """Counts of studies per vocabulary term. A study counts once per condition and outcome it has.
+    Drafts are not evidence and are left out (:attr:`Study.is_evidence`); ``drafts`` counts and lists
+    them instead, for the reviewers who extract them."""
     vocab = kb.vocab
+    evidence, draft_records = split_drafts(studies)
+    studies = draft_records if drafts else evidence
 
     def table(category: str | None, counter: Counter, order: list[str] | None = None) -> list[tuple[str, str, int]]:
         keys = order if order is not None else [k for k, _ in counter.most_common()]
@@ -60,4 +71,8 @@ def compute_stats(kb: KnowledgeBase, studies: list[Study], invalid_files: int = 
         invalid_files=invalid_files,
         retracted=sorted(s.id for s in studies if s.retracted),
         tables=tables,
+        drafts=len(draft_records),
+        scope="drafts" if drafts else "evidence",
+        listing=[{"id": s.id, "year": s.year, "title": s.title, "conditions": s.condition_terms, "added": s.added.isoformat()}
+                 for s in sorted(draft_records, key=lambda s: s.id)] if drafts else [],
     )

@@ -18,6 +18,16 @@ def load_studies(kb: KnowledgeBase, progress: Callable[[int, int], None] | None 
     return validate_paths([kb.studies_dir], kb.vocab, base=kb.root, progress=progress)
 
 
+def split_drafts(studies: list[Study]) -> tuple[list[Study], list[Study]]:
+    """(evidence, drafts): the records that count, and the drafts left out of counts, the site and
+    pooled results (:attr:`Study.is_evidence`), each in the order given."""
+    evidence: list[Study] = []
+    drafts: list[Study] = []
+    for s in studies:
+        (evidence if s.is_evidence else drafts).append(s)
+    return evidence, drafts
+
+
 def study_path(kb: KnowledgeBase, study_id: str) -> Path:
     for suffix in (".yaml", ".yml"):
         p = kb.studies_dir / f"{study_id}{suffix}"

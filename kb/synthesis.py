@@ -448,8 +448,8 @@ def select_one(s, req: MetaRequest) -> tuple[bool, list[Row], list[Excluded]]:
         excluded.append(Excluded(s.id, reason, req.outcome, o.timepoint if o is not None else None, window, cls, s.label))
         return True, [], excluded
 
-    if getattr(s, "status", None) == "draft":
-        return out("a draft record (imported, not yet extracted): never pooled")
+    if not s.is_evidence:
+        return out("draft record: not yet extracted")
     if req.condition and s.condition_terms[0] != req.condition and not req.any_condition:
         # a PTSD trial that also lists depression measures PTSD response, not depression response
         return out(f"{req.condition} is a secondary condition here (primary: {s.condition_terms[0]}); "

@@ -25,8 +25,8 @@ def trial(sid: str, outcomes: list[dict], *, design: str = "rct", conditions=("d
     rec = {"id": sid, "title": f"Test trial {sid}", "authors": [f"{sid.split('-')[0].title()} A"],
            "year": int(sid.split("-")[1][:4]), "design": design, "conditions": list(conditions),
            "intervention": {"drug": drug, "route": route}, "comparator": {"type": comparator},
-           "outcomes": outcomes, "status": "extracted", "key_finding": "An invented test trial.",
-           "sources": ["https://example.org/test"], "added": "2026-11-26"}
+           "outcomes": outcomes, "key_finding": f"Test finding of {sid}.", "sources": [f"https://example.org/{sid}"],
+           "status": "extracted", "added": "2026-11-26"}  # extracted: a draft is never pooled
     rec.update(extra)
     return rec
 
