@@ -360,8 +360,13 @@ class Related(Model):
 
 
 class Source(Model):
+    model_config = ConfigDict(extra="forbid", serialize_by_alias=True)
+
     url: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^https?://\S+$")]
     note: Text | None = None
+    source_class: Term("source_class") | None = Field(
+        None, alias="class", description="what kind of page it is, when the class kb computes from the URL is wrong"
+    )
 
     @classmethod
     def _coerce(cls, value: Any) -> Any:

@@ -231,7 +231,7 @@ def _schema_problems(err: ValidationError, data: dict, loaded: yamlio.Loaded, di
         if kind == "extra_forbidden":
             name = str(loc[-1])
             model = _model_at(loc[:-1], data)
-            allowed = list(model.model_fields) if model else list(FIELD_NAMES)
+            allowed = [f.alias or n for n, f in model.model_fields.items()] if model else list(FIELD_NAMES)
             close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
             message = f"unknown field '{name}'" + (f"; did you mean '{close[0]}'?" if close else "")
             hint = None if close else "allowed here: " + ", ".join(allowed)
