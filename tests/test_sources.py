@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -10,7 +13,7 @@ from kb.sources import (CLASSES, classify_url, host_of, is_bare_ip, outcome_sour
                         source_info, urls_in, WARN_CLASSES, WEAK_CLASSES)
 from kb.vocab import load_vocabulary
 
-from .conftest import ROOT
+from .conftest import FIXTURES, ROOT, invoke
 
 TABLE = [
     # PubMed and PMC, whichever host spells them
@@ -139,3 +142,30 @@ def test_what_an_outcomes_numbers_rest_on():
     response.source = "Table 2 (https://example.org/table/)"
     assert [i.cls for i in outcome_sources(response, s.sources)] == ["journal"]
     assert not rests_only_on([], WARN_CLASSES)
+
+
+SOURCES = FIXTURES / "sources"
+
+
+def test_validate_warns_about_weak_sources_and_bare_ips(runner):
+    result = invoke(runner, "validate", SOURCES, "--format", "json")
+    assert result.exit_code == 0, result.output  # warnings only
+    report = json.loads(result.output)
+    got = [(Path(p["file"]).name, p["line"], p["field"], p["code"], p["severity"]) for p in report["problems"]]
+    assert got == [
+        ("commercial-2021.yaml", 16, "outcomes[0].source", "weak-source", "warning"),  # the record's sources
+        ("weak-2020.yaml", 16, "outcomes[0].source", "weak-source", "warning"),  # a press release
+        ("weak-2020.yaml", 32, "outcomes[2].source", "weak-source", "warning"),  # a clinic's page
+        ("weak-2020.yaml", 46, "sources[2]", "bare-ip", "warning"),
+    ]  # remission cites PubMed; dissociation names no URL, so it rests on every source, PubMed among them
+    by = {(Path(p["file"]).name, p["field"]): p for p in report["problems"]}
+    p = by[("weak-2020.yaml", "outcomes[0].source")]
+    assert p["message"] == ("these numbers rest only on a press release (its `source`: "
+                            "https://www.prnewswire.com/news-releases/ketamine-trial-results.html)")
+    assert "PubMed" in p["hint"]
+    assert "a press release and a commercial or clinic site (the record's sources:" in \
+        by[("commercial-2021.yaml", "outcomes[0].source")]["message"]
+    assert "http://192.0.2.7:8081/12345678 is a bare IP address" in by[("weak-2020.yaml", "sources[2]")]["message"]
+    strict = invoke(runner, "validate", SOURCES, "--strict")
+    assert strict.exit_code == 1
+    assert strict.output.splitlines()[-1].startswith("FAILED (--strict: warnings count as errors): 0 errors, 4 warnings")
