@@ -66,6 +66,13 @@ def surname(author: str) -> str:
     return " ".join(parts)
 
 
+def label_from_id(rid: str) -> str:
+    """'feder-2021' -> 'Feder 2021', 'riva-posse-2018b' -> 'Riva-Posse 2018b': a record's label when it
+    lists no authors (ids are firstauthor-year)."""
+    name, _, year = rid.rpartition("-")
+    return f"{'-'.join(w.capitalize() for w in name.split('-'))} {year}" if name else rid
+
+
 _DEFAULT_VOCAB: Vocabulary | None = None
 
 
@@ -377,8 +384,13 @@ class Related(Model):
 
 
 class Source(Model):
+    model_config = ConfigDict(extra="forbid", serialize_by_alias=True)
+
     url: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^https?://\S+$")]
     note: Text | None = None
+    source_class: Term("source_class") | None = Field(
+        None, alias="class", description="what kind of page it is, when the class kb computes from the URL is wrong"
+    )
 
     @classmethod
     def _coerce(cls, value: Any) -> Any:
@@ -499,8 +511,9 @@ class Study(Model):
 
     @property
     def label(self) -> str:
-        """'Feder 2014': the first author's surname and the year (the id without authors)."""
-        return f"{surname(self.authors[0])} {self.year}" if self.authors else self.id
+        """'Feder 2014': the first author's surname and the year; without authors, read from the id
+        ('feder-2021' -> 'Feder 2021', 'riva-posse-2018' -> 'Riva-Posse 2018')."""
+        return f"{surname(self.authors[0])} {self.year}" if self.authors else label_from_id(self.id)
 
     def source_line(self) -> str:
         """'Journal 2013;170(10):1134-1142', as far as known."""

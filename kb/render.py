@@ -119,11 +119,11 @@ def show(kb: KnowledgeBase, study: Study, fmt: str = "text") -> str:
     if fmt == "json":
         return json.dumps(study.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
     if fmt == "html":
-        from .site import digest, study_context
+        from .site import digest, record_label, study_context
         from .validate import record_files
 
-        known = {p.stem for p in record_files([kb.studies_dir])} if kb.studies_dir.is_dir() else set()
-        ctx = study_context(study, digest(study, "", kb.protocol), kb.vocab, known)
+        known = {p.stem: p for p in record_files([kb.studies_dir])} if kb.studies_dir.is_dir() else {}
+        ctx = study_context(study, digest(study, "", kb.protocol), kb.vocab, known, label_of=lambda i: record_label(known[i]))
         return make_env(kb).get_template("study.html").render(kb=kb, vocab=kb.vocab, **ctx)
     return as_text(kb, study)
 

@@ -23,6 +23,7 @@ import hashlib
 import json
 import marshal
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,8 @@ from .stats import year_band
 from .export import FILE_NAMES, FORMATS, SplitError, assemble, fragments, split
 from .index import _scan, gc_paused
 from .templating import default_templates_dir, make_env
+from .records import label_from_id
+from .sources import CLASSES, SourceInfo, outcome_sources, source_info
 from .validate import Problem, check_file
 from .yamlio import MAX_BYTES
 
@@ -175,9 +178,12 @@ def digest(s, sha1: str, protocol=None) -> dict:
     }
 
 
-def study_context(s, d: dict, vocab, known_ids: set[str] | frozenset, frags: dict | None = None) -> dict:
-    """Everything study.html needs beyond the record: links, citations, the analyses it feeds.
-    ``frags`` are the study's download fragments, when already made (their BibTeX and RIS are reused)."""
+def study_context(s, d: dict, vocab, known_ids: set[str] | frozenset | dict, frags: dict | None = None,
+                  label_of: Callable[[str], str | None] | None = None) -> dict:
+    """Everything study.html needs beyond the record: links, citations, the analyses it feeds, each
+    source's class and the outcomes whose numbers rest only on weak sources.
+    ``frags`` are the study's download fragments, when already made (their BibTeX and RIS are reused);
+    ``label_of`` gives a related record's label ("Feder 2014") from its id."""
     fed = {(c, o): [(r["window"], r["cls"]) for r in rows] for c, o, rows, _ in d["rows"] if rows}
     feeds = [(c, o, w, k) for c in _order(vocab, "condition", (c for c, _ in fed))
              for o in sorted(o for cc, o in fed if cc == c) for w, k in fed[(c, o)]]
@@ -185,19 +191,97 @@ def study_context(s, d: dict, vocab, known_ids: set[str] | frozenset, frags: dic
         "study": s, "root": "../", "links": study_links(s),
         "bibtex": frags["bibtex"] if frags else to_bibtex([s]).rstrip("\n"),
         "ris": frags["ris"] if frags else to_ris([s]).rstrip("\n"),
-        "related": [{"id": r.id, "relation": r.relation, "present": r.id in known_ids} for r in s.related],
+        "related": [{"id": r.id, "relation": r.relation, "present": r.id in known_ids,
+                     "label": (label_of(r.id) if label_of and r.id in known_ids else None) or label_from_id(r.id)}
+                    for r in s.related],
         "feeds": [{"condition": c, "outcome": o, "slug": "-".join(x for x in (c, o, w, k) if x),
                    "window": w, "cls": k} for c, o, w, k in feeds],
+        "sources": [source_view(i, vocab) for i in map(source_info, s.sources)],
+        "weak": [weak_sources(o, s.sources, vocab) for o in s.outcomes],
         # the page writes its condition, outcome and route filters beside their labels itself
         "filters": {"design": [vocab.label("design", s.design)], "year": [year_band(s.year)]},
     }
 
 
+def source_view(info: SourceInfo, vocab) -> dict:
+    """A source as the study page lists it: URL, class label, note, and whether it is weak."""
+    return {"url": info.url, "cls": info.cls, "label": vocab.label("source_class", info.cls), "note": info.note,
+            "bare_ip": info.bare_ip, "weak": info.weak}
+
+
+def weak_sources(outcome, sources, vocab) -> str | None:
+    """What an outcome's numbers rest on when every source of them is weak ("a press release", "a
+    commercial or clinic site and a bare IP address"), else None: the study page's marker."""
+    if outcome.data is None:
+        return None
+    infos = outcome_sources(outcome, sources)
+    if not infos or not all(i.weak for i in infos):
+        return None
+    kinds = sorted({"bare-ip" if i.bare_ip else i.cls for i in infos},
+                   key=lambda k: (k == "bare-ip", CLASSES.index(k) if k in CLASSES else 0))
+    return " and ".join("a bare IP address" if k == "bare-ip" else "an " + vocab.label("source_class", k).lower()
+                        if vocab.label("source_class", k)[:1].lower() in "aeiou"
+                        else "a " + vocab.label("source_class", k).lower() for k in kinds)
+
+
+def record_label(path: str | Path) -> str | None:
+    """'Feder 2014' for the record file at ``path``, as Study.label gives it, read without full
+    validation (None if unreadable)."""
+    from . import yamlio
+    from .records import label_from_id, surname
+
+    try:
+        data = yamlio.load(Path(path)).data
+    except (yamlio.YamlProblem, OSError):
+        return None
+    authors, year = data.get("authors"), data.get("year")
+    if isinstance(authors, list) and authors and isinstance(authors[0], str) and isinstance(year, int):
+        return f"{surname(authors[0])} {year}"
+    return label_from_id(Path(path).stem)
+
+
+def template_helpers(site: "Site") -> dict:
+    """Functions the pages that span studies may call: ``study_label(id)`` ("Feder 2014", for links and
+    left-out lists that would otherwise show a record id) and ``public_reason(reason)`` (a left-out
+    entry's reason without kb meta's options)."""
+    digests, vocab = site.digests, site.vocab
+
+    def study_label(rid: str) -> str:
+        d = digests.get(rid)
+        return d["label"] if d else label_from_id(rid)
+
+    return {"study_label": study_label, "public_reason": lambda reason: public_reason(reason, vocab)}
+
+
+def public_reason(reason: str, vocab=None) -> str:
+    """A left-out entry's reason (kb.synthesis) as a clinician reads it: without the `kb meta` options
+    that would include the entry, which kb meta prints for reviewers, and with vocabulary labels."""
+    text = reason
+    m = re.match(r"^comparator (\S+) \(analyse it with --comparator \S+\)$", text)
+    if m:
+        label = vocab.label("comparator", m.group(1)) if vocab is not None else m.group(1)
+        return f"compared with {label[:1].lower() + label[1:]}, not with a placebo control"
+    lab = (lambda cat, t: vocab.label(cat, t)) if vocab is not None else (lambda cat, t: t)
+    m = re.match(r"^(\S+) is a secondary condition here \(primary: (\S+)\)", text)
+    if m:
+        return (f"{lab('condition', m.group(1))} is a secondary condition in this study, whose main condition is "
+                f"{lab('condition', m.group(2)).lower()}")
+    m = re.match(r"^route (\S+): not intravenous", text)
+    if m:
+        return f"not intravenous (route: {lab('route', m.group(1)).lower()})"
+    text = re.sub(r"^marked pool: false \((.+)\)$", r"not pooled: \1", text)
+    text = text.replace("marked pool: false", "not pooled")
+    text = re.sub(r"outside --timepoint \S+", "outside the time window analysed", text)
+    text = re.sub(r";\s*--[a-z][a-z-]* includes it", "", text)  # "...; --any-condition includes it"
+    text = re.sub(r"\s*\((?:left out by |analyse it with )?--[a-z][a-z-]*(?: \S+)?(?: includes it)?\)", "", text)
+    return text.strip()
+
+
 _W: dict[str, Any] = {}
 
 
-def _worker_init(kb: KnowledgeBase, out: str, known_ids: frozenset, spool: str | None, drafts: bool = False) -> None:
-    _W.update(kb=kb, out=out, known=known_ids, spool=spool, drafts=drafts, env=make_env(kb))
+def _worker_init(kb: KnowledgeBase, out: str, known_ids: dict, spool: str | None, drafts: bool = False) -> None:
+    _W.update(kb=kb, out=out, known=known_ids, spool=spool, drafts=drafts, env=make_env(kb), labels={})
     _W["tpl"] = _W["env"].get_template("study.html")
     _W["globals"] = {"kb": kb, "vocab": kb.vocab}
 
@@ -205,6 +289,13 @@ def _worker_init(kb: KnowledgeBase, out: str, known_ids: frozenset, spool: str |
 def listed(d: dict, drafts: bool) -> bool:
     """Whether the site shows the study: evidence always, a draft only in a preview (--include-drafts)."""
     return drafts or not d["draft"]
+def _related_label(rid: str) -> str | None:
+    """A related record's label, read from its file (known: id -> path under studies/), once per worker."""
+    labels = _W["labels"]
+    if rid not in labels:
+        rel = _W["known"].get(rid)
+        labels[rid] = record_label(_W["kb"].studies_dir / rel) if rel else None
+    return labels[rid]
 
 
 ROW_TEMPLATES = {"_study_row.html": "row_html", "_dosing_row.html": "dose_row_html"}
@@ -255,7 +346,7 @@ def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
         frags = fragments(s)
         d["page_sha"] = None  # a draft outside a preview has no page
         if listed(d, _W["drafts"]):
-            html = tpl.render(**_W["globals"], **study_context(s, d, kb.vocab, _W["known"], frags))
+            html = tpl.render(**_W["globals"], **study_context(s, d, kb.vocab, _W["known"], frags, _related_label))
             data = html.encode("utf-8")
             page_sha = hashlib.sha1(data).hexdigest()
             target = os.path.join(out, d["page"])
@@ -820,6 +911,13 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
             todo.append(rel)
             continue
         new_stamps[rel] = (*stamp, old[2], old[3])
+    # a page whose related record changed is rendered again: it shows that record's label
+    changed_ids = {Path(rel).stem for rel in todo}
+    if changed_ids:
+        queued = set(todo)
+        for rel, d in digests.items():
+            if rel not in queued and rel in stamps_now and changed_ids.intersection(d["related"]):
+                todo.append(rel)
     for rel in set(digests) - set(stamps_now):
         del digests[rel]
     removed_pages = [v[3] for r, v in old_stamps.items() if r not in stamps_now and v[3]]
@@ -929,7 +1027,8 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
     env = make_env(kb)
     from .wording import per_1000_text
 
-    common = {"kb": kb, "vocab": kb.vocab, "info": info, "fmt": S.fmt, "per_1000_text": per_1000_text}
+    common = {"kb": kb, "vocab": kb.vocab, "info": info, "fmt": S.fmt, "per_1000_text": per_1000_text,
+              **template_helpers(site)}
     write_aggregate_pages(site, env, common, writer, jobs, progress)
     lap("pages")
     side_pages, side_written = side.result() if side else _downloads_task(*side_args)
@@ -1011,10 +1110,10 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _known_ids(stamps: dict, digests: dict, drafts: bool) -> frozenset:
-    """The ids of the record files a study page may link to: every one but the drafts left out (those
-    the digests know of)."""
-    return frozenset(Path(rel).stem for rel in stamps if (d := digests.get(rel)) is None or listed(d, drafts))
+def _known_ids(stamps: dict, digests: dict, drafts: bool) -> dict[str, str]:
+    """id -> path of the record files a study page may link to (and name by label): every one but the
+    drafts left out (those the digests know of)."""
+    return {Path(rel).stem: rel for rel in stamps if (d := digests.get(rel)) is None or listed(d, drafts)}
 
 
 def _run(kb, out: Path, todo: list[str], old_page_sha: dict, known_ids, spool, jobs, progress,

@@ -36,6 +36,7 @@ from . import effects as E
 from . import metaanalysis as M
 from . import wording as W
 from .errors import BadRequest, KbError, NotFound
+from .sources import outcome_sources
 from .protocol import COMBINED, DEFAULT as DEFAULT_PROTOCOL, ComparatorClass, Protocol
 
 CONTROLS = DEFAULT_PROTOCOL.controls()  # the default comparators: every comparator class of the protocol
@@ -527,6 +528,7 @@ def _row(s, o, comparator: str, window: str | None = None, cls: str | None = Non
               derived=o.counts == "derived", rob=s.risk_of_bias.overall if s.risk_of_bias else None,
               instrument=o.instrument, timepoint=o.timepoint, window=window, cls=cls, definition=o.definition,
               crossover=s.design == "crossover-rct" and getattr(o, "period", None) != "first",
+              weak_source=all(i.weak for i in outcome_sources(o, s.sources)) and bool(s.sources or o.source),
               indirect=[f"{i.domain}: {i.reason}" for i in getattr(s, "indirectness", None) or []])
     if d.type == "binary":
         (a, c) = d.arms

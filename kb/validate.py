@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from . import yamlio
 from .errors import BadRequest
 from .records import FIELD_NAMES, Study, validate_data
+from .sources import CLASSES, WARN_CLASSES, is_bare_ip, outcome_sources, urls_in
 from .vocab import Vocabulary, load_vocabulary
 
 Severity = Literal["error", "warning", "note"]
@@ -232,7 +233,7 @@ def _schema_problems(err: ValidationError, data: dict, loaded: yamlio.Loaded, di
         if kind == "extra_forbidden":
             name = str(loc[-1])
             model = _model_at(loc[:-1], data)
-            allowed = list(model.model_fields) if model else list(FIELD_NAMES)
+            allowed = [f.alias or n for n, f in model.model_fields.items()] if model else list(FIELD_NAMES)
             close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
             message = f"unknown field '{name}'" + (f"; did you mean '{close[0]}'?" if close else "")
             hint = None if close else "allowed here: " + ", ".join(allowed)
@@ -427,6 +428,31 @@ def record_checks(study: Study, path: Path, add: Callable[..., None]) -> None:
             add((*base, "data"), "numbers without a source: say where they were read",
                 severity="warning", hint="add `source:` with a URL from sources or a place such as 'Table 2'",
                 code="no-source")
+        if d is not None:
+            _weak_source_check(study, o, base, add)
+
+    for i, src in enumerate(study.sources):
+        if is_bare_ip(src.url):
+            add(("sources", i), f"the source {src.url} is a bare IP address: nothing says who publishes it",
+                severity="warning", hint="cite the publisher's, PubMed's or the trial registry's page instead",
+                code="bare-ip")
+
+
+def _weak_source_check(study: Study, o: Any, base: tuple, add: Callable[..., None]) -> None:
+    """Warn when an outcome's numbers rest only on press releases or commercial sites
+    (the URLs in its `source` text, else all the record's sources: kb.sources.outcome_sources)."""
+    infos = outcome_sources(o, study.sources)
+    if not infos or not all(i.cls in WARN_CLASSES for i in infos):
+        return
+    kinds = sorted({i.cls for i in infos}, key=CLASSES.index)
+    what = " and ".join({"press-release": "a press release", "commercial": "a commercial or clinic site"}[k]
+                        for k in kinds)
+    where = "its `source`" if urls_in(o.source) else "the record's sources"
+    add((*base, "source") if o.source else (*base, "data"),
+        f"these numbers rest only on {what} ({where}: {', '.join(i.url for i in infos)})",
+        severity="warning",
+        hint="find the numbers in the paper, on PubMed or in the trial registry, and cite that page in `source:`",
+        code="weak-source")
 
 
 def shared_controls(study: Study) -> list[tuple[int, int, str]]:

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from .conftest import ROOT, invoke
 
 
-def test_bundled_studies_validate_strict(runner):
-    result = invoke(runner, "--kb", ROOT, "validate", "--strict")
+# Sources that the evidence issue after issue 14 replaces (and then makes bare IPs an error): until then the
+# bundled records validate strictly but for these warnings, and no new one may appear.
+KNOWN_WEAK = {
+    ("bahji-2021.yaml", "bare-ip"), ("bartoli-2017.yaml", "bare-ip"), ("dean-2021.yaml", "bare-ip"),
+    ("ekstrand-2022.yaml", "bare-ip"), ("ionescu-2019.yaml", "bare-ip"), ("lii-2023.yaml", "bare-ip"),
+    ("mandal-2019.yaml", "bare-ip"), ("riva-posse-2018.yaml", "bare-ip"), ("sigtermans-2009.yaml", "bare-ip"),
+    ("wilkinson-2018.yaml", "bare-ip"), ("wilkinson-2019.yaml", "bare-ip"),
+    ("murrough-2013.yaml", "weak-source"),  # 24-h response counts from a press release
+    ("feder-2021.yaml", "weak-source"),  # numbers from a clinic's news page
+}
+
+
+def test_bundled_studies_validate_strict_but_for_known_weak_sources(runner):
+    result = invoke(runner, "--kb", ROOT, "validate", "--format", "json")
     assert result.exit_code == 0, result.output
-    assert " 0 errors, 0 warnings" in result.output.splitlines()[-1]
+    report = json.loads(result.output)
+    assert report["errors"] == 0
+    warnings = [(Path(p["file"]).name, p["code"]) for p in report["problems"] if p["severity"] == "warning"]
+    assert sorted(warnings) == sorted(KNOWN_WEAK)
 
 
 def test_bundled_stats(runner):

@@ -163,6 +163,20 @@ def test_vocabulary_synonyms_and_suggestions():
             assert VOCAB.canonical(cat, t) == t
 
 
+def test_bundled_vocabulary_labels_are_read_whole():
+    """A comma inside an unquoted flow mapping splits a label ("Methodology (blinding" plus a key
+    "active placebo)" with no value): every label of kb/data/vocabulary.yaml must come back whole."""
+    raw = yaml.safe_load((ROOT / "kb" / "data" / "vocabulary.yaml").read_text(encoding="utf-8"))
+    for cat, terms in raw.items():
+        for t, spec in terms.items():
+            spec = spec or {}
+            assert all(v is not None for v in spec.values()), (cat, t, spec)  # no key left by a split
+            label = VOCAB.label(cat, t)
+            assert label.count("(") == label.count(")") and label.count("[") == label.count("]"), (cat, t, label)
+    assert VOCAB.label("topic", "methodology") == "Methodology (blinding, active placebo)"
+    assert VOCAB.label("blinding", "not-applicable") == "Not applicable (reviews, statements)"
+
+
 def test_published_schema_accepts_valid_and_rejects_invalid_records():
     schema = json_schema(VOCAB)
     jsonschema.Draft202012Validator.check_schema(schema)

@@ -335,7 +335,7 @@ def test_deleted_and_added_records(tmp_path, monkeypatch):
                                     related=[{"id": "delta-2012", "relation": "secondary-analysis"}])])
     kb, out = open_kb(root), tmp_path / "out"
     build_site(kb, out, search=False)
-    assert "delta-2012 (not in this knowledge base)" in (out / "studies/beta-2005.html").read_text()
+    assert "Delta 2012 (not in this knowledge base)" in (out / "studies/beta-2005.html").read_text()
     (root / "studies/alpha-2001.yaml").unlink()
     (root / "studies/delta-2012.yaml").write_text(yaml.safe_dump(trial("delta-2012", [binary("response", 5, 10, 2, 10)])))
     report = build_site(kb, out, search=False)
