@@ -517,6 +517,12 @@ def outcomes_with_data(studies: Iterable, condition: str | None = None) -> list[
                    for o in s.outcomes if o.data is not None})
 
 
+def _weak(o, sources) -> bool:
+    """Whether an entry's numbers rest only on weak sources (press release, commercial site, copy, bare IP)."""
+    infos = outcome_sources(o, sources)
+    return bool(infos) and all(i.weak for i in infos)
+
+
 def _row(s, o, comparator: str, window: str | None = None, cls: str | None = None) -> Row:
     d = o.data
     label = s.label
@@ -528,7 +534,7 @@ def _row(s, o, comparator: str, window: str | None = None, cls: str | None = Non
               derived=o.counts == "derived", rob=s.risk_of_bias.overall if s.risk_of_bias else None,
               instrument=o.instrument, timepoint=o.timepoint, window=window, cls=cls, definition=o.definition,
               crossover=s.design == "crossover-rct" and getattr(o, "period", None) != "first",
-              weak_source=all(i.weak for i in outcome_sources(o, s.sources)) and bool(s.sources or o.source),
+              weak_source=_weak(o, s.sources),
               indirect=[f"{i.domain}: {i.reason}" for i in getattr(s, "indirectness", None) or []])
     if d.type == "binary":
         (a, c) = d.arms
