@@ -25,7 +25,8 @@ from .config import KnowledgeBase
 from .errors import BadRequest, KbError
 from .index import TEXT_BOOSTS, IndexLocked, SearchIndex, gc_paused, analyzer, known_phrases, stems, tag, term_postings
 from .records import MIN_YEAR as RECORD_MIN_YEAR
-from .query import Bool, Filter, Not, Range, Text, filter_node, free_text, parse_query, parse_range
+from .query import (STATUS_ANY, Bool, Filter, Not, Range, Text, filter_node, free_text, names_status, parse_query,
+                    parse_range)
 from .vocab import Vocabulary
 
 SORTS = ("relevance", "year", "n", "evidence")
@@ -46,6 +47,8 @@ class SearchRequest:
     route: list[str] = field(default_factory=list)
     drug: list[str] = field(default_factory=list)
     status: list[str] = field(default_factory=list)
+    """Statuses to show (draft, extracted, verified, or "any"); empty: every status but draft, unless
+    the query names a status: drafts are imported references, not evidence."""
     year: str | None = None
     min_n: int | None = None
     sort: str = "relevance"
@@ -69,6 +72,7 @@ class Hit:
     key_finding: str | None
     retracted: bool
     status: str
+    draft: bool
     authors: list[str]
     authors_truncated: bool
     journal: str | None
@@ -174,6 +178,8 @@ def _filter_query(f: Filter):
     if f.field == "title":
         words = [w for w, _ in _analyze(f.values[0])]
         return Q.And([Q.Term("title", w) for w in words]) if words else Q.NullQuery
+    if f.field == "status" and STATUS_ANY in f.values:
+        return Q.Every()
     if f.field == "id":
         terms = [Q.Term("id", v) for v in f.values]
     else:
@@ -241,7 +247,7 @@ def request_tree(req: SearchRequest, vocab: Vocabulary):
     """The query tree for the query text plus the CLI filter options."""
     node = parse_query(req.query, vocab)
     extra: list = []
-    for name in ("condition", "outcome", "design", "route", "drug", "status"):
+    for name in ("condition", "outcome", "design", "route", "drug"):
         values = getattr(req, name)
         if values:
             extra.append(filter_node(name, ",".join(values), vocab))
@@ -249,10 +255,24 @@ def request_tree(req: SearchRequest, vocab: Vocabulary):
         extra.append(parse_range("year", req.year))
     if req.min_n is not None:
         extra.append(Range("n", req.min_n, None))
+    scope = status_scope(req, node, vocab)
+    if scope is not None:
+        extra.append(scope)
     if not extra:
         return node
     items = ([node] if node is not None else []) + extra
     return Bool("and", items) if len(items) > 1 else items[0]
+
+
+def status_scope(req: SearchRequest, node, vocab: Vocabulary):
+    """The records a search covers, by status: --status's values; every record when the query itself
+    names a status (status:draft); otherwise every record that is not a draft (drafts are imported
+    references, not evidence). None: the whole index."""
+    if req.status:
+        return filter_node("status", ",".join(req.status), vocab)
+    if names_status(node):
+        return None
+    return Not(Filter("status", ["draft"]))
 
 
 def _free_count(node) -> int:
@@ -275,7 +295,8 @@ class SegmentCache:
     id, year, n, evidence and field-length columns. Segments never change once written, so each
     is computed once, on first use, and kept beside the index; an update adds a small segment."""
 
-    COLUMNS = ("year", "n", "evidence", *(f"dl_{f}" for f in ("text", "phrases")))
+    COLUMNS = ("year", "n", "evidence", *(f"dl_{f}" for f in ("text", "phrases")),
+               *(f"len_{f}" for f in ("text", "phrases")))
 
     def __init__(self, reader, cache_dir):
         size = reader.doc_count_all()
@@ -306,6 +327,9 @@ class SegmentCache:
         # field lengths as Whoosh stores them (one byte, lossy), for BM25's length normalisation
         for f in SCORED_FIELDS:
             self.cols[f"dl_{f}"] = array("i", [reader.doc_field_length(d, f, 0) or 0 for d in range(size)])
+            # and exact, for average lengths over a part of the index
+            col = reader.column_reader(f"len_{f}") if reader.has_column(f"len_{f}") else None
+            self.cols[f"len_{f}"] = array("i", list(col) if col is not None else [0] * size)
         self.bits = {}
         for raw in reader.lexicon("tags"):
             term = raw.decode() if isinstance(raw, bytes) else raw
@@ -376,7 +400,9 @@ class IndexCache:
                 cols[c] += cache.cols[c]
         self.year, self.n, self.evidence = cols["year"], cols["n"], cols["evidence"]
         self.dl = {f: cols[f"dl_{f}"] for f in SCORED_FIELDS}
+        self.lengths = {f: cols[f"len_{f}"] for f in SCORED_FIELDS}
         self.avgdl = {f: reader.field_length(f) / (self.size or 1) for f in SCORED_FIELDS}
+        self._avgdl_over: dict[int, dict[str, float]] = {}
         self.df_total = self.size
         self._np: dict = {}
         terms = {t for cache, _ in self.segments for t in cache.bits}
@@ -391,6 +417,25 @@ class IndexCache:
                    "evidence": lambda d: (-ev[d], -y[d], ids[d])}[sort]
             self._orders[sort] = sorted(range(self.size), key=key)
         return self._orders[sort]
+
+    def avgdl_over(self, population: int) -> dict[str, float]:
+        """The average exact length of each scored field over the documents of ``population`` (a bitset)."""
+        got = self._avgdl_over.get(population)
+        if got is None:
+            count = population.bit_count() or 1
+            if "numpy" in sys.modules or self.size > 20_000:
+                import numpy as np
+
+                inside = _bool_array(population, self.size)
+                got = {f: float(np.frombuffer(self.lengths[f], dtype=np.int32)[inside].sum()) / count
+                       for f in SCORED_FIELDS}
+            else:
+                docs = [d for d in range(self.size) if population >> d & 1]
+                got = {f: sum(self.lengths[f][d] for d in docs) / count for f in SCORED_FIELDS}
+            if len(self._avgdl_over) >= 4:
+                self._avgdl_over.pop(next(iter(self._avgdl_over)))
+            self._avgdl_over[population] = got
+        return got
 
     def facets(self, match: int) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {name: {} for name in FACETS}
@@ -512,15 +557,19 @@ def _scoring_leaves(q, boost: float = 1.0, out: list | None = None) -> list:
     return out
 
 
-def rank(reader, cache: IndexCache, matcher: BitMatcher, q, match_bits: int, want: int) -> list[tuple[int, float]]:
+def rank(reader, cache: IndexCache, matcher: BitMatcher, q, match_bits: int, want: int,
+         population: int | None = None) -> list[tuple[int, float]]:
     """The best ``want`` (docnum, score) pairs among the matches, by BM25 over the weighted text.
 
     Scores are summed over the query's text terms (idf and average length from the whole index,
-    so shards and segments never change a score); ties are ordered by record id.
+    so shards and segments never change a score); ties are ordered by record id. ``population``
+    (a bitset), when it leaves documents out, is the collection the statistics are taken over:
+    the records that are not drafts, so that importing drafts changes no default score.
     """
     import math
 
     n = cache.size
+    part = population is not None and population != matcher.live
     if not want or not match_bits:
         return []
     leaves = _scoring_leaves(q)
@@ -533,9 +582,13 @@ def rank(reader, cache: IndexCache, matcher: BitMatcher, q, match_bits: int, wan
             terms.append((leaf.fieldname, leaf.text, boost, None))
     postings = [matcher.postings(f, t) for f, t, _, _ in terms]
     weights = []
+    if part:
+        docs, avgdl = population.bit_count(), cache.avgdl_over(population)
+    else:
+        docs, avgdl = n, cache.avgdl
     for (fname, text, boost, _), _ in zip(terms, postings):
-        df = reader.doc_frequency(fname, text)
-        weights.append((boost * (math.log(n / (df + 1)) + 1), cache.avgdl[fname] or 1.0))
+        df = (matcher.term(fname, text) & population).bit_count() if part else reader.doc_frequency(fname, text)
+        weights.append((boost * (math.log(docs / (df + 1)) + 1), avgdl[fname] or 1.0))
     if _use_numpy(sum(len(ids) for ids, _ in postings), match_bits.bit_count()):
         scored = _scores_numpy(cache, terms, postings, weights, match_bits, n, want + 20)
     else:  # the same arithmetic, in Python: no numpy import for a cold search of a few terms
@@ -749,7 +802,9 @@ def _run(kb: KnowledgeBase, idx: SearchIndex, reader, req: SearchRequest, tree, 
         want = req.offset + req.limit
         scores: dict[int, float] = {}
         if sort == "relevance":
-            best = rank(reader, cache, matcher, q, match_bits, want)
+            scope = status_scope(req, parse_query(req.query, kb.vocab), kb.vocab)
+            population = matcher.bits(compile_query(scope, kb.vocab, match)) if scope is not None else None
+            best = rank(reader, cache, matcher, q, match_bits, want, population)
             page_docs = [d for d, _ in best[req.offset:]]
             scores = dict(best)
         else:
@@ -774,6 +829,7 @@ def _run(kb: KnowledgeBase, idx: SearchIndex, reader, req: SearchRequest, tree, 
                 title=meta["title"], year=meta["year"], design=meta["design"], n=meta["n"],
                 conditions=meta["conditions"], outcomes=meta["outcomes"], snippet=snippet(stored, terms),
                 key_finding=meta["key_finding"], retracted=meta["retracted"], status=meta["status"],
+                draft=meta["status"] == "draft",
                 authors=meta["authors"], authors_truncated=meta["authors_truncated"], journal=meta["journal"],
                 doi=meta["doi"], pmid=meta["pmid"], route=meta["route"], drug=meta["drug"], path=stored["path"]))
         facets = cache.facets(match_bits) if req.facets else {}
