@@ -27,7 +27,7 @@ from .index import TEXT_BOOSTS, IndexLocked, SearchIndex, gc_paused, analyzer, k
 from .records import MIN_YEAR as RECORD_MIN_YEAR
 from .query import (STATUS_ANY, Bool, Filter, Not, Range, Text, filter_node, free_text, names_status, parse_query,
                     parse_range)
-from .vocab import Vocabulary
+from .vocab import Vocabulary, _norm
 
 SORTS = ("relevance", "year", "n", "evidence")
 MATCHES = ("auto", "all", "any")
@@ -151,12 +151,90 @@ def _expansions(vocab: Vocabulary, text: str) -> tuple[str, ...]:
     return tuple(variants)
 
 
+@lru_cache(maxsize=4096)
+def _clinician_words(vocab: Vocabulary, text: str) -> tuple[str, ...]:
+    """The other words of ``text``'s entries in the vocabulary's ``expansion`` list ("safe" ->
+    safety, tolerability, adverse events, side effects ...), matched by stems as the search matches
+    words ("infusion" as "infusions")."""
+    typed = _analysed(text)
+    out: list[str] = []
+    for group in _expansion_table(vocab).get(typed, ()):
+        out.extend(w for w in vocab.synonyms("expansion", group) if _analysed(w) != typed and w not in out)
+    return tuple(out)
+
+
+@lru_cache(maxsize=64)
+def _expansion_table(vocab: Vocabulary) -> dict[tuple[str, ...], list[str]]:
+    """The stems of every word and phrase of the ``expansion`` list -> the entries listing it."""
+    table: dict[tuple[str, ...], list[str]] = {}
+    for group, t in vocab.categories.get("expansion", {}).items():
+        for text in (t.term, *t.synonyms):
+            key = _analysed(text)
+            if key and group not in table.setdefault(key, []):
+                table[key].append(group)
+    return table
+
+
+def _optional(vocab: Vocabulary, t: Text) -> bool:
+    """A connective ("vs", "compared with") or question word ("how", "does"): never required."""
+    return not t.phrase and vocab.canonical("optional", t.text) is not None
+
+
+@lru_cache(maxsize=64)
+def _expressions(vocab: Vocabulary) -> tuple[frozenset[str], int]:
+    """The multi-word expressions a query's adjacent words are joined into (the expansion and optional
+    entries), folded; and the longest one's word count."""
+    out = set()
+    for cat in ("expansion", "optional"):
+        for t in vocab.categories.get(cat, {}).values():
+            for text in (t.term, *t.synonyms):
+                folded = _norm(text)
+                if " " in folded:
+                    out.add(folded)
+    return frozenset(out), max((len(e.split()) for e in out), default=1)
+
+
+def natural(node, vocab: Vocabulary):
+    """A query as a clinician means it: in adjacent free text, the words of one listed expression
+    are read together ("nasal spray", "compared with", "side effects"), and connectives and question
+    words are dropped, unless nothing else would be left ("is ketamine safe" -> ketamine, safe)."""
+    if not isinstance(node, Bool):
+        return node
+    items = [natural(i, vocab) for i in node.items]
+    if node.op != "implicit":
+        return Bool(node.op, items)
+    known, longest = _expressions(vocab)
+    joined: list = []
+    i = 0
+    while i < len(items):
+        size = 1
+        for n in range(min(longest, len(items) - i), 1, -1):
+            run = items[i:i + n]
+            if all(isinstance(x, Text) and not x.phrase for x in run) and _norm(" ".join(x.text for x in run)) in known:
+                size = n
+                break
+        joined.append(items[i] if size == 1 else Text(" ".join(x.text for x in items[i:i + size])))
+        i += size
+    kept = [x for x in joined if not (isinstance(x, Text) and _optional(vocab, x))]
+    if not any(isinstance(x, (Text, Bool)) for x in kept):
+        kept = joined
+    return kept[0] if len(kept) == 1 else Bool("implicit", kept)
+
+
 def _lossy(text: str) -> bool:
     """Whether analysis would drop a one-letter part that carries meaning ("S-ketamine" -> "ketamin")."""
     return any(len(run) == 1 for run in re.findall(r"[A-Za-z0-9]+", text)) and len(re.findall(r"\w+", text)) > 1
 
 
 _HYPHENATED_WORD = re.compile(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)+")
+ABBREVIATION_WEIGHT = 0.8
+"""An abbreviation's long form (or a long form's abbreviation) scores this much of the word typed."""
+EXPANSION_WEIGHT = 0.8
+"""A clinician's word's alternatives (vocabulary ``expansion``) score this much of the word typed."""
+
+
+def _analysed(text: str) -> tuple[str, ...]:
+    return tuple(w for w, _ in _analyze(text))
 
 
 def text_query(t: Text, vocab: Vocabulary):
@@ -164,12 +242,37 @@ def text_query(t: Text, vocab: Vocabulary):
 
     known = known_phrases(vocab)
     variants = tuple(v for v in _expansions(vocab, t.text) if not _lossy(v))
-    clauses = [] if (_lossy(t.text) and variants) else _text_clauses(t.text, 1.0, known)
-    for v in variants:
-        clauses.extend(_text_clauses(v, 0.8, known))
+    words = tuple(v for v in _clinician_words(vocab, t.text) if not _lossy(v))
+    clauses = [] if (_lossy(t.text) and (variants or words)) else _text_clauses(t.text, 1.0, known)
+    seen = {_analysed(t.text)}
+    for v, weight in [*((v, ABBREVIATION_WEIGHT) for v in variants), *((w, EXPANSION_WEIGHT) for w in words)]:
+        if _analysed(v) not in seen:  # "tolerated", "tolerability": one stem, scored once
+            seen.add(_analysed(v))
+            clauses.extend(_text_clauses(v, weight, known))
     if not clauses:
         return None
-    return clauses[0] if len(clauses) == 1 else Q.Or(clauses)
+    return clauses[0] if len(clauses) == 1 else _Group(clauses)
+
+
+def _group_class():
+    from whoosh import query as Q
+
+    class Group(Q.Or):
+        """One word as typed with its other spellings (abbreviation, clinicians' words): it matches
+        where any of them does, and scores as one term whose frequency is the (weighted) sum of
+        theirs, so that a record is not ranked up for using many synonyms of one concept."""
+
+    return Group
+
+
+def _Group(clauses):
+    global _GROUP
+    if _GROUP is None:
+        _GROUP = _group_class()
+    return _GROUP(clauses)
+
+
+_GROUP = None
 
 
 def _filter_query(f: Filter):
@@ -245,7 +348,7 @@ def _and(parts: list):
 
 def request_tree(req: SearchRequest, vocab: Vocabulary):
     """The query tree for the query text plus the CLI filter options."""
-    node = parse_query(req.query, vocab)
+    node = natural(parse_query(req.query, vocab), vocab)
     extra: list = []
     for name in ("condition", "outcome", "design", "route", "drug"):
         values = getattr(req, name)
@@ -551,6 +654,8 @@ def _scoring_leaves(q, boost: float = 1.0, out: list | None = None) -> list:
         return out
     if isinstance(q, (Q.Term, Q.Phrase)) and q.fieldname in SCORED_FIELDS:
         out.append((q, boost * q.boost))
+    elif _GROUP is not None and isinstance(q, _GROUP):
+        out.append((q, boost * q.boost))
     elif isinstance(q, (Q.And, Q.Or)):
         for sub in q.subqueries:
             _scoring_leaves(sub, boost * q.boost, out)
@@ -574,8 +679,11 @@ def rank(reader, cache: IndexCache, matcher: BitMatcher, q, match_bits: int, wan
         return []
     leaves = _scoring_leaves(q)
     terms: list[tuple[str, str, float, object]] = []  # field, text, boost, phrase-match bits or None
+    groups = []
     for leaf, boost in leaves:
-        if hasattr(leaf, "words"):  # a phrase: its words score where the phrase itself matched
+        if _GROUP is not None and isinstance(leaf, _GROUP):
+            groups.append((leaf, boost))
+        elif hasattr(leaf, "words"):  # a phrase: its words score where the phrase itself matched
             where = matcher.bits(leaf)
             terms.extend((leaf.fieldname, word, boost, where) for word in leaf.words)
         else:
@@ -589,10 +697,15 @@ def rank(reader, cache: IndexCache, matcher: BitMatcher, q, match_bits: int, wan
     for (fname, text, boost, _), _ in zip(terms, postings):
         df = (matcher.term(fname, text) & population).bit_count() if part else reader.doc_frequency(fname, text)
         weights.append((boost * (math.log(docs / (df + 1)) + 1), avgdl[fname] or 1.0))
+    grouped: dict[int, float] = {}
+    for group, boost in groups:
+        for d, sc in _group_scores(cache, matcher, group, boost, match_bits, population if part else matcher.live,
+                                   docs, avgdl).items():
+            grouped[d] = grouped.get(d, 0.0) + sc
     if _use_numpy(sum(len(ids) for ids, _ in postings), match_bits.bit_count()):
-        scored = _scores_numpy(cache, terms, postings, weights, match_bits, n, want + 20)
+        scored = _scores_numpy(cache, terms, postings, weights, match_bits, n, want + 20, grouped)
     else:  # the same arithmetic, in Python: no numpy import for a cold search of a few terms
-        scored = {}
+        scored = dict(grouped)
         for (fname, _, _, where), (ids, tfs), (idf, avg) in zip(terms, postings, weights):
             dl = cache.dl[fname]
             for d, tf in zip(ids, tfs):
@@ -611,6 +724,39 @@ def rank(reader, cache: IndexCache, matcher: BitMatcher, q, match_bits: int, wan
     return [(d, sc) for sc, d in best[:want]]
 
 
+def _group_scores(cache, matcher, group, boost: float, match_bits: int, population: int, docs: int,
+                  avgdl: dict) -> dict[int, float]:
+    """BM25 of a word and its other spellings as one term: per record, the length-normalised
+    frequencies of the spellings summed (each times its weight relative to the word typed), one
+    saturation, and the idf of the records holding any of them."""
+    import math
+
+    tfn: dict[int, float] = {}
+    union = 0
+    for sub in group.subqueries:
+        rel = sub.boost
+        if hasattr(sub, "words"):  # a phrase: how often its rarest word occurs where the phrase matched
+            where = matcher.bits(sub)
+            union |= where
+            per = [dict(zip(*matcher.postings(sub.fieldname, w))) for w in sub.words]
+            pairs = [(d, min(p.get(d, 0) for p in per)) for d in _docs_of(where & match_bits, cache.size)]
+        else:
+            union |= matcher.term(sub.fieldname, sub.text)
+            ids, tfs = matcher.postings(sub.fieldname, sub.text)
+            pairs = [(d, tf) for d, tf in zip(ids, tfs) if match_bits >> d & 1]
+        dl, avg = cache.dl[sub.fieldname], avgdl[sub.fieldname] or 1.0
+        for d, tf in pairs:
+            if tf:
+                tfn[d] = tfn.get(d, 0.0) + rel * tf / ((1 - B) + B * dl[d] / avg)
+    idf = math.log(docs / ((union & population).bit_count() + 1)) + 1
+    return {d: boost * idf * t * (K1 + 1) / (t + K1) for d, t in tfn.items()}
+
+
+def _docs_of(bits: int, n: int) -> list[int]:
+    raw = bits.to_bytes((n >> 3) + 1, "little")
+    return [i * 8 + j for i, byte in enumerate(raw) if byte for j in range(8) if byte >> j & 1]
+
+
 def _use_numpy(postings: int, matches: int) -> bool:
     """numpy once it is loaded (a warm process) or for large work; plain Python for a cold search
     of a few selective terms, where importing numpy would cost more than the arithmetic."""
@@ -626,7 +772,8 @@ def _bits_not_in(bits: int, scored: dict, n: int):
             if byte >> j & 1 and (i * 8 + j) not in scored]
 
 
-def _scores_numpy(cache, terms, postings, weights, match_bits: int, n: int, keep: int) -> list[tuple[float, int]]:
+def _scores_numpy(cache, terms, postings, weights, match_bits: int, n: int, keep: int,
+                  grouped: dict[int, float] | None = None) -> list[tuple[float, int]]:
     import numpy as np
 
     if "dl" not in cache._np:
@@ -643,6 +790,8 @@ def _scores_numpy(cache, terms, postings, weights, match_bits: int, n: int, keep
             inside = _bool_array(where, n)[docs]
             docs, contrib = docs[inside], contrib[inside]
         scores[docs] += contrib
+    if grouped:
+        scores[np.fromiter(grouped.keys(), dtype=np.int64)] += np.fromiter(grouped.values(), dtype=np.float64)
     cand = np.flatnonzero(_bool_array(match_bits, n))
     cand_scores = scores[cand]
     if len(cand) > keep:  # the best `keep` (a margin past the page, so that ties at the cut sort by id)
@@ -792,7 +941,7 @@ def _run(kb: KnowledgeBase, idx: SearchIndex, reader, req: SearchRequest, tree, 
     try:
         match = req.match
         if match == "auto":
-            match = "all" if _free_count(parse_query(req.query, kb.vocab)) <= AUTO_ALL_MAX else "any"
+            match = "all" if _free_count(natural(parse_query(req.query, kb.vocab), kb.vocab)) <= AUTO_ALL_MAX else "any"
         q = compile_query(tree, kb.vocab, match)
         sort = req.sort if (req.sort != "relevance" or free_text(tree)) else "evidence"
         cache = IndexCache.get(reader, idx.dir)
