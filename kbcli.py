@@ -100,7 +100,9 @@ def _filter_options(f):
         click.option("--design", multiple=True, help="Only these designs (repeatable)."),
         click.option("--route", multiple=True, help="Only this route: iv, sc, intranasal, ... (repeatable)."),
         click.option("--drug", multiple=True, help="Only this drug: racemic-ketamine, esketamine, ... (repeatable)."),
-        click.option("--status", multiple=True, help="Only records with this status, e.g. verified."),
+        click.option("--status", multiple=True,
+                     help="Only these statuses: draft, extracted, verified, or any for all (repeatable or "
+                          "comma list). Default: kb search leaves drafts out, kb export keeps them."),
         click.option("--year", metavar="RANGE", help="Publication years, e.g. 2015..2024, >=2018 or 2020."),
         click.option("--min-n", type=click.IntRange(0), help="Only studies with at least this many participants."),
     ]):
@@ -217,6 +219,8 @@ def search(ctx: click.Context, query: tuple[str, ...], condition, outcome, desig
     Filters in the query: condition:ptsd outcome:remission design:rct
     route:iv drug:esketamine year:2015..2024 n:>=50 author:feder title:ketamine.
     Synonyms and abbreviations expand (TRD, PTSD, SI, ECT, Spravato).
+    Drafts (imported references not yet extracted) are not evidence and are
+    left out; --status draft or --status any shows them, marked DRAFT.
     The index is refreshed first when records changed. Exit status: 0 with
     results, 1 with none (suggestions are shown), 2 for a malformed query.
 

@@ -252,7 +252,8 @@ __all__ = ["EXPORT_FORMATS", "METAPSY_COLUMNS", "csl_item", "metapsy_rows", "met
 
 def select(kb, req=None, progress=None) -> tuple[list[Study], list[str]]:
     """The studies to export: every valid record when ``req`` (a SearchRequest) selects nothing,
-    else the search's matches. Returns (studies, notices)."""
+    else the search's matches, drafts included unless ``req.status`` says otherwise. Returns
+    (studies, notices)."""
     from .store import load_studies, load_study
 
     if req is None:
@@ -260,7 +261,12 @@ def select(kb, req=None, progress=None) -> tuple[list[Study], list[str]]:
         invalid = report.files - len(report.studies)
         notes = [f"{invalid} record(s) with errors left out; run `kb validate`"] if invalid else []
         return report.studies, notes
+    from dataclasses import replace
+
+    from .query import STATUS_ANY
     from .search import search
 
+    if not req.status:  # an export keeps drafts unless --status says otherwise (search leaves them out)
+        req = replace(req, status=[STATUS_ANY])
     result = search(kb, req, progress=progress)
     return [load_study(kb, h.id) for h in result.hits], list(result.notices)

@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # the search path must not import the schema (pydantic): it i
     from .records import Study
     from .validate import Problem
 
-INDEX_VERSION = 16
+INDEX_VERSION = 18
 """Bump when the schema, the analysis or the documents change: every index is rebuilt."""
 PARALLEL_MIN = 400
 SEGMENT_DOCS = 5000
@@ -50,6 +50,10 @@ SEGMENT_DOCS = 5000
 linearly with segment size (1.2 ms per record up to ~5k, 1.9 ms at 10k, 2.2 ms at 20k here)."""
 TEXT_BOOSTS = {"text": 1.0}
 TITLE_WEIGHT, KEY_FINDING_WEIGHT = 2, 2
+TOPIC_WEIGHT = 2
+"""A reviewer's topic tags (dosing, durability, safety ...) say what a record is about, as its title
+does: their labels weigh as the title, so that clinicians' questions ("dose of ketamine", "how long does
+the effect last") rank the records tagged with them first. (MEDLINE records have no topics: MAP unchanged.)"""
 """Field weights, applied BM25F-style: the title and key finding are repeated in the one text field,
 so their term frequencies count more before BM25 saturates them, and each query term is one
 posting list to read instead of one per field. Chosen on the MEDLINE benchmark (title x1: MAP .517,
@@ -103,6 +107,10 @@ def make_schema():
         n=fields.COLUMN(columns.NumericColumn("i")),  # n: filters use kb's column cache, not postings
         year=fields.COLUMN(columns.NumericColumn("i")),
         evidence=fields.COLUMN(columns.NumericColumn("b")),
+        # exact token counts of the scored fields (Whoosh keeps a one-byte approximation per document):
+        # BM25's average length over a part of the index (the records that are not drafts) from them
+        len_text=fields.COLUMN(columns.NumericColumn("i")),
+        len_phrases=fields.COLUMN(columns.NumericColumn("i")),
         meta=fields.STORED(),
     )
 
@@ -239,7 +247,7 @@ def document(study: Study, relpath: str, vocab) -> dict:  # noqa: C901 - a flat 
         add(label("condition", c.term))
         if c.subtype:
             add(c.subtype)
-    body.extend(label("topic", t) for t in study.topics)
+    body.extend(label("topic", t) for t in study.topics for _ in range(TOPIC_WEIGHT))
     if study.intervention:
         i = study.intervention
         body.extend(x for x in (label("drug", i.drug), label("route", i.route), i.schedule, i.description) if x)
@@ -287,15 +295,18 @@ def document(study: Study, relpath: str, vocab) -> dict:  # noqa: C901 - a flat 
     text = "\n".join([*[study.title or ""] * TITLE_WEIGHT, *[study.key_finding or ""] * KEY_FINDING_WEIGHT,
                       study.abstract or "", *body])
     toks = stems(text)
+    phrases = phrase_terms(text, known_phrases(vocab), toks)
     doc = {
         "path": relpath, "id": study.id, "title": list(stems(study.title or "")),  # analysed already
         "abstract": study.abstract or "",
         "text": list(toks),  # a list: Whoosh takes the items as tokens and skips analysis
-        "phrases": ",".join(phrase_terms(text, known_phrases(vocab), toks)) or None,
+        "phrases": ",".join(phrases) or None,
         "tags": ",".join(t.replace(",", " ") for t in tags),
         "year": study.year,
         "n": n if n is not None else -1,
         "evidence": EVIDENCE_RANK.get(study.design, 0),
+        "len_text": len(toks),
+        "len_phrases": len(phrases),
         "meta": meta,
     }
     return {k: v for k, v in doc.items() if v is not None}

@@ -3,6 +3,7 @@
     free text, "quoted phrases", AND / OR / NOT (or -word), parentheses,
     field filters: condition:ptsd outcome:remission design:rct route:iv
                    year:2015..2024  year:>=2018  n:>=50  author:feder  title:ketamine
+                   status:draft  status:any (every status; drafts are left out otherwise)
 
 Field values from a vocabulary accept its synonyms (condition:PTSD, drug:Spravato)
 and several values separated by commas (condition:ptsd,anxiety). The index
@@ -23,6 +24,8 @@ VOCAB_FIELDS = {
     "condition": "condition", "outcome": "outcome", "design": "design", "route": "route", "drug": "drug",
     "instrument": "instrument", "topic": "topic", "comparator": "comparator", "status": "status",
 }
+STATUS_ANY = "any"
+"""status:any (or --status any) selects records of every status, drafts included."""
 RANGE_FIELDS = ("year", "n")
 TEXT_FIELDS = ("author", "title", "id", "doi", "pmid")
 FIELDS = (*VOCAB_FIELDS, *RANGE_FIELDS, *TEXT_FIELDS)
@@ -106,11 +109,14 @@ def filter_node(name: str, raw: str, vocab: Vocabulary) -> Node:
         cat = VOCAB_FIELDS[name]
         terms = []
         for part in [p.strip() for p in value.split(",") if p.strip()]:
+            if name == "status" and part.lower() == STATUS_ANY:
+                terms.append(STATUS_ANY)
+                continue
             term = vocab.canonical(cat, part)
             if term is None:
                 sug = vocab.suggest(cat, part)
                 raise BadRequest(f"unknown {name} '{part}'" + (f"; did you mean '{sug}'?" if sug else ""),
-                                 hint=f"{name} values: " + ", ".join(vocab.terms(cat)))
+                                 hint=f"{name} values: " + ", ".join(vocab.terms(cat) + [STATUS_ANY] * (name == "status")))
             terms.append(term)
         return Filter(name, terms)
     return Filter(name, [value])
@@ -216,3 +222,14 @@ def free_text(node: Node | None) -> list[Text]:
         for item in node.items:
             out.extend(free_text(item))
     return out
+
+
+def names_status(node: Node | None) -> bool:
+    """Whether a tree filters on status anywhere (then drafts are not left out by default)."""
+    if isinstance(node, Filter):
+        return node.field == "status"
+    if isinstance(node, Not):
+        return names_status(node.node)
+    if isinstance(node, Bool):
+        return any(names_status(i) for i in node.items)
+    return False

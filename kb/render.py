@@ -169,6 +169,8 @@ def results_table(result, echo, style, vocab, width: int = 100) -> None:
         if h.drug in ("esketamine", "arketamine", "mixed"):
             bits.append(vocab.label("drug", h.drug))
         flag = "  " + style(" RETRACTED ", fg="white", bg="red", bold=True) if h.retracted else ""
+        if h.draft:
+            flag += "  " + style(" DRAFT: imported, not extracted ", fg="black", bg="yellow", bold=True)
         echo("")
         echo(style(f"{rank:>2}. {h.id}", bold=True) + "  " + style(" · ".join(bits), fg="cyan") + flag)
         echo(_wrapped(h.title or "(title not verified)", width=width))

@@ -25,8 +25,9 @@ from .config import KnowledgeBase
 from .errors import BadRequest, KbError
 from .index import TEXT_BOOSTS, IndexLocked, SearchIndex, gc_paused, analyzer, known_phrases, stems, tag, term_postings
 from .records import MIN_YEAR as RECORD_MIN_YEAR
-from .query import Bool, Filter, Not, Range, Text, filter_node, free_text, parse_query, parse_range
-from .vocab import Vocabulary
+from .query import (STATUS_ANY, Bool, Filter, Not, Range, Text, filter_node, free_text, names_status, parse_query,
+                    parse_range)
+from .vocab import Vocabulary, _norm
 
 SORTS = ("relevance", "year", "n", "evidence")
 MATCHES = ("auto", "all", "any")
@@ -46,6 +47,8 @@ class SearchRequest:
     route: list[str] = field(default_factory=list)
     drug: list[str] = field(default_factory=list)
     status: list[str] = field(default_factory=list)
+    """Statuses to show (draft, extracted, verified, or "any"); empty: every status but draft, unless
+    the query names a status: drafts are imported references, not evidence."""
     year: str | None = None
     min_n: int | None = None
     sort: str = "relevance"
@@ -69,6 +72,7 @@ class Hit:
     key_finding: str | None
     retracted: bool
     status: str
+    draft: bool
     authors: list[str]
     authors_truncated: bool
     journal: str | None
@@ -147,12 +151,90 @@ def _expansions(vocab: Vocabulary, text: str) -> tuple[str, ...]:
     return tuple(variants)
 
 
+@lru_cache(maxsize=4096)
+def _clinician_words(vocab: Vocabulary, text: str) -> tuple[str, ...]:
+    """The other words of ``text``'s entries in the vocabulary's ``expansion`` list ("safe" ->
+    safety, tolerability, adverse events, side effects ...), matched by stems as the search matches
+    words ("infusion" as "infusions")."""
+    typed = _analysed(text)
+    out: list[str] = []
+    for group in _expansion_table(vocab).get(typed, ()):
+        out.extend(w for w in vocab.synonyms("expansion", group) if _analysed(w) != typed and w not in out)
+    return tuple(out)
+
+
+@lru_cache(maxsize=64)
+def _expansion_table(vocab: Vocabulary) -> dict[tuple[str, ...], list[str]]:
+    """The stems of every word and phrase of the ``expansion`` list -> the entries listing it."""
+    table: dict[tuple[str, ...], list[str]] = {}
+    for group, t in vocab.categories.get("expansion", {}).items():
+        for text in (t.term, *t.synonyms):
+            key = _analysed(text)
+            if key and group not in table.setdefault(key, []):
+                table[key].append(group)
+    return table
+
+
+def _optional(vocab: Vocabulary, t: Text) -> bool:
+    """A connective ("vs", "compared with") or question word ("how", "does"): never required."""
+    return not t.phrase and vocab.canonical("optional", t.text) is not None
+
+
+@lru_cache(maxsize=64)
+def _expressions(vocab: Vocabulary) -> tuple[frozenset[str], int]:
+    """The multi-word expressions a query's adjacent words are joined into (the expansion and optional
+    entries), folded; and the longest one's word count."""
+    out = set()
+    for cat in ("expansion", "optional"):
+        for t in vocab.categories.get(cat, {}).values():
+            for text in (t.term, *t.synonyms):
+                folded = _norm(text)
+                if " " in folded:
+                    out.add(folded)
+    return frozenset(out), max((len(e.split()) for e in out), default=1)
+
+
+def natural(node, vocab: Vocabulary):
+    """A query as a clinician means it: in adjacent free text, the words of one listed expression
+    are read together ("nasal spray", "compared with", "side effects"), and connectives and question
+    words are dropped, unless nothing else would be left ("is ketamine safe" -> ketamine, safe)."""
+    if not isinstance(node, Bool):
+        return node
+    items = [natural(i, vocab) for i in node.items]
+    if node.op != "implicit":
+        return Bool(node.op, items)
+    known, longest = _expressions(vocab)
+    joined: list = []
+    i = 0
+    while i < len(items):
+        size = 1
+        for n in range(min(longest, len(items) - i), 1, -1):
+            run = items[i:i + n]
+            if all(isinstance(x, Text) and not x.phrase for x in run) and _norm(" ".join(x.text for x in run)) in known:
+                size = n
+                break
+        joined.append(items[i] if size == 1 else Text(" ".join(x.text for x in items[i:i + size])))
+        i += size
+    kept = [x for x in joined if not (isinstance(x, Text) and _optional(vocab, x))]
+    if not any(isinstance(x, (Text, Bool)) for x in kept):
+        kept = joined
+    return kept[0] if len(kept) == 1 else Bool("implicit", kept)
+
+
 def _lossy(text: str) -> bool:
     """Whether analysis would drop a one-letter part that carries meaning ("S-ketamine" -> "ketamin")."""
     return any(len(run) == 1 for run in re.findall(r"[A-Za-z0-9]+", text)) and len(re.findall(r"\w+", text)) > 1
 
 
 _HYPHENATED_WORD = re.compile(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)+")
+ABBREVIATION_WEIGHT = 0.8
+"""An abbreviation's long form (or a long form's abbreviation) scores this much of the word typed."""
+EXPANSION_WEIGHT = 0.8
+"""A clinician's word's alternatives (vocabulary ``expansion``) score this much of the word typed."""
+
+
+def _analysed(text: str) -> tuple[str, ...]:
+    return tuple(w for w, _ in _analyze(text))
 
 
 def text_query(t: Text, vocab: Vocabulary):
@@ -160,12 +242,37 @@ def text_query(t: Text, vocab: Vocabulary):
 
     known = known_phrases(vocab)
     variants = tuple(v for v in _expansions(vocab, t.text) if not _lossy(v))
-    clauses = [] if (_lossy(t.text) and variants) else _text_clauses(t.text, 1.0, known)
-    for v in variants:
-        clauses.extend(_text_clauses(v, 0.8, known))
+    words = tuple(v for v in _clinician_words(vocab, t.text) if not _lossy(v))
+    clauses = [] if (_lossy(t.text) and (variants or words)) else _text_clauses(t.text, 1.0, known)
+    seen = {_analysed(t.text)}
+    for v, weight in [*((v, ABBREVIATION_WEIGHT) for v in variants), *((w, EXPANSION_WEIGHT) for w in words)]:
+        if _analysed(v) not in seen:  # "tolerated", "tolerability": one stem, scored once
+            seen.add(_analysed(v))
+            clauses.extend(_text_clauses(v, weight, known))
     if not clauses:
         return None
-    return clauses[0] if len(clauses) == 1 else Q.Or(clauses)
+    return clauses[0] if len(clauses) == 1 else _Group(clauses)
+
+
+def _group_class():
+    from whoosh import query as Q
+
+    class Group(Q.Or):
+        """One word as typed with its other spellings (abbreviation, clinicians' words): it matches
+        where any of them does, and scores as one term whose frequency is the (weighted) sum of
+        theirs, so that a record is not ranked up for using many synonyms of one concept."""
+
+    return Group
+
+
+def _Group(clauses):
+    global _GROUP
+    if _GROUP is None:
+        _GROUP = _group_class()
+    return _GROUP(clauses)
+
+
+_GROUP = None
 
 
 def _filter_query(f: Filter):
@@ -174,6 +281,8 @@ def _filter_query(f: Filter):
     if f.field == "title":
         words = [w for w, _ in _analyze(f.values[0])]
         return Q.And([Q.Term("title", w) for w in words]) if words else Q.NullQuery
+    if f.field == "status" and STATUS_ANY in f.values:
+        return Q.Every()
     if f.field == "id":
         terms = [Q.Term("id", v) for v in f.values]
     else:
@@ -239,9 +348,9 @@ def _and(parts: list):
 
 def request_tree(req: SearchRequest, vocab: Vocabulary):
     """The query tree for the query text plus the CLI filter options."""
-    node = parse_query(req.query, vocab)
+    node = natural(parse_query(req.query, vocab), vocab)
     extra: list = []
-    for name in ("condition", "outcome", "design", "route", "drug", "status"):
+    for name in ("condition", "outcome", "design", "route", "drug"):
         values = getattr(req, name)
         if values:
             extra.append(filter_node(name, ",".join(values), vocab))
@@ -249,10 +358,24 @@ def request_tree(req: SearchRequest, vocab: Vocabulary):
         extra.append(parse_range("year", req.year))
     if req.min_n is not None:
         extra.append(Range("n", req.min_n, None))
+    scope = status_scope(req, node, vocab)
+    if scope is not None:
+        extra.append(scope)
     if not extra:
         return node
     items = ([node] if node is not None else []) + extra
     return Bool("and", items) if len(items) > 1 else items[0]
+
+
+def status_scope(req: SearchRequest, node, vocab: Vocabulary):
+    """The records a search covers, by status: --status's values; every record when the query itself
+    names a status (status:draft); otherwise every record that is not a draft (drafts are imported
+    references, not evidence). None: the whole index."""
+    if req.status:
+        return filter_node("status", ",".join(req.status), vocab)
+    if names_status(node):
+        return None
+    return Not(Filter("status", ["draft"]))
 
 
 def _free_count(node) -> int:
@@ -275,7 +398,8 @@ class SegmentCache:
     id, year, n, evidence and field-length columns. Segments never change once written, so each
     is computed once, on first use, and kept beside the index; an update adds a small segment."""
 
-    COLUMNS = ("year", "n", "evidence", *(f"dl_{f}" for f in ("text", "phrases")))
+    COLUMNS = ("year", "n", "evidence", *(f"dl_{f}" for f in ("text", "phrases")),
+               *(f"len_{f}" for f in ("text", "phrases")))
 
     def __init__(self, reader, cache_dir):
         size = reader.doc_count_all()
@@ -306,6 +430,9 @@ class SegmentCache:
         # field lengths as Whoosh stores them (one byte, lossy), for BM25's length normalisation
         for f in SCORED_FIELDS:
             self.cols[f"dl_{f}"] = array("i", [reader.doc_field_length(d, f, 0) or 0 for d in range(size)])
+            # and exact, for average lengths over a part of the index
+            col = reader.column_reader(f"len_{f}") if reader.has_column(f"len_{f}") else None
+            self.cols[f"len_{f}"] = array("i", list(col) if col is not None else [0] * size)
         self.bits = {}
         for raw in reader.lexicon("tags"):
             term = raw.decode() if isinstance(raw, bytes) else raw
@@ -376,7 +503,9 @@ class IndexCache:
                 cols[c] += cache.cols[c]
         self.year, self.n, self.evidence = cols["year"], cols["n"], cols["evidence"]
         self.dl = {f: cols[f"dl_{f}"] for f in SCORED_FIELDS}
+        self.lengths = {f: cols[f"len_{f}"] for f in SCORED_FIELDS}
         self.avgdl = {f: reader.field_length(f) / (self.size or 1) for f in SCORED_FIELDS}
+        self._avgdl_over: dict[int, dict[str, float]] = {}
         self.df_total = self.size
         self._np: dict = {}
         terms = {t for cache, _ in self.segments for t in cache.bits}
@@ -391,6 +520,25 @@ class IndexCache:
                    "evidence": lambda d: (-ev[d], -y[d], ids[d])}[sort]
             self._orders[sort] = sorted(range(self.size), key=key)
         return self._orders[sort]
+
+    def avgdl_over(self, population: int) -> dict[str, float]:
+        """The average exact length of each scored field over the documents of ``population`` (a bitset)."""
+        got = self._avgdl_over.get(population)
+        if got is None:
+            count = population.bit_count() or 1
+            if "numpy" in sys.modules or self.size > 20_000:
+                import numpy as np
+
+                inside = _bool_array(population, self.size)
+                got = {f: float(np.frombuffer(self.lengths[f], dtype=np.int32)[inside].sum()) / count
+                       for f in SCORED_FIELDS}
+            else:
+                docs = [d for d in range(self.size) if population >> d & 1]
+                got = {f: sum(self.lengths[f][d] for d in docs) / count for f in SCORED_FIELDS}
+            if len(self._avgdl_over) >= 4:
+                self._avgdl_over.pop(next(iter(self._avgdl_over)))
+            self._avgdl_over[population] = got
+        return got
 
     def facets(self, match: int) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {name: {} for name in FACETS}
@@ -506,40 +654,58 @@ def _scoring_leaves(q, boost: float = 1.0, out: list | None = None) -> list:
         return out
     if isinstance(q, (Q.Term, Q.Phrase)) and q.fieldname in SCORED_FIELDS:
         out.append((q, boost * q.boost))
+    elif _GROUP is not None and isinstance(q, _GROUP):
+        out.append((q, boost * q.boost))
     elif isinstance(q, (Q.And, Q.Or)):
         for sub in q.subqueries:
             _scoring_leaves(sub, boost * q.boost, out)
     return out
 
 
-def rank(reader, cache: IndexCache, matcher: BitMatcher, q, match_bits: int, want: int) -> list[tuple[int, float]]:
+def rank(reader, cache: IndexCache, matcher: BitMatcher, q, match_bits: int, want: int,
+         population: int | None = None) -> list[tuple[int, float]]:
     """The best ``want`` (docnum, score) pairs among the matches, by BM25 over the weighted text.
 
     Scores are summed over the query's text terms (idf and average length from the whole index,
-    so shards and segments never change a score); ties are ordered by record id.
+    so shards and segments never change a score); ties are ordered by record id. ``population``
+    (a bitset), when it leaves documents out, is the collection the statistics are taken over:
+    the records that are not drafts, so that importing drafts changes no default score.
     """
     import math
 
     n = cache.size
+    part = population is not None and population != matcher.live
     if not want or not match_bits:
         return []
     leaves = _scoring_leaves(q)
     terms: list[tuple[str, str, float, object]] = []  # field, text, boost, phrase-match bits or None
+    groups = []
     for leaf, boost in leaves:
-        if hasattr(leaf, "words"):  # a phrase: its words score where the phrase itself matched
+        if _GROUP is not None and isinstance(leaf, _GROUP):
+            groups.append((leaf, boost))
+        elif hasattr(leaf, "words"):  # a phrase: its words score where the phrase itself matched
             where = matcher.bits(leaf)
             terms.extend((leaf.fieldname, word, boost, where) for word in leaf.words)
         else:
             terms.append((leaf.fieldname, leaf.text, boost, None))
     postings = [matcher.postings(f, t) for f, t, _, _ in terms]
     weights = []
+    if part:
+        docs, avgdl = population.bit_count(), cache.avgdl_over(population)
+    else:
+        docs, avgdl = n, cache.avgdl
     for (fname, text, boost, _), _ in zip(terms, postings):
-        df = reader.doc_frequency(fname, text)
-        weights.append((boost * (math.log(n / (df + 1)) + 1), cache.avgdl[fname] or 1.0))
+        df = (matcher.term(fname, text) & population).bit_count() if part else reader.doc_frequency(fname, text)
+        weights.append((boost * (math.log(docs / (df + 1)) + 1), avgdl[fname] or 1.0))
+    grouped: dict[int, float] = {}
+    for group, boost in groups:
+        for d, sc in _group_scores(cache, matcher, group, boost, match_bits, population if part else matcher.live,
+                                   docs, avgdl).items():
+            grouped[d] = grouped.get(d, 0.0) + sc
     if _use_numpy(sum(len(ids) for ids, _ in postings), match_bits.bit_count()):
-        scored = _scores_numpy(cache, terms, postings, weights, match_bits, n, want + 20)
+        scored = _scores_numpy(cache, terms, postings, weights, match_bits, n, want + 20, grouped)
     else:  # the same arithmetic, in Python: no numpy import for a cold search of a few terms
-        scored = {}
+        scored = dict(grouped)
         for (fname, _, _, where), (ids, tfs), (idf, avg) in zip(terms, postings, weights):
             dl = cache.dl[fname]
             for d, tf in zip(ids, tfs):
@@ -558,6 +724,39 @@ def rank(reader, cache: IndexCache, matcher: BitMatcher, q, match_bits: int, wan
     return [(d, sc) for sc, d in best[:want]]
 
 
+def _group_scores(cache, matcher, group, boost: float, match_bits: int, population: int, docs: int,
+                  avgdl: dict) -> dict[int, float]:
+    """BM25 of a word and its other spellings as one term: per record, the length-normalised
+    frequencies of the spellings summed (each times its weight relative to the word typed), one
+    saturation, and the idf of the records holding any of them."""
+    import math
+
+    tfn: dict[int, float] = {}
+    union = 0
+    for sub in group.subqueries:
+        rel = sub.boost
+        if hasattr(sub, "words"):  # a phrase: how often its rarest word occurs where the phrase matched
+            where = matcher.bits(sub)
+            union |= where
+            per = [dict(zip(*matcher.postings(sub.fieldname, w))) for w in sub.words]
+            pairs = [(d, min(p.get(d, 0) for p in per)) for d in _docs_of(where & match_bits, cache.size)]
+        else:
+            union |= matcher.term(sub.fieldname, sub.text)
+            ids, tfs = matcher.postings(sub.fieldname, sub.text)
+            pairs = [(d, tf) for d, tf in zip(ids, tfs) if match_bits >> d & 1]
+        dl, avg = cache.dl[sub.fieldname], avgdl[sub.fieldname] or 1.0
+        for d, tf in pairs:
+            if tf:
+                tfn[d] = tfn.get(d, 0.0) + rel * tf / ((1 - B) + B * dl[d] / avg)
+    idf = math.log(docs / ((union & population).bit_count() + 1)) + 1
+    return {d: boost * idf * t * (K1 + 1) / (t + K1) for d, t in tfn.items()}
+
+
+def _docs_of(bits: int, n: int) -> list[int]:
+    raw = bits.to_bytes((n >> 3) + 1, "little")
+    return [i * 8 + j for i, byte in enumerate(raw) if byte for j in range(8) if byte >> j & 1]
+
+
 def _use_numpy(postings: int, matches: int) -> bool:
     """numpy once it is loaded (a warm process) or for large work; plain Python for a cold search
     of a few selective terms, where importing numpy would cost more than the arithmetic."""
@@ -573,7 +772,8 @@ def _bits_not_in(bits: int, scored: dict, n: int):
             if byte >> j & 1 and (i * 8 + j) not in scored]
 
 
-def _scores_numpy(cache, terms, postings, weights, match_bits: int, n: int, keep: int) -> list[tuple[float, int]]:
+def _scores_numpy(cache, terms, postings, weights, match_bits: int, n: int, keep: int,
+                  grouped: dict[int, float] | None = None) -> list[tuple[float, int]]:
     import numpy as np
 
     if "dl" not in cache._np:
@@ -590,6 +790,8 @@ def _scores_numpy(cache, terms, postings, weights, match_bits: int, n: int, keep
             inside = _bool_array(where, n)[docs]
             docs, contrib = docs[inside], contrib[inside]
         scores[docs] += contrib
+    if grouped:
+        scores[np.fromiter(grouped.keys(), dtype=np.int64)] += np.fromiter(grouped.values(), dtype=np.float64)
     cand = np.flatnonzero(_bool_array(match_bits, n))
     cand_scores = scores[cand]
     if len(cand) > keep:  # the best `keep` (a margin past the page, so that ties at the cut sort by id)
@@ -739,7 +941,7 @@ def _run(kb: KnowledgeBase, idx: SearchIndex, reader, req: SearchRequest, tree, 
     try:
         match = req.match
         if match == "auto":
-            match = "all" if _free_count(parse_query(req.query, kb.vocab)) <= AUTO_ALL_MAX else "any"
+            match = "all" if _free_count(natural(parse_query(req.query, kb.vocab), kb.vocab)) <= AUTO_ALL_MAX else "any"
         q = compile_query(tree, kb.vocab, match)
         sort = req.sort if (req.sort != "relevance" or free_text(tree)) else "evidence"
         cache = IndexCache.get(reader, idx.dir)
@@ -749,7 +951,9 @@ def _run(kb: KnowledgeBase, idx: SearchIndex, reader, req: SearchRequest, tree, 
         want = req.offset + req.limit
         scores: dict[int, float] = {}
         if sort == "relevance":
-            best = rank(reader, cache, matcher, q, match_bits, want)
+            scope = status_scope(req, parse_query(req.query, kb.vocab), kb.vocab)
+            population = matcher.bits(compile_query(scope, kb.vocab, match)) if scope is not None else None
+            best = rank(reader, cache, matcher, q, match_bits, want, population)
             page_docs = [d for d, _ in best[req.offset:]]
             scores = dict(best)
         else:
@@ -774,6 +978,7 @@ def _run(kb: KnowledgeBase, idx: SearchIndex, reader, req: SearchRequest, tree, 
                 title=meta["title"], year=meta["year"], design=meta["design"], n=meta["n"],
                 conditions=meta["conditions"], outcomes=meta["outcomes"], snippet=snippet(stored, terms),
                 key_finding=meta["key_finding"], retracted=meta["retracted"], status=meta["status"],
+                draft=meta["status"] == "draft",
                 authors=meta["authors"], authors_truncated=meta["authors_truncated"], journal=meta["journal"],
                 doi=meta["doi"], pmid=meta["pmid"], route=meta["route"], drug=meta["drug"], path=stored["path"]))
         facets = cache.facets(match_bits) if req.facets else {}
