@@ -153,10 +153,10 @@ def test_validate_warns_about_weak_sources_and_bare_ips(runner):
     report = json.loads(result.output)
     got = [(Path(p["file"]).name, p["line"], p["field"], p["code"], p["severity"]) for p in report["problems"]]
     assert got == [
-        ("commercial-2021.yaml", 16, "outcomes[0].source", "weak-source", "warning"),  # the record's sources
-        ("weak-2020.yaml", 16, "outcomes[0].source", "weak-source", "warning"),  # a press release
-        ("weak-2020.yaml", 32, "outcomes[2].source", "weak-source", "warning"),  # a clinic's page
-        ("weak-2020.yaml", 46, "sources[2]", "bare-ip", "warning"),
+        ("commercial-2021.yaml", 18, "outcomes[0].source", "weak-source", "warning"),  # the record's sources
+        ("weak-2020.yaml", 18, "outcomes[0].source", "weak-source", "warning"),  # a press release
+        ("weak-2020.yaml", 38, "outcomes[2].source", "weak-source", "warning"),  # a clinic's page
+        ("weak-2020.yaml", 54, "sources[2]", "bare-ip", "warning"),
     ]  # remission cites PubMed; dissociation names no URL, so it rests on every source, PubMed among them
     by = {(Path(p["file"]).name, p["field"]): p for p in report["problems"]}
     p = by[("weak-2020.yaml", "outcomes[0].source")]
