@@ -1142,11 +1142,11 @@ class _Pages:
     """Renders the pages that span studies, one task at a time (so that tasks can be shared out)."""
 
     def __init__(self, site: Site, env, common: dict):
-        from .forest import forest_svg
+        from .forest import forest_html
 
         self.site, self.env = site, env
         self.common = {**common, "rows_html": self.rows_html}
-        self.forest = lambda result, uid: forest_svg(result, site.kb, uid=uid, env=env)
+        self.forest = lambda result, uid: forest_html(result, site.kb, uid=uid, env=env)
 
     def rows_html(self, studies: list[dict], template: str = "_study_row.html") -> Markup:
         key = ROW_TEMPLATES[template]
