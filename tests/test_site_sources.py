@@ -81,15 +81,16 @@ def without_urls(text: str) -> str:
 def test_each_source_shows_its_class(built):
     html = (built / "studies/murrough-2013.html").read_text(encoding="utf-8")
     press = "https://press-news.org/103816-ketamine-shows-significant-therapeutic-benefit-in-people-with-treatment-resistant-depression.html"
-    assert re.search(re.escape(press) + r'</a> <span class="source-class">\[Press release\]</span> '
-                     r'<strong class="flag">weak source</strong>', html)
-    assert '<span class="source-class">[PubMed or PMC]</span>' in html
-    assert '<span class="source-class">[Unofficial copy of a document]</span>' in html
+    assert ('<li><span class="source-class">Press release</span> <strong class="flag">weak source</strong>'
+            f'<br><a href="{press}">') in html
+    assert '<span class="source-class">PubMed or PMC</span><br>' in html
+    assert '<span class="source-class">Unofficial copy of a document</span> <strong class="flag">weak source</strong>' in html
     # a class the record states, and its note
-    assert ('<span class="source-class">[Commercial or clinic site]</span> <strong class="flag">weak source</strong>: '
-            "ketamine therapy company&#39;s blog reposting the abstract") in html
+    assert ('<span class="source-class">Commercial or clinic site</span> <strong class="flag">weak source</strong>: '
+            "ketamine therapy company&#39;s blog reposting the abstract<br>") in html
     bahji = (built / "studies/bahji-2021.html").read_text(encoding="utf-8")
-    assert "[Unofficial copy of a document; bare IP address]</span> <strong class=\"flag\">weak source</strong>" in bahji
+    assert ('<span class="source-class">Unofficial copy of a document (bare IP address)</span> '
+            '<strong class="flag">weak source</strong>') in bahji
 
 
 def test_numbers_resting_only_on_weak_sources_carry_a_text_marker(built):
