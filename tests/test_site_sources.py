@@ -184,3 +184,18 @@ def test_template_helpers_name_studies_by_label(built):
     assert helpers["study_label"]("feder-2014") == "Feder 2014"
     assert helpers["study_label"]("riva-posse-2018") == "Riva-Posse 2018"  # not in the digests: from the id
     assert helpers["public_reason"]("crossover trial (left out by --no-crossover)") == "crossover trial"
+
+
+def test_the_changes_page_names_removed_studies_by_label(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    root = make_kb(tmp_path, [trial("alpha-2001", [binary("response", 12, 20, 4, 20)]),
+                              trial("beta-2005", [binary("response", 8, 15, 3, 16)]),
+                              trial("gamma-2009", [binary("remission", 5, 15, 3, 16)])])
+    kb, out = open_kb(root), tmp_path / "out"
+    build_site(kb, out, search=False)
+    (root / "studies/gamma-2009.yaml").unlink()  # gone, with the only remission result
+    build_site(kb, out, search=False)
+    visible, _ = text_of(out / "changes.html")
+    assert "Gamma 2009" in visible and "Depression: remission" in visible
+    assert not ID_LIKE.search(without_urls(visible)) and "depression/remission" not in visible
+
