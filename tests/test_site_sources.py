@@ -167,6 +167,9 @@ REASONS = [
     ("timepoint day 7 outside --timepoint 0-2", "timepoint day 7 outside the time window analysed"),
     ("marked pool: false (crossover without first-period data)", "not pooled: crossover without first-period data"),
     ("retracted publication: never pooled", "retracted publication: never pooled"),
+    ("no eligible study for symptom-change for ptsd: 2 entries were left out",
+     "no study could be pooled; 2 entries were left out"),
+    ("no eligible study for response: 1 entry was left out", "no study could be pooled; 1 entry was left out"),
 ]
 
 
