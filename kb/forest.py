@@ -13,9 +13,35 @@ from . import effects as E
 from .synthesis import fmt
 
 ROW_H = 22
-LEFT = 190  # study labels
+LEFT = 190  # study labels, at least: wider when a label needs it
 PLOT_W = 300
 RIGHT = 210  # effect, CI, weight
+GAP = 14  # between the longest label and the plot
+NARROW_W = 360  # the phone layout: drawn at about its own size in a 390 px wide viewport
+NARROW_LINE = 17
+
+# average advance widths (px) of a 12 px system sans-serif; an estimate on the generous side, so that
+# the plot starts after the longest label (a browser test checks the real boxes)
+_CHAR_W = {"upper": 8.2, "lower": 6.7, "digit": 7.0, "space": 3.5, "narrow": 3.6, "other": 7.4}
+
+
+def text_width(text: str, bold: bool = False, size: float = 12) -> float:
+    """Estimated width in px of ``text`` set in the plot's font."""
+    w = 0.0
+    for ch in text:
+        if ch.isupper():
+            w += _CHAR_W["upper"]
+        elif ch.islower():
+            w += _CHAR_W["lower"]
+        elif ch.isdigit():
+            w += _CHAR_W["digit"]
+        elif ch == " ":
+            w += _CHAR_W["space"]
+        elif ch in ".,;:'!|()[]ilI":
+            w += _CHAR_W["narrow"]
+        else:
+            w += _CHAR_W["other"]
+    return w * (1.08 if bold else 1.0) * size / 12
 
 
 def _ticks(lo: float, hi: float, ratio: bool) -> list[float]:
@@ -49,8 +75,13 @@ def layout(result: dict, vocab=None, uid: str = "forest") -> dict:
     pad = (hi - lo) * 0.05 or 0.5
     lo, hi = lo - pad, hi + pad
 
+    labels = [s["label"] + (" †" if s["derived"] else "") for s in studies]
+    pooled_label = f"Pooled ({result['method_label']})"
+    left = max(LEFT, math.ceil(max([text_width(t) for t in labels] + [text_width(pooled_label, bold=True)])
+                               + 8 + GAP))
+
     def x(v: float) -> float:
-        return round(LEFT + (min(max(v, lo), hi) - lo) / (hi - lo) * PLOT_W, 2)
+        return round(left + (min(max(v, lo), hi) - lo) / (hi - lo) * PLOT_W, 2)
 
     top = 44
     rows = []
@@ -72,13 +103,14 @@ def layout(result: dict, vocab=None, uid: str = "forest") -> dict:
     label = E.MEASURE_LABELS.get(m, "effect")
     axis_y = y_pool + ROW_H * (2 if result["k"] > 1 else 1)
     return {
-        "width": LEFT + PLOT_W + RIGHT, "height": axis_y + 52, "left": LEFT, "plot_w": PLOT_W, "top": top,
+        "width": left + PLOT_W + RIGHT, "height": axis_y + 52, "left": left, "plot_w": PLOT_W, "top": top,
+        "pooled_label": pooled_label, "lo": lo, "hi": hi,
         "rows": rows, "y_pool": y_pool, "axis_y": axis_y, "null_x": x(0.0),
         "diamond": {"x1": x(result["ci_low"]), "x": x(result["estimate"]), "x2": x(result["ci_high"]), "y": y_pool},
         "pi": {"x1": x(result["pi_low"]), "x2": x(result["pi_high"]), "y": y_pool + ROW_H} if result["k"] > 1 else None,
         "pool_text": f"{fmt(nat['estimate'], m)} [{fmt(nat['ci_low'], m)}, {fmt(nat['ci_high'], m)}]",
         "pi_text": f"PI [{fmt(nat['pi_low'], m)}, {fmt(nat['pi_high'], m)}]",
-        "ticks": [{"x": x(t), "label": f"{math.exp(t):g}" if ratio else f"{t:g}"} for t in _ticks(lo, hi, ratio)],
+        "ticks": [{"x": x(t), "v": t, "label": f"{math.exp(t):g}" if ratio else f"{t:g}"} for t in _ticks(lo, hi, ratio)],
         "title": f"Forest plot: {outcome}, {label}".strip(),
         "desc": (f"{result['k']} studies pooled by {result['method_label']}: {label} "
                  f"{fmt(nat['estimate'], m)} ({pct}% CI {fmt(nat['ci_low'], m)} to {fmt(nat['ci_high'], m)}); "
@@ -91,9 +123,59 @@ def layout(result: dict, vocab=None, uid: str = "forest") -> dict:
     }
 
 
-def forest_svg(result: dict, kb=None, uid: str = "forest", env=None) -> str:
-    """The SVG; ``uid`` keeps the ids of its title and desc unique when a page shows several plots."""
+def narrow_layout(result: dict, vocab=None, uid: str = "forest") -> dict:
+    """The phone layout (NARROW_W wide): each study on two lines, its label and effect above its
+    confidence interval, so that the plot spans the whole width and no text shares a line with a mark."""
+    wide = layout(result, vocab, uid)
+    lo, hi = wide["lo"], wide["hi"]
+    pad = 8
+    plot_w = NARROW_W - 2 * pad
+
+    def x(v: float) -> float:
+        return round(pad + (min(max(v, lo), hi) - lo) / (hi - lo) * plot_w, 2)
+
+    y = 40  # below the header line
+    rows = []
+    for r, s in zip(wide["rows"], result["studies"]):
+        label = r["label"] + (" †" if r["derived"] else "")
+        split = text_width(label) + text_width(r["text"]) + 16 > NARROW_W - 2 * pad
+        text_y = y + NARROW_LINE if split else y  # the effect on a line of its own when both do not fit
+        mark_y = text_y + NARROW_LINE - 4
+        rows.append({**r, "label_y": y + 4, "text_y": text_y + 4, "y": mark_y,
+                     "x": x(s["yi"]), "x1": x(s["ci_low"]), "x2": x(s["ci_high"]),
+                     "size": round(r["size"] * 0.85, 2)})
+        y = mark_y + NARROW_LINE
+    y += 4
+    pool_text_y = y
+    diamond_y = y + NARROW_LINE - 2
+    y = diamond_y + NARROW_LINE
+    pi = None
+    if wide["pi"]:
+        pi = {"x1": x(result["pi_low"]), "x2": x(result["pi_high"]), "text_y": y + 4, "y": y + NARROW_LINE - 4}
+        y = pi["y"] + NARROW_LINE
+    axis_y = y
+    ticks = [{**t, "x": x(t["v"])} for t in wide["ticks"]]
+    return {**wide, "width": NARROW_W, "pad": pad, "plot_w": plot_w, "rows": rows, "null_x": x(0.0),
+            "pool_text_y": pool_text_y + 4,
+            "diamond": {"x1": x(result["ci_low"]), "x": x(result["estimate"]), "x2": x(result["ci_high"]),
+                        "y": diamond_y},
+            "pi": pi, "axis_y": axis_y, "ticks": ticks,
+            "height": axis_y + (56 if wide["any_derived"] else 40), "uid": uid + "-narrow"}
+
+
+def forest_svg(result: dict, kb=None, uid: str = "forest", env=None, narrow: bool = False) -> str:
+    """The SVG; ``uid`` keeps the ids of its title and desc unique when a page shows several plots;
+    ``narrow``: the phone layout."""
     from .templating import make_env
 
     env = env or make_env(kb)
-    return env.get_template("_forest.svg").render(f=layout(result, kb.vocab if kb is not None else None, uid))
+    vocab = kb.vocab if kb is not None else None
+    if narrow:
+        return env.get_template("_forest_narrow.svg").render(f=narrow_layout(result, vocab, uid))
+    return env.get_template("_forest.svg").render(f=layout(result, vocab, uid))
+
+
+def forest_html(result: dict, kb=None, uid: str = "forest", env=None) -> str:
+    """Both layouts, for a web page: the stylesheet shows the wide one on wide screens and the
+    narrow one on phones (the hidden one is display: none, so out of the accessibility tree too)."""
+    return forest_svg(result, kb, uid, env) + forest_svg(result, kb, uid, env, narrow=True)

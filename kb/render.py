@@ -103,7 +103,13 @@ def as_text(kb: KnowledgeBase, s: Study) -> str:
     if s.durability and (s.durability.summary or s.durability.relapse):
         out += ["", _wrap("Durability", " ".join(x for x in (s.durability.summary, s.durability.relapse) if x))]
     if s.sources:
-        out += ["", "Sources"] + [f"  - {src.url}" + (f" ({src.note})" if src.note else "") for src in s.sources]
+        from .sources import source_info
+
+        out += ["", "Sources"]
+        for info in map(source_info, s.sources):
+            kind = kb.vocab.label("source_class", info.cls) + (", bare IP address" if info.bare_ip else "")
+            out.append(f"  - [{kind}{'; weak source' if info.weak else ''}] {info.url}"
+                       + (f" ({info.note})" if info.note else ""))
     if s.unverified_fields:
         out += ["", "Not verified: " + ", ".join(s.unverified_fields)]
     return "\n".join(out) + "\n"

@@ -254,14 +254,18 @@ def template_helpers(site: "Site") -> dict:
 
 
 def public_reason(reason: str, vocab=None) -> str:
-    """A left-out entry's reason (kb.synthesis) as a clinician reads it: without the `kb meta` options
-    that would include the entry, which kb meta prints for reviewers, and with vocabulary labels."""
+    """A left-out entry's reason (or a "nothing to pool" message) from kb.synthesis, as a clinician
+    reads it: without the `kb meta` options that would include the entry, which kb meta prints for
+    reviewers, and with vocabulary labels instead of terms."""
     text = reason
     m = re.match(r"^comparator (\S+) \(analyse it with --comparator \S+\)$", text)
     if m:
         label = vocab.label("comparator", m.group(1)) if vocab is not None else m.group(1)
         return f"compared with {label[:1].lower() + label[1:]}, not with a placebo control"
     lab = (lambda cat, t: vocab.label(cat, t)) if vocab is not None else (lambda cat, t: t)
+    m = re.match(r"^no eligible study for \S+(?: for \S+)?: (\d+ (?:entry was|entries were) left out)$", text)
+    if m:  # an analysis's message (kb.synthesis._nothing_message), as "Not pooled: ..." shows it
+        return f"no study could be pooled; {m.group(1)}"
     m = re.match(r"^(\S+) is a secondary condition here \(primary: (\S+)\)", text)
     if m:
         return (f"{lab('condition', m.group(1))} is a secondary condition in this study, whose main condition is "
@@ -1295,11 +1299,11 @@ class _Pages:
     """Renders the pages that span studies, one task at a time (so that tasks can be shared out)."""
 
     def __init__(self, site: Site, env, common: dict):
-        from .forest import forest_svg
+        from .forest import forest_html
 
         self.site, self.env = site, env
         self.common = {**common, "rows_html": self.rows_html}
-        self.forest = lambda result, uid: forest_svg(result, site.kb, uid=uid, env=env)
+        self.forest = lambda result, uid: forest_html(result, site.kb, uid=uid, env=env)
 
     def rows_html(self, studies: list[dict], template: str = "_study_row.html") -> Markup:
         key = ROW_TEMPLATES[template]

@@ -268,7 +268,7 @@ def test_forest_plot_with_its_data_table(page, base):
     page.goto(base + "conditions/depression.html")
     figure = page.locator("figure.forest").first
     expect(figure).to_be_visible()
-    svg = figure.locator("svg[role=img]")
+    svg = figure.locator("svg[role=img]:visible")  # the wide layout here; the phone one is display: none
     expect(svg).to_have_count(1)
     expect(svg).to_be_visible()
     box = svg.bounding_box()
@@ -436,3 +436,50 @@ def test_search_from_disk_shows_the_fallback(page, site):
             "<script type=\"module\" src=\"assets/search.js\"> never runs and cannot print its "
             "fallback message. The browser said:\n" + (page.errors.text() or "  (nothing)"),
             pytrace=False)
+
+
+# --- forest plots at phone width ---------------------------------------------------------------
+
+_GEOMETRY = """svg => {
+  const box = e => { const b = e.getBoundingClientRect(); return [b.left, b.top, b.right, b.bottom]; };
+  return {
+    cls: svg.getAttribute('class'), svg: box(svg), scale: svg.getBoundingClientRect().width / svg.viewBox.baseVal.width,
+    texts: [...svg.querySelectorAll('text')].map(t => [t.textContent, box(t)]),
+    diamond: box(svg.querySelector('g.fp-pooled polygon')),
+    marks: [...svg.querySelectorAll('g.fp-row rect')].map(box),
+    figure: [svg.closest('figure').scrollWidth, svg.closest('figure').clientWidth],
+  };
+}"""
+
+
+def _overlap(a, b, tol=0.5) -> bool:
+    return a[0] < b[2] - tol and b[0] < a[2] - tol and a[1] < b[3] - tol and b[1] < a[3] - tol
+
+
+@pytest.mark.parametrize("width, layout", [(390, "forest-narrow"), (1280, "forest-wide")])
+def test_forest_plots_fit_the_screen_and_no_text_touches_a_mark(browser, base, width, layout):
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    pg = context.new_page()
+    try:
+        # anxiety: one trial, whose pooled diamond spans the axis from its left end (it overlapped its label)
+        for cond in ("conditions/depression", "conditions/anxiety", "outcomes/response"):
+            pg.goto(base + f"{cond}.html")
+            figures = pg.locator("figure.forest")
+            assert figures.count() >= 1, cond
+            assert pg.evaluate("document.documentElement.scrollWidth") <= width, f"{cond} overflows at {width} px"
+            for i in range(figures.count()):
+                svg = figures.nth(i).locator("svg[role=img]:visible")
+                expect(svg).to_have_count(1)
+                g = svg.evaluate(_GEOMETRY)
+                where = f"{cond} plot {i + 1} at {width} px"
+                assert g["cls"] == layout, where
+                assert g["svg"][0] >= 0 and g["svg"][2] <= width, f"{where}: the plot leaves the screen {g['svg']}"
+                assert g["figure"][0] <= g["figure"][1], f"{where}: the plot scrolls sideways {g['figure']}"
+                assert 12 * g["scale"] >= 11, f"{where}: text drawn at {12 * g['scale']:.1f} px"
+                for text, box in g["texts"]:
+                    assert not _overlap(box, g["diamond"]), f"{where}: {text!r} overlaps the pooled diamond"
+                    for mark in g["marks"]:
+                        assert not _overlap(box, mark), f"{where}: {text!r} overlaps a study's square"
+    finally:
+        context.close()

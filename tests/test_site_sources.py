@@ -81,15 +81,16 @@ def without_urls(text: str) -> str:
 def test_each_source_shows_its_class(built):
     html = (built / "studies/murrough-2013.html").read_text(encoding="utf-8")
     press = "https://press-news.org/103816-ketamine-shows-significant-therapeutic-benefit-in-people-with-treatment-resistant-depression.html"
-    assert re.search(re.escape(press) + r'</a> <span class="source-class">\[Press release\]</span> '
-                     r'<strong class="flag">weak source</strong>', html)
-    assert '<span class="source-class">[PubMed or PMC]</span>' in html
-    assert '<span class="source-class">[Unofficial copy of a document]</span>' in html
+    assert ('<li><span class="source-class">Press release</span> <strong class="flag">weak source</strong>'
+            f'<br><a href="{press}">') in html
+    assert '<span class="source-class">PubMed or PMC</span><br>' in html
+    assert '<span class="source-class">Unofficial copy of a document</span> <strong class="flag">weak source</strong>' in html
     # a class the record states, and its note
-    assert ('<span class="source-class">[Commercial or clinic site]</span> <strong class="flag">weak source</strong>: '
-            "ketamine therapy company&#39;s blog reposting the abstract") in html
+    assert ('<span class="source-class">Commercial or clinic site</span> <strong class="flag">weak source</strong>: '
+            "ketamine therapy company&#39;s blog reposting the abstract<br>") in html
     bahji = (built / "studies/bahji-2021.html").read_text(encoding="utf-8")
-    assert "[Unofficial copy of a document; bare IP address]</span> <strong class=\"flag\">weak source</strong>" in bahji
+    assert ('<span class="source-class">Unofficial copy of a document (bare IP address)</span> '
+            '<strong class="flag">weak source</strong>') in bahji
 
 
 def test_numbers_resting_only_on_weak_sources_carry_a_text_marker(built):
@@ -166,6 +167,9 @@ REASONS = [
     ("timepoint day 7 outside --timepoint 0-2", "timepoint day 7 outside the time window analysed"),
     ("marked pool: false (crossover without first-period data)", "not pooled: crossover without first-period data"),
     ("retracted publication: never pooled", "retracted publication: never pooled"),
+    ("no eligible study for symptom-change for ptsd: 2 entries were left out",
+     "no study could be pooled; 2 entries were left out"),
+    ("no eligible study for response: 1 entry was left out", "no study could be pooled; 1 entry was left out"),
 ]
 
 
@@ -183,3 +187,18 @@ def test_template_helpers_name_studies_by_label(built):
     assert helpers["study_label"]("feder-2014") == "Feder 2014"
     assert helpers["study_label"]("riva-posse-2018") == "Riva-Posse 2018"  # not in the digests: from the id
     assert helpers["public_reason"]("crossover trial (left out by --no-crossover)") == "crossover trial"
+
+
+def test_the_changes_page_names_removed_studies_by_label(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    root = make_kb(tmp_path, [trial("alpha-2001", [binary("response", 12, 20, 4, 20)]),
+                              trial("beta-2005", [binary("response", 8, 15, 3, 16)]),
+                              trial("gamma-2009", [binary("remission", 5, 15, 3, 16)])])
+    kb, out = open_kb(root), tmp_path / "out"
+    build_site(kb, out, search=False)
+    (root / "studies/gamma-2009.yaml").unlink()  # gone, with the only remission result
+    build_site(kb, out, search=False)
+    visible, _ = text_of(out / "changes.html")
+    assert "Gamma 2009" in visible and "Depression: remission" in visible
+    assert not ID_LIKE.search(without_urls(visible)) and "depression/remission" not in visible
+

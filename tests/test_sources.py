@@ -169,3 +169,18 @@ def test_validate_warns_about_weak_sources_and_bare_ips(runner):
     strict = invoke(runner, "validate", SOURCES, "--strict")
     assert strict.exit_code == 1
     assert strict.output.splitlines()[-1].startswith("FAILED (--strict: warnings count as errors): 0 errors, 4 warnings")
+
+
+def test_kb_show_lists_each_sources_class(runner, tmp_path):
+    from .conftest import new_kb
+
+    root = new_kb(tmp_path / "kb", ("murrough-2013", "bahji-2021"))
+    out = invoke(runner, "--kb", root, "show", "murrough-2013").output
+    assert ("  - [Press release; weak source] https://press-news.org/103816-ketamine-shows-significant-therapeutic-"
+            "benefit-in-people-with-treatment-resistant-depression.html") in out
+    assert "  - [PubMed or PMC] https://pmc.ncbi.nlm.nih.gov/articles/PMC4851268/table/T2" in out
+    assert ("  - [Commercial or clinic site; weak source] https://www.betterucare.com/post/"
+            "antidepressant-efficacy-of-ketamine-in-treatment-resistant-major-depression-a-two-site-randomized-"
+            "controlled-trial (ketamine therapy company's blog reposting the abstract)") in out
+    out = invoke(runner, "--kb", root, "show", "bahji-2021").output
+    assert "  - [Unofficial copy of a document, bare IP address; weak source] http://47.251.13.51:8081/33022440" in out
