@@ -312,7 +312,7 @@ def meta(ctx: click.Context, fmt: str, **opts) -> None:
 
     Effects are computed from the raw counts (or means and SDs) at run time,
     as metafor computes them; reported effects are used as given. Every
-    entry left out is listed with its reason: retracted papers, reviews,
+    entry left out is listed with its reason: drafts, retracted papers, reviews,
     entries marked pool: false, non-IV routes, esketamine, non-control
     comparators, other timepoints. The certainty is a GRADE-style suggestion
     with its reasons; summaries/<condition>.yaml can override it.
