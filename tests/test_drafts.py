@@ -154,8 +154,10 @@ def test_include_drafts_previews_them_marked_and_never_pooled(runner, draft_kb, 
     assert "3 studies (1 draft shown, marked DRAFT, never pooled)" in summary
     page = text_of((out / "studies" / "draftly-2022.html").read_text(encoding="utf-8"))
     assert "Draft: imported, not yet extracted or checked; not part of any pooled result." in page
+    assert '<meta name="robots" content="noindex">' in (out / "studies" / "draftly-2022.html").read_text(encoding="utf-8")
     for other in ("fixture-2020", "fixture-2021", "retracted-2015"):
-        assert "Draft:" not in text_of((out / "studies" / f"{other}.html").read_text(encoding="utf-8"))
+        html = (out / "studies" / f"{other}.html").read_text(encoding="utf-8")
+        assert "Draft:" not in text_of(html) and "noindex" not in html
     cond = (out / "conditions" / "depression.html").read_text(encoding="utf-8")
     rows = [line for line in cond.splitlines() if "studies/draftly-2022.html" in line and "<tr" in line]
     assert len(rows) == 2  # all studies, and dosing
