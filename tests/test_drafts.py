@@ -20,6 +20,7 @@ from kb.config import open_kb
 from kb.store import load_studies, split_drafts
 
 from .conftest import FIXTURES, bundled_copy, invoke, shared_data
+from .test_site_browser import axe_path, browser, page  # noqa: F401 - fixtures of the browser test
 
 DRAFT = FIXTURES / "drafts" / "draftly-2022.yaml"
 
@@ -155,8 +156,10 @@ def test_include_drafts_previews_them_marked_and_never_pooled(runner, draft_kb, 
     assert "3 studies (1 draft shown, marked DRAFT, never pooled)" in summary
     page = text_of((out / "studies" / "draftly-2022.html").read_text(encoding="utf-8"))
     assert "Draft: imported, not yet extracted or checked; not part of any pooled result." in page
+    assert '<meta name="robots" content="noindex">' in (out / "studies" / "draftly-2022.html").read_text(encoding="utf-8")
     for other in ("fixture-2020", "fixture-2021", "retracted-2015"):
-        assert "Draft:" not in text_of((out / "studies" / f"{other}.html").read_text(encoding="utf-8"))
+        html = (out / "studies" / f"{other}.html").read_text(encoding="utf-8")
+        assert "Draft:" not in text_of(html) and "noindex" not in html
     cond = (out / "conditions" / "depression.html").read_text(encoding="utf-8")
     rows = [line for line in cond.splitlines() if "studies/draftly-2022.html" in line and "<tr" in line]
     assert len(rows) == 2  # all studies, and dosing
@@ -231,6 +234,37 @@ def test_a_record_that_becomes_a_draft_leaves_the_site_and_its_links(runner, dra
     assert (out / "studies" / "fixture-2021.html").exists()
     assert "Draft:" not in text_of((out / "studies" / "fixture-2021.html").read_text(encoding="utf-8"))
     assert check_links(out) == []
+
+
+def test_a_preview_passes_axe_in_a_browser(runner, draft_kb, tmp_path, page, axe_path):
+    """The DRAFT banner and badges are readable: no serious or critical axe-core violation on a draft's
+    page, a condition page and the home page of a preview (the browser tests' Chromium and axe-core;
+    skipped locally without them, failing in CI)."""
+    import functools
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from .test_site_browser import _describe, _Handler
+
+    out = tmp_path / "preview"
+    build(runner, draft_kb, out, "--include-drafts")
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(out)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        for rel in ("studies/draftly-2022.html", "conditions/depression.html", "index.html"):
+            page.goto(f"http://127.0.0.1:{httpd.server_address[1]}/{rel}")
+            mark = page.locator(".draft-banner" if rel.startswith("studies/") else ".draft-badge").first
+            assert mark.is_visible() and mark.evaluate("e => getComputedStyle(e).borderStyle") == "dashed"
+            page.add_script_tag(path=str(axe_path))
+            results = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+            serious = [v for v in results["violations"] if v.get("impact") in {"serious", "critical"}]
+            assert not serious, _describe(serious, rel)
+            assert not page.errors, page.errors.text()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
 
 
 # -- the issue's bar: importing the shared exports changes nothing a clinician reads -------------
