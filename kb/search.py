@@ -183,9 +183,9 @@ def _optional(vocab: Vocabulary, t: Text) -> bool:
 @lru_cache(maxsize=64)
 def _expressions(vocab: Vocabulary) -> tuple[frozenset[str], int]:
     """The multi-word expressions a query's adjacent words are joined into (the expansion and optional
-    entries), folded; and the longest one's word count."""
+    entries, abbreviations' long forms), folded; and the longest one's word count."""
     out = set()
-    for cat in ("expansion", "optional"):
+    for cat in ("expansion", "optional", "abbreviation"):
         for t in vocab.categories.get(cat, {}).values():
             for text in (t.term, *t.synonyms):
                 folded = _norm(text)
@@ -203,6 +203,16 @@ def natural(node, vocab: Vocabulary):
     items = [natural(i, vocab) for i in node.items]
     if node.op != "implicit":
         return Bool(node.op, items)
+    joined = _join(items, vocab)
+    kept = [x for x in joined if not (isinstance(x, Text) and _optional(vocab, x))]
+    if not any(isinstance(x, (Text, Bool)) for x in kept):
+        return joined[0] if len(joined) == 1 else Bool("implicit", joined)
+    kept = _join(kept, vocab)  # "the effect lasts": joined once "the" is gone
+    return kept[0] if len(kept) == 1 else Bool("implicit", kept)
+
+
+def _join(items: list, vocab: Vocabulary) -> list:
+    """Adjacent plain words that make one listed expression, as one Text (longest first)."""
     known, longest = _expressions(vocab)
     joined: list = []
     i = 0
@@ -215,10 +225,7 @@ def natural(node, vocab: Vocabulary):
                 break
         joined.append(items[i] if size == 1 else Text(" ".join(x.text for x in items[i:i + size])))
         i += size
-    kept = [x for x in joined if not (isinstance(x, Text) and _optional(vocab, x))]
-    if not any(isinstance(x, (Text, Bool)) for x in kept):
-        kept = joined
-    return kept[0] if len(kept) == 1 else Bool("implicit", kept)
+    return joined
 
 
 def _lossy(text: str) -> bool:
@@ -231,6 +238,11 @@ ABBREVIATION_WEIGHT = 0.8
 """An abbreviation's long form (or a long form's abbreviation) scores this much of the word typed."""
 EXPANSION_WEIGHT = 0.8
 """A clinician's word's alternatives (vocabulary ``expansion``) score this much of the word typed."""
+APART_WEIGHT = 0.5
+"""Words a query joined into one expression ("suicidal ideation") also match apart, scoring this much."""
+TOPIC_BONUS = 0.5
+"""A word naming a topic (dose -> dosing, side effects -> safety, how long -> durability) also finds the
+records a reviewer tagged with it, and adds this much of the topic's idf to their score."""
 
 
 def _analysed(text: str) -> tuple[str, ...]:
@@ -249,9 +261,23 @@ def text_query(t: Text, vocab: Vocabulary):
         if _analysed(v) not in seen:  # "tolerated", "tolerability": one stem, scored once
             seen.add(_analysed(v))
             clauses.extend(_text_clauses(v, weight, known))
+    typed = _analysed(t.text)
+    if not t.phrase and " " in t.text and len(typed) > 1 and clauses:
+        # words joined from the query ("suicidal ideation"): also where they occur apart, as before
+        clauses.append(Q.And([Q.Term("text", w) for w in typed], boost=APART_WEIGHT))
+    if clauses:
+        # the topics the word names: itself or its abbreviation (side effects, dose), or its
+        # expansion entry when that entry is named after a topic (safety, durability, dosing)
+        names = (t.text, *variants, *_expansion_table(vocab).get(_analysed(t.text), ()))
+        topics = {vocab.canonical("topic", x) for x in names} - {None}
+        clauses.extend(Q.Term("tags", tag("topic", tp), boost=TOPIC_BONUS) for tp in sorted(topics))
     if not clauses:
         return None
-    return clauses[0] if len(clauses) == 1 else _Group(clauses)
+    if len(clauses) == 1:
+        return clauses[0]
+    group = _Group(clauses)
+    group.boost = max(1, len(typed))  # joined words weigh as much as they did apart
+    return group
 
 
 def _group_class():
@@ -379,8 +405,10 @@ def status_scope(req: SearchRequest, node, vocab: Vocabulary):
 
 
 def _free_count(node) -> int:
+    """How many free-text words a query has (an expression joined from several counts them all)."""
     if isinstance(node, Bool) and node.op == "implicit":
-        return sum(1 for i in node.items if isinstance(i, (Text, Bool)))
+        return sum(len(i.text.split()) if isinstance(i, Text) and not i.phrase else 1
+                   for i in node.items if isinstance(i, (Text, Bool)))
     return 1
 
 
@@ -731,25 +759,39 @@ def _group_scores(cache, matcher, group, boost: float, match_bits: int, populati
     saturation, and the idf of the records holding any of them."""
     import math
 
+    from whoosh import query as Q
+
     tfn: dict[int, float] = {}
     union = 0
+    bonus: dict[int, float] = {}
     for sub in group.subqueries:
         rel = sub.boost
-        if hasattr(sub, "words"):  # a phrase: how often its rarest word occurs where the phrase matched
+        if getattr(sub, "fieldname", None) == "tags":  # a topic tag: its idf, once, beside the words' saturated score
+            tagged = matcher.term("tags", sub.text) & population
+            idf_tag = math.log(docs / (tagged.bit_count() + 1)) + 1
+            for d in _docs_of(tagged & match_bits, cache.size):
+                bonus[d] = bonus.get(d, 0.0) + boost * rel * idf_tag
+            continue
+        words = [x.text for x in sub.subqueries] if isinstance(sub, Q.And) else getattr(sub, "words", None)
+        fieldname = "text" if isinstance(sub, Q.And) else sub.fieldname
+        if words:  # a phrase, or words apart: how often the rarest word occurs where all matched
             where = matcher.bits(sub)
             union |= where
-            per = [dict(zip(*matcher.postings(sub.fieldname, w))) for w in sub.words]
+            per = [dict(zip(*matcher.postings(fieldname, w))) for w in words]
             pairs = [(d, min(p.get(d, 0) for p in per)) for d in _docs_of(where & match_bits, cache.size)]
         else:
-            union |= matcher.term(sub.fieldname, sub.text)
-            ids, tfs = matcher.postings(sub.fieldname, sub.text)
+            union |= matcher.term(fieldname, sub.text)
+            ids, tfs = matcher.postings(fieldname, sub.text)
             pairs = [(d, tf) for d, tf in zip(ids, tfs) if match_bits >> d & 1]
-        dl, avg = cache.dl[sub.fieldname], avgdl[sub.fieldname] or 1.0
+        dl, avg = cache.dl[fieldname], avgdl[fieldname] or 1.0
         for d, tf in pairs:
             if tf:
                 tfn[d] = tfn.get(d, 0.0) + rel * tf / ((1 - B) + B * dl[d] / avg)
     idf = math.log(docs / ((union & population).bit_count() + 1)) + 1
-    return {d: boost * idf * t * (K1 + 1) / (t + K1) for d, t in tfn.items()}
+    out = {d: boost * idf * t * (K1 + 1) / (t + K1) for d, t in tfn.items()}
+    for d, extra in bonus.items():
+        out[d] = out.get(d, 0.0) + extra
+    return out
 
 
 def _docs_of(bits: int, n: int) -> list[int]:
@@ -940,14 +982,24 @@ def _run(kb: KnowledgeBase, idx: SearchIndex, reader, req: SearchRequest, tree, 
                        "`kb validate` lists them")
     try:
         match = req.match
+        words = _free_count(natural(parse_query(req.query, kb.vocab), kb.vocab))
         if match == "auto":
-            match = "all" if _free_count(natural(parse_query(req.query, kb.vocab), kb.vocab)) <= AUTO_ALL_MAX else "any"
+            # counted without the question words: "is ketamine safe" needs both ketamine and safe
+            match = "all" if words <= AUTO_ALL_MAX else "any"
         q = compile_query(tree, kb.vocab, match)
         sort = req.sort if (req.sort != "relevance" or free_text(tree)) else "evidence"
         cache = IndexCache.get(reader, idx.dir)
         matcher = BitMatcher(reader, cache)
         match_bits = matcher.bits(q)
         total = match_bits.bit_count()
+        if not total and req.match == "auto" and match == "all" and words > 1:
+            # a question whose words no record has all of ("does ketamine cause mania"): rank by how many
+            match = "any"
+            q = compile_query(tree, kb.vocab, match)
+            match_bits = matcher.bits(q)
+            total = match_bits.bit_count()
+            if total:
+                notices.append("no record has every word of the query; records with the most of them come first")
         want = req.offset + req.limit
         scores: dict[int, float] = {}
         if sort == "relevance":

@@ -82,8 +82,6 @@ NOT_YET = {
     'how long does the effect last',
     'relapse after stopping infusions',
     'ketamine for suicidal ideation',
-    'dose of ketamine',
-    'what dose of ketamine should I use',
     'is ketamine better than placebo for depression',
     'does ketamine work for treatment-resistant depression',
 }
