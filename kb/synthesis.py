@@ -489,7 +489,7 @@ def select_one(s, req: MetaRequest) -> tuple[bool, list[Row], list[Excluded]]:
         elif not _in_window(o.timepoint_days, req.timepoint):
             out(f"timepoint {o.timepoint or 'not recorded'} outside --timepoint {req.timepoint}", o)
         elif o.timepoint_days is None:
-            out("timepoint not given in days (timepoint_days): it cannot be placed in a time window", o)
+            out("no timepoint in days: it cannot be placed in a time window", o)
         elif window is None:
             out(f"timepoint {o.timepoint_days:g} days lies in no time window of the protocol", o)
         elif req.window and window.id != req.window:

@@ -614,7 +614,7 @@ def test_mixed_data_shapes_pool_the_larger_group(tmp_path):
     build_site(open_kb(root), tmp_path / "out", search=False)
     html = (tmp_path / "out/conditions/depression.html").read_text()
     assert "risk ratio" in html and "Not pooled" not in html
-    assert "gamma-2010</a>: means and SDs cannot give a risk ratio" in html
+    assert "Gamma 2010</a>: means and SDs cannot give a risk ratio" in html  # named by its label
 
 
 def test_records_with_errors_are_listed_on_every_build(tmp_path, runner):

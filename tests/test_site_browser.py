@@ -463,7 +463,7 @@ def test_forest_plots_fit_the_screen_and_no_text_touches_a_mark(browser, base, w
     pg = context.new_page()
     try:
         # anxiety: one trial, whose pooled diamond spans the axis from its left end (it overlapped its label)
-        for cond in ("conditions/depression", "conditions/anxiety", "outcomes/response"):
+        for cond in ("conditions/depression", "conditions/ocd", "outcomes/response"):
             pg.goto(base + f"{cond}.html")
             figures = pg.locator("figure.forest")
             assert figures.count() >= 1, cond
