@@ -118,6 +118,8 @@ def filter_node(name: str, raw: str, vocab: Vocabulary) -> Node:
                 raise BadRequest(f"unknown {name} '{part}'" + (f"; did you mean '{sug}'?" if sug else ""),
                                  hint=f"{name} values: " + ", ".join(vocab.terms(cat) + [STATUS_ANY] * (name == "status")))
             terms.append(term)
+            # a deprecated term (suicidal-ideation) stands for the terms that replace it
+            terms.extend(t for t in vocab.replaced_by(cat, term) if t not in terms)
         return Filter(name, terms)
     return Filter(name, [value])
 

@@ -98,6 +98,15 @@ def test_assumed_risk_option_and_default_median(runner, tmp_path):
 
 
 def test_the_deprecated_suicidal_ideation_term(runner, tmp_path):
+    from .conftest import bundled_copy
+
+    # search and filters expand it to the terms that replace it
+    copy = bundled_copy(tmp_path / "copy")
+    for args in (("--outcome", "suicidal-ideation"), ("outcome:suicidal-ideation",)):
+        res = invoke(runner, "--kb", copy, "search", *args, "--format", "json")
+        assert res.exit_code == 0, res.output
+        ids = {h["id"] for h in json.loads(res.stdout)["hits"]}
+        assert {"grunebaum-2018", "su-2023", "ionescu-2016", "bartoli-2017"} <= ids
     res = invoke(runner, "--kb", ROOT, "meta", "--outcome", "suicidal-ideation")
     assert res.exit_code == 2 and "deprecated" in res.output
     for term in ("si-resolution", "si-response", "si-severity", "suicidality-worsening"):
