@@ -285,10 +285,10 @@ def meta_text(result: dict, echo: Callable[[str], None], style: Callable[..., st
                                                           f"{cert['override']['justification']})" if cert["override"] else "")),
     ]
     for name, text in rows:
-        echo(f"  {name:<14} {text}")
+        echo(f"  {name:<15} {text}")
     for r in cert["reasons"]:
         if r["domain"] != "start":
-            echo(f"  {'':<14} {r['change']:+d} {r['domain'].replace('_', ' ')}: {r['text']}")
+            echo(f"  {'':<15} {r['change']:+d} {r['domain'].replace('_', ' ')}: {r['text']}")
     echo("")
     echo(style(f"  {'study':<24} {'effect':>9}  {pct}% CI{'':<12} {'weight':>7}  data", bold=True))
     for s in result["studies"]:

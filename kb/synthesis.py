@@ -816,12 +816,11 @@ def certainty(rows: list[Row], result: dict, measure: str, override=None, overri
         reasons.append({"domain": "indirectness", "change": 0, "text": "no study flagged as indirect"})
     weak = sum(weights[r.id] for r in rows if r.derived or r.weak_source)
     if weak >= PROVENANCE_SHARE:
-        n_derived = sum(r.derived for r in rows)
-        n_weak = sum(r.weak_source for r in rows)
-        parts = ([f"{n_derived} with counts derived from percentages"] if n_derived else []) + \
-                ([f"{n_weak} resting only on weak sources"] if n_weak else [])
+        named = [f"{r.label} (" + ", ".join(x for x, on in (("counts derived from percentages", r.derived),
+                                                           ("only weak sources", r.weak_source)) if on) + ")"
+                 for r in rows if r.derived or r.weak_source]
         reasons.append({"domain": "data_provenance", "change": -1,
-                        "text": f"{' and '.join(parts)}: {weak:.0%} of the weight"})
+                        "text": f"{weak:.0%} of the weight rests on " + "; ".join(named)})
     if result["egger"] is not None and result["egger"]["p"] < 0.10:
         reasons.append({"domain": "publication_bias", "change": -1,
                         "text": f"Egger's test p = {result['egger']['p']:.3f} (small-study effects)"})
