@@ -11,6 +11,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from kb import yamlio
 from kb.records import ET_AL, json_schema, record_data, validate_data
@@ -30,7 +31,8 @@ ident = st.text(string.digits, min_size=1, max_size=5).map(lambda s: "1" + s)
 
 
 def term(category: str):
-    return st.sampled_from(VOCAB.terms(category))
+    """A term a record may use: deprecated terms (kept only as search aliases) are refused in records."""
+    return st.sampled_from([t for t in VOCAB.terms(category) if not VOCAB.replaced_by(category, t)])
 
 
 binary = st.builds(lambda arms: {"type": "binary", "arms": arms},
@@ -118,6 +120,15 @@ def test_record_yaml_record_round_trip(data):
     assert again == study
     # and the canonical text is a fixed point
     assert yamlio.dump(record_data(again)) == text
+
+
+def test_a_deprecated_outcome_is_refused_and_its_replacements_named():
+    data = {"id": "dep-2020", "title": "t", "authors": ["Dep AB"], "year": 2020, "design": "rct",
+            "outcomes": [{"outcome": "suicidal-ideation"}], "added": "2024-01-01"}
+    with pytest.raises(ValidationError) as err:
+        validate_data(data, VOCAB)
+    assert ("'suicidal-ideation' is a deprecated outcome: use one of si-resolution, si-response, si-severity, "
+            "suicidality-worsening") in str(err.value)
 
 
 @pytest.mark.parametrize("path", sorted((FIXTURES / "valid").glob("*.yaml")), ids=lambda p: p.name)

@@ -144,12 +144,30 @@ def test_pages_carry_no_external_resources(built):
 
 def test_condition_page_summary_of_findings(built):
     html = (built / "conditions/depression.html").read_text(encoding="utf-8")
-    # the pooled response result as kb meta computes it, with its studies one click away
-    assert "risk ratio 1.87 (95% CI 1.08 to 3.23)" in html
-    assert 'id="o-response"' in html and "<svg" in html and 'role="img"' in html
-    for sid in ("lii-2023", "murrough-2013", "su-2023"):
-        assert f'href="../studies/{sid}.html"' in html
-    assert "low certainty" in html and "risk of bias not assessed" in html
+    # response as kb meta computes it: one section per time window and comparator class, never pooled
+    # together, each with its study one click away. By hand: Lii 2023 12/20 vs 10/20 saline (day 1) and
+    # 9/20 vs 10/20 (day 3); Murrough 2013 30/47 vs 7/25 midazolam (24 h); Su 2023 15/42 vs 5/42 midazolam
+    # (day 2-3); RR = (a/n1)/(c/n2), 95% CI exp(log RR +- 1.96 sqrt(1/a - 1/n1 + 1/c - 1/n2)).
+    sections = {s.split('"', 1)[0]: s.split("</section>", 1)[0] for s in html.split('<section class="sof" id="')[1:]}
+    expected = {
+        "o-depression-response-24h-inert-placebo": ("lii-2023", "Risk ratio 1.20 (95% CI 0.68 to 2.11); one trial, 40 participants", "very-low"),
+        "o-depression-response-24h-active-placebo": ("murrough-2013", "Risk ratio 2.28 (95% CI 1.17 to 4.43); one trial, 72 participants", "very-low"),
+        "o-depression-response-2-7d-inert-placebo": ("lii-2023", "Risk ratio 0.90 (95% CI 0.47 to 1.73); one trial, 40 participants", "very-low"),
+        "o-depression-response-2-7d-active-placebo": ("su-2023", "Risk ratio 3.00 (95% CI 1.20 to 7.51); one trial, 84 participants", "low"),
+    }
+    assert sorted(k for k in sections if k.startswith("o-depression-response-")) == sorted(expected)
+    for anchor, (sid, estimate, certainty) in expected.items():
+        sec = sections[anchor]
+        assert estimate in sec, anchor
+        assert f'href="../studies/{sid}.html"' in sec.split('<table class="data">')[1].split("</table>")[0], anchor
+        assert f'class="certainty certainty-{certainty}"' in sec, anchor
+        assert "One trial: this is a single study's result, not a pooled one." in sec, anchor
+    # the absolute effect against a 280 per 1000 midazolam risk (7/25): 280 x 2.28 = 638 per 1000
+    midazolam = sections["o-depression-response-24h-active-placebo"]
+    assert "<dd>638 per 1000 (95% CI 328 to 1000)</dd>" in midazolam
+    assert "358 more per 1000 (95% CI 48 more to 720 more)" in midazolam and "NNTB 3 (95% CI 2 to 21)" in midazolam
+    assert "<svg" in midazolam and 'role="img"' in midazolam
+    assert "risk of bias not assessed" in html
     for heading in ("Durability and maintenance", "Dosing used across studies", "Adverse events across studies",
                     "Practice and ethics", "All studies"):
         assert heading in html
@@ -318,6 +336,10 @@ def test_incremental_build_rewrites_only_what_changed(tmp_path, monkeypatch):
     assert "conditions/ptsd.html" not in changed and "assets/site.css" not in changed
     changes = (out / "changes.html").read_text()
     assert "Studies changed (1)" in changes and "Pooled estimates that moved (1)" in changes
+    # the moved estimate names its time window and comparator class, and links to its own row
+    assert ('<a href="conditions/depression.html#o-depression-response-24h-inert-placebo">Depression: response, '
+            'about 24 h, vs inert placebo (saline)</a>') in changes
+    assert check_links(out) == []
     # the downloads of an incremental build equal those of a full build of the same records
     full = tmp_path / "full"
     build_site(kb, full, search=False, full=True)

@@ -237,6 +237,8 @@ doi: 10.5555/c
 n_randomized: 20
 outcomes:
 - outcome: response
+  definition: '>=50% fall in MADRS from baseline'
+  timepoint_days: 1
   data: {type: binary, arms: [{label: k, events: 3, total: 20}, {label: s, events: 1, total: 20}]}
   counts: stated
   source: Table 1
