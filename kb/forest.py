@@ -70,7 +70,8 @@ def layout(result: dict, vocab=None, uid: str = "forest") -> dict:
     outcome = vocab.label("outcome", result["outcome"]) if vocab is not None and result.get("outcome") else (
         result.get("outcome") or "")
     label = E.MEASURE_LABELS.get(m, "effect")
-    axis_y = y_pool + ROW_H * (2 if result["k"] > 1 else 1)
+    # one trial is not a pooled result: no diamond row, so the axis follows the study's row
+    axis_y = y_pool + ROW_H if result["k"] > 1 else y_pool
     return {
         "width": LEFT + PLOT_W + RIGHT, "height": axis_y + 52, "left": LEFT, "plot_w": PLOT_W, "top": top,
         "rows": rows, "y_pool": y_pool, "axis_y": axis_y, "null_x": x(0.0),
@@ -87,7 +88,7 @@ def layout(result: dict, vocab=None, uid: str = "forest") -> dict:
                  f"{result['k']} study: {label} {fmt(nat['estimate'], m)} "
                  f"({pct}% CI {fmt(nat['ci_low'], m)} to {fmt(nat['ci_high'], m)})."),
         "measure_label": label, "method_label": result["method_label"], "ratio": ratio,
-        "level": pct, "any_derived": any(r["derived"] for r in rows), "uid": uid,
+        "level": pct, "any_derived": any(r["derived"] for r in rows), "uid": uid, "k": result["k"],
     }
 
 

@@ -167,6 +167,8 @@ def test_condition_page_summary_of_findings(built):
     assert "<dd>638 per 1000 (95% CI 328 to 1000)</dd>" in midazolam
     assert "358 more per 1000 (95% CI 48 more to 720 more)" in midazolam and "NNTB 3 (95% CI 2 to 21)" in midazolam
     assert "<svg" in midazolam and 'role="img"' in midazolam
+    # its forest plot draws the trial, but no pooled diamond: one trial is not a pooled result
+    assert '<g class="fp-row">' in midazolam and '<g class="fp-pooled">' not in midazolam and "Pooled (" not in midazolam
     assert "risk of bias not assessed" in html
     for heading in ("Durability and maintenance", "Dosing used across studies", "Adverse events across studies",
                     "Practice and ethics", "All studies"):
@@ -614,6 +616,8 @@ def test_mixed_data_shapes_pool_the_larger_group(tmp_path):
     build_site(open_kb(root), tmp_path / "out", search=False)
     html = (tmp_path / "out/conditions/depression.html").read_text()
     assert "risk ratio" in html and "Not pooled" not in html
+    # two trials pooled: the forest plot draws both and the pooled diamond
+    assert html.count('<g class="fp-row">') == 2 and html.count('<g class="fp-pooled">') == 1
     assert "gamma-2010</a>: means and SDs cannot give a risk ratio" in html
 
 
