@@ -457,6 +457,33 @@ def test_downloads_hold_every_valid_record(built):
     assert parsaik["retracted"] == "true"
 
 
+def test_summary_of_findings_page_and_csv(built):
+    rows = list(csv.DictReader(io.StringIO((built / "downloads/summary-of-findings.csv").read_text(encoding="utf-8"))))
+    assert rows and list(rows[0]) == list(site_mod.SOF_COLUMNS)
+    # one row per condition, outcome, time window and comparator class: none mixes windows or classes
+    cells = [(r["condition"], r["outcome"], r["time_window"], r["comparator"]) for r in rows]
+    assert len(set(cells)) == len(cells) and all(r["time_window"] and r["comparator"] for r in rows)
+    by_cell = dict(zip(cells, rows))
+    # Murrough 2013, 30/47 vs 7/25: comparator risk 7/25 = 280 per 1000, RR 2.28 (1.17 to 4.43), so
+    # 638 (328 to 1000, capped) per 1000 with ketamine; NNTB 1/0.358 -> 3 (1/0.720 -> 2 to 1/0.048 -> 21)
+    r = by_cell[("Depression", "Response", "about 24 h", "active placebo (midazolam)")]
+    assert (r["k"], r["participants"], r["relative_effect"]) == ("1", "72", "risk ratio 2.28 (95% CI 1.17 to 4.43) (one trial)")
+    assert (r["comparator_per_1000"], r["ketamine_per_1000"], r["difference_per_1000"], r["nnt"]) == (
+        "280", "638 (328 to 1000)", "358 more (48 more to 720 more)", "NNTB 3 (95% CI 2 to 21)")
+    assert r["certainty"] == "very low"
+    # Su 2023, 14/42 vs 3/42 at 4 h: suicidal ideation resolved, a good event, so more of it reads as benefit
+    si = by_cell[("Depression", "Suicidal ideation resolved", "under 12 h", "active placebo (midazolam)")]
+    assert si["relative_effect"] == "risk ratio 4.67 (95% CI 1.45 to 15.06) (one trial)"
+    assert (si["comparator_per_1000"], si["ketamine_per_1000"], si["nnt"]) == ("71", "333 (103 to 1000)", "NNTB 4 (95% CI 2 to 32)")
+    assert "suicidal ideation resolved in more patients with ketamine" in si["sentence"]
+    # the HTML page holds the same rows and links the CSV
+    html = (built / "summary-of-findings.html").read_text(encoding="utf-8")
+    assert 'href="downloads/summary-of-findings.csv"' in html
+    body = html.split('<table class="data sof-table">')[1].split("</tbody>")[0]
+    assert body.count("<tr><td>") == len(rows)
+    assert "<td>638 (328 to 1000)</td><td>358 more (48 more to 720 more)</td><td>NNTB 3 (95% CI 2 to 21)</td>" in body
+
+
 # -- page contexts ---------------------------------------------------------------------------
 
 
