@@ -374,6 +374,28 @@ def test_deleted_and_added_records(tmp_path, monkeypatch):
     assert check_links(out) == []
 
 
+def test_changes_page_follows_a_result_into_another_time_window(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    recs = [trial("alpha-2001", [binary("response", 12, 20, 4, 20)]), trial("beta-2005", [binary("response", 8, 15, 3, 16)])]
+    root = make_kb(tmp_path, recs)
+    kb, out = open_kb(root), tmp_path / "out"
+    build_site(kb, out, search=False)
+    # both trials turn out to have measured response on day 3, not day 1: the result moves from the
+    # about-24-h row to the 2-to-7-days row, and the changes page says so in words
+    for rec in recs:
+        rec["outcomes"] = [{**rec["outcomes"][0], "timepoint": "day 3", "timepoint_days": 3}]
+        (root / f"studies/{rec['id']}.yaml").write_text(yaml.safe_dump(rec, sort_keys=False))
+    build_site(kb, out, search=False)
+    changes = (out / "changes.html").read_text()
+    new = changes.split('id="new-pooled"')[1].split("</ul>")[0]
+    assert ('<li><a href="conditions/depression.html#o-depression-response-2-7d-inert-placebo">Depression: response, '
+            '2 to 7 days, vs inert placebo (saline)</a></li>') in new
+    gone = changes.split('id="gone-pooled"')[1].split("</ul>")[0]
+    assert "<li>Depression: response, about 24 h, vs inert placebo (saline)</li>" in gone
+    assert "depression/response" not in changes
+    assert check_links(out) == []
+
+
 def test_template_change_rebuilds_every_page_and_overrides_apply(tmp_path, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
     root = make_kb(tmp_path, [trial("alpha-2001", [binary("response", 12, 20, 4, 20)])])
