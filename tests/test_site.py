@@ -167,6 +167,8 @@ def test_condition_page_summary_of_findings(built):
     assert "<dd>638 per 1000 (95% CI 328 to 1000)</dd>" in midazolam
     assert "358 more per 1000 (95% CI 48 more to 720 more)" in midazolam and "NNTB 3 (95% CI 2 to 21)" in midazolam
     assert "<svg" in midazolam and 'role="img"' in midazolam
+    # two tables on the page hold response at about 24 h: each caption names its comparator
+    assert "<caption>Study data for Response in depression, about 24 h, vs active placebo (midazolam)</caption>" in midazolam
     # its forest plot draws the trial, but no pooled diamond: one trial is not a pooled result
     assert '<g class="fp-row">' in midazolam and '<g class="fp-pooled">' not in midazolam and "Pooled (" not in midazolam
     assert "risk of bias not assessed" in html
