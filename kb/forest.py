@@ -101,7 +101,8 @@ def layout(result: dict, vocab=None, uid: str = "forest") -> dict:
     outcome = vocab.label("outcome", result["outcome"]) if vocab is not None and result.get("outcome") else (
         result.get("outcome") or "")
     label = E.MEASURE_LABELS.get(m, "effect")
-    axis_y = y_pool + ROW_H * (2 if result["k"] > 1 else 1)
+    # one trial is not a pooled result: no diamond row, so the axis follows the study's row
+    axis_y = y_pool + ROW_H if result["k"] > 1 else y_pool
     return {
         "width": left + PLOT_W + RIGHT, "height": axis_y + 52, "left": left, "plot_w": PLOT_W, "top": top,
         "pooled_label": pooled_label, "lo": lo, "hi": hi,
@@ -119,7 +120,7 @@ def layout(result: dict, vocab=None, uid: str = "forest") -> dict:
                  f"{result['k']} study: {label} {fmt(nat['estimate'], m)} "
                  f"({pct}% CI {fmt(nat['ci_low'], m)} to {fmt(nat['ci_high'], m)})."),
         "measure_label": label, "method_label": result["method_label"], "ratio": ratio,
-        "level": pct, "any_derived": any(r["derived"] for r in rows), "uid": uid,
+        "level": pct, "any_derived": any(r["derived"] for r in rows), "uid": uid, "k": result["k"],
     }
 
 
@@ -148,7 +149,8 @@ def narrow_layout(result: dict, vocab=None, uid: str = "forest") -> dict:
     y += 4
     pool_text_y = y
     diamond_y = y + NARROW_LINE - 2
-    y = diamond_y + NARROW_LINE
+    if result["k"] > 1:  # one trial is not a pooled result: no diamond
+        y = diamond_y + NARROW_LINE
     pi = None
     if wide["pi"]:
         pi = {"x1": x(result["pi_low"]), "x2": x(result["pi_high"]), "text_y": y + 4, "y": y + NARROW_LINE - 4}

@@ -167,6 +167,10 @@ def test_condition_page_summary_of_findings(built):
     assert "<dd>638 per 1000 (95% CI 328 to 1000)</dd>" in midazolam
     assert "358 more per 1000 (95% CI 48 more to 720 more)" in midazolam and "NNTB 3 (95% CI 2 to 21)" in midazolam
     assert "<svg" in midazolam and 'role="img"' in midazolam
+    # two tables on the page hold response at about 24 h: each caption names its comparator
+    assert "<caption>Study data for Response in depression, about 24 h, vs active placebo (midazolam)</caption>" in midazolam
+    # its forest plot draws the trial, but no pooled diamond: one trial is not a pooled result
+    assert '<g class="fp-row">' in midazolam and '<g class="fp-pooled">' not in midazolam and "Pooled (" not in midazolam
     assert "risk of bias not assessed" in html
     for heading in ("Durability and maintenance", "Dosing used across studies", "Adverse events across studies",
                     "Practice and ethics", "All studies"):
@@ -372,6 +376,28 @@ def test_deleted_and_added_records(tmp_path, monkeypatch):
     assert check_links(out) == []
 
 
+def test_changes_page_follows_a_result_into_another_time_window(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    recs = [trial("alpha-2001", [binary("response", 12, 20, 4, 20)]), trial("beta-2005", [binary("response", 8, 15, 3, 16)])]
+    root = make_kb(tmp_path, recs)
+    kb, out = open_kb(root), tmp_path / "out"
+    build_site(kb, out, search=False)
+    # both trials turn out to have measured response on day 3, not day 1: the result moves from the
+    # about-24-h row to the 2-to-7-days row, and the changes page says so in words
+    for rec in recs:
+        rec["outcomes"] = [{**rec["outcomes"][0], "timepoint": "day 3", "timepoint_days": 3}]
+        (root / f"studies/{rec['id']}.yaml").write_text(yaml.safe_dump(rec, sort_keys=False))
+    build_site(kb, out, search=False)
+    changes = (out / "changes.html").read_text()
+    new = changes.split('id="new-pooled"')[1].split("</ul>")[0]
+    assert ('<li><a href="conditions/depression.html#o-depression-response-2-7d-inert-placebo">Depression: response, '
+            '2 to 7 days, vs inert placebo (saline)</a></li>') in new
+    gone = changes.split('id="gone-pooled"')[1].split("</ul>")[0]
+    assert "<li>Depression: response, about 24 h, vs inert placebo (saline)</li>" in gone
+    assert "depression/response" not in changes
+    assert check_links(out) == []
+
+
 def test_template_change_rebuilds_every_page_and_overrides_apply(tmp_path, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
     root = make_kb(tmp_path, [trial("alpha-2001", [binary("response", 12, 20, 4, 20)])])
@@ -453,6 +479,33 @@ def test_downloads_hold_every_valid_record(built):
     assert feder["doi"] == "10.1001/jamapsychiatry.2014.62" and feder["conditions"] == "ptsd; depression"
     parsaik = next(r for r in rows if r["id"] == "parsaik-2015")
     assert parsaik["retracted"] == "true"
+
+
+def test_summary_of_findings_page_and_csv(built):
+    rows = list(csv.DictReader(io.StringIO((built / "downloads/summary-of-findings.csv").read_text(encoding="utf-8"))))
+    assert rows and list(rows[0]) == list(site_mod.SOF_COLUMNS)
+    # one row per condition, outcome, time window and comparator class: none mixes windows or classes
+    cells = [(r["condition"], r["outcome"], r["time_window"], r["comparator"]) for r in rows]
+    assert len(set(cells)) == len(cells) and all(r["time_window"] and r["comparator"] for r in rows)
+    by_cell = dict(zip(cells, rows))
+    # Murrough 2013, 30/47 vs 7/25: comparator risk 7/25 = 280 per 1000, RR 2.28 (1.17 to 4.43), so
+    # 638 (328 to 1000, capped) per 1000 with ketamine; NNTB 1/0.358 -> 3 (1/0.720 -> 2 to 1/0.048 -> 21)
+    r = by_cell[("Depression", "Response", "about 24 h", "active placebo (midazolam)")]
+    assert (r["k"], r["participants"], r["relative_effect"]) == ("1", "72", "risk ratio 2.28 (95% CI 1.17 to 4.43) (one trial)")
+    assert (r["comparator_per_1000"], r["ketamine_per_1000"], r["difference_per_1000"], r["nnt"]) == (
+        "280", "638 (328 to 1000)", "358 more (48 more to 720 more)", "NNTB 3 (95% CI 2 to 21)")
+    assert r["certainty"] == "very low"
+    # Su 2023, 14/42 vs 3/42 at 4 h: suicidal ideation resolved, a good event, so more of it reads as benefit
+    si = by_cell[("Depression", "Suicidal ideation resolved", "under 12 h", "active placebo (midazolam)")]
+    assert si["relative_effect"] == "risk ratio 4.67 (95% CI 1.45 to 15.06) (one trial)"
+    assert (si["comparator_per_1000"], si["ketamine_per_1000"], si["nnt"]) == ("71", "333 (103 to 1000)", "NNTB 4 (95% CI 2 to 32)")
+    assert "suicidal ideation resolved in more patients with ketamine" in si["sentence"]
+    # the HTML page holds the same rows and links the CSV
+    html = (built / "summary-of-findings.html").read_text(encoding="utf-8")
+    assert 'href="downloads/summary-of-findings.csv"' in html
+    body = html.split('<table class="data sof-table">')[1].split("</tbody>")[0]
+    assert body.count("<tr><td>") == len(rows)
+    assert "<td>638 (328 to 1000)</td><td>358 more (48 more to 720 more)</td><td>NNTB 3 (95% CI 2 to 21)</td>" in body
 
 
 # -- page contexts ---------------------------------------------------------------------------
@@ -614,6 +667,8 @@ def test_mixed_data_shapes_pool_the_larger_group(tmp_path):
     build_site(open_kb(root), tmp_path / "out", search=False)
     html = (tmp_path / "out/conditions/depression.html").read_text()
     assert "risk ratio" in html and "Not pooled" not in html
+    # two trials pooled: the forest plot draws both and the pooled diamond
+    assert html.count('<g class="fp-row">') == 2 and html.count('<g class="fp-pooled">') == 1
     assert "Gamma 2010</a>: means and SDs cannot give a risk ratio" in html  # named by its label
 
 

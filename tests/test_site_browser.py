@@ -280,7 +280,10 @@ def test_forest_plot_with_its_data_table(page, base):
         expect(svg.locator(f"[id='{ref}']")).to_have_count(1)
     rows_drawn = svg.locator("g.fp-row").count()
     assert rows_drawn >= 1
-    expect(svg.locator("g.fp-pooled polygon")).to_have_count(1)
+    # the first plot (response at about 24 h against saline) holds one trial: no pooled diamond
+    assert rows_drawn == 1
+    expect(svg.locator("g.fp-pooled")).to_have_count(0)
+    assert "Pooled" not in svg.text_content()
     # the same numbers as a table, right after the figure
     table = page.locator("figure.forest + .table-wrap table.data").first
     expect(table).to_be_visible()
