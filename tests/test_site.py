@@ -668,7 +668,8 @@ def test_mixed_data_shapes_pool_the_larger_group(tmp_path):
     html = (tmp_path / "out/conditions/depression.html").read_text()
     assert "risk ratio" in html and "Not pooled" not in html
     # two trials pooled: the forest plot draws both and the pooled diamond
-    assert html.count('<g class="fp-row">') == 2 and html.count('<g class="fp-pooled">') == 1
+    # (each plot is drawn twice: the wide layout and the phone layout)
+    assert html.count('<g class="fp-row">') == 4 and html.count('<g class="fp-pooled">') == 2
     assert "Gamma 2010</a>: means and SDs cannot give a risk ratio" in html  # named by its label
 
 
