@@ -425,7 +425,7 @@ def _build_summary(report) -> str:
     search = {"indexed": f"; search indexed in {report.search_seconds:.1f} s" if report.search_seconds is not None else "",
               "unchanged": "; search index unchanged", "skipped": "; no search index (--no-search)"}[report.search]
     return (f"{'built' if report.full else 'updated'} {report.out}: {report.studies:,} studies{_drafts_note(report)}, "
-            f"{report.analyses} pooled analyses, {report.pages_written:,} of {report.pages_total:,} pages written"
+            f"{report.analyses} analyses ({report.pooled} pooled from 2 or more trials), {report.pages_written:,} of {report.pages_total:,} pages written"
             f"{f', {report.pages_removed} removed' if report.pages_removed else ''} in {report.seconds:.1f} s{search}")
 
 

@@ -59,7 +59,10 @@ def binary(measure: str, estimate: float, ci_low: float, ci_high: float, acr: fl
     if measure in ("rr", "or") and not 0 < acr < 1:
         return {"assumed_risk": acr, "assumed_risk_source": acr_source,
                 "assumed_risk_range": list(acr_range) if acr_range else None, "per_1000": None, "nnt": None,
-                "note": f"the comparator risk is {acr:.0%}: a ratio gives no absolute difference from it"}
+                "note": f"the comparator risk is {acr:.0%} ("
+                        + ("no events in the comparator groups" if acr == 0 else "every comparator participant had the event")
+                        + "), so a ratio gives no risk per 1000; an assumed comparator risk (kb.yaml synthesis.assumed_risk) "
+                          "gives one"}
     control = per_1000(acr)
     risks = [risk_with(measure, acr, x) for x in (estimate, ci_low, ci_high)]
     with_k = [per_1000(r) for r in risks]

@@ -129,7 +129,7 @@ def show(kb: KnowledgeBase, study: Study, fmt: str = "text") -> str:
         from .validate import record_files
 
         known = {p.stem: p for p in record_files([kb.studies_dir])} if kb.studies_dir.is_dir() else {}
-        ctx = study_context(study, digest(study, "", kb.protocol), kb.vocab, known, label_of=lambda i: record_label(known[i]))
+        ctx = study_context(study, digest(study, "", kb.protocol, kb.vocab), kb.vocab, known, label_of=lambda i: record_label(known[i]))
         return make_env(kb).get_template("study.html").render(kb=kb, vocab=kb.vocab, **ctx)
     return as_text(kb, study)
 
@@ -263,7 +263,7 @@ def meta_text(result: dict, echo: Callable[[str], None], style: Callable[..., st
                          + (f"; range {span[0] * 1000:.0f} to {span[1] * 1000:.0f}" if span and span[0] != span[1] else "")
                          + ")"))
         absolute.append(("With ketamine", f"{p['ketamine']} per 1000 ({pct}% CI {p['ketamine_ci_low']} to {p['ketamine_ci_high']})"))
-    if absolute_text(result):
+    if absolute_text(result) and not a.get("note"):
         absolute.append(("Absolute", absolute_text(result)))
     if a.get("method") and not a.get("per_1000"):
         absolute.append(("", a["method"]))

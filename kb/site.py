@@ -49,7 +49,8 @@ from .sources import CLASSES, SourceInfo, outcome_sources, source_info
 from .validate import Problem, check_file
 from .yamlio import MAX_BYTES
 
-SITE_VERSION = "3"  # 2: digests say whether the study is a draft; 3: rows per time window and comparator class
+SITE_VERSION = "4"  # 2: digests say whether the study is a draft; 3: rows per time window and comparator class;
+# 4: an outcome's own condition (si-response: suicidal-ideation) takes studies whatever their main condition
 MANIFEST = ".kb-build.json"
 PARALLEL_THRESHOLD = 300
 AGGREGATE_PARALLEL = 3000  # studies above which condition and outcome pages are rendered on all cores
@@ -140,7 +141,7 @@ def study_links(s) -> list[dict]:
     return links
 
 
-def study_rows(s, outcomes: list[str], protocol=None) -> list[tuple[str, str, list[dict], list[dict]]]:
+def study_rows(s, outcomes: list[str], protocol=None, vocab=None) -> list[tuple[str, str, list[dict], list[dict]]]:
     """(condition, outcome, rows, entries left out) for every pair the study can feed, with the site's
     analysis options (kb meta's defaults): a row per time window and comparator class; ``outcomes``:
     the study's, sorted."""
@@ -148,13 +149,15 @@ def study_rows(s, outcomes: list[str], protocol=None) -> list[tuple[str, str, li
     proto = protocol or S.DEFAULT_PROTOCOL
     for cond in dict.fromkeys(s.condition_terms):
         for outcome in outcomes:
-            seen, rows, excluded = S.select_one(s, S.MetaRequest(outcome=outcome, condition=cond, protocol=proto))
+            req = S.MetaRequest(outcome=outcome, condition=cond, protocol=proto, outcome_condition=(
+                vocab.meaning("outcome", outcome).get("condition") if vocab is not None else None))
+            seen, rows, excluded = S.select_one(s, req)
             if seen:
                 out.append((cond, outcome, [dict(vars(r)) for r in rows], [dict(vars(e)) for e in excluded]))
     return out
 
 
-def digest(s, sha1: str, protocol=None) -> dict:
+def digest(s, sha1: str, protocol=None, vocab=None) -> dict:
     """What the pages that span studies need of one study: plain data (dicts, lists, tuples, text,
     numbers), cheap to send between processes and to cache with marshal."""
     iv = s.intervention
@@ -174,7 +177,7 @@ def digest(s, sha1: str, protocol=None) -> dict:
         "relapse": s.durability.relapse if s.durability else None,
         "outcomes": outcomes,
         "data_outcomes": sorted({o.outcome for o in s.outcomes if o.data is not None}),
-        "related": [r.id for r in s.related], "rows": study_rows(s, outcomes, protocol), "page": f"studies/{s.id}.html",
+        "related": [r.id for r in s.related], "rows": study_rows(s, outcomes, protocol, vocab), "page": f"studies/{s.id}.html",
     }
 
 
@@ -346,7 +349,7 @@ def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
             results.append(item)
             continue
         s = res.study
-        d = digest(s, sha1, kb.protocol)
+        d = digest(s, sha1, kb.protocol, kb.vocab)
         frags = fragments(s)
         d["page_sha"] = None  # a draft outside a preview has no page
         if listed(d, _W["drafts"]):
@@ -421,7 +424,8 @@ class BuildReport:
     pages_written: int = 0
     pages_total: int = 0
     pages_removed: int = 0
-    analyses: int = 0
+    analyses: int = 0  # results shown (one per condition, outcome, time window and comparator class)
+    pooled: int = 0  # of them, those pooled from two or more trials
     problems: list[Problem] = field(default_factory=list)
     full: bool = False
     up_to_date: bool = False
@@ -725,6 +729,7 @@ def methods_context(site: Site) -> dict:
     return {"root": "", "rules": S.RULES, "controls": S.CONTROLS, "measures": MEASURE_LABELS,
             "protocol": site.kb.protocol, "combined": S.COMBINED,
             "methods": METHOD_LABELS, "analyses": sum(a["ok"] for a in site.analyses.values()),
+            "pooled": sum(a["ok"] and a["result"]["k"] > 1 for a in site.analyses.values()),
             "total": len(site.evidence()), "forest_max": FOREST_MAX_K, "loo_max": LOO_MAX_K}
 
 
@@ -1021,6 +1026,7 @@ def _build_site(kb: KnowledgeBase, out: str | Path | None, *, base_url: str | No
     run_analyses(site)
     lap("analyses")
     report.analyses = sum(a["ok"] for a in site.analyses.values())
+    report.pooled = sum(a["ok"] and a["result"]["k"] > 1 for a in site.analyses.values())
     snap = snapshot(site)
     site.changes = compute_changes(prev_manifest, snap, info)
     latest_now = max((d["updated"] or d["added"] for d in site.evidence()), default=None)

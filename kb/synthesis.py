@@ -90,6 +90,9 @@ class MetaRequest:
     assumed_risk: float | None = None  # the comparator risk for absolute effects (default: median control risk)
     sensitivity: bool = True  # refit without high-risk, derived or weak-source, and crossover results
     protocol: Protocol = DEFAULT_PROTOCOL
+    # the condition the outcome itself measures (vocabulary), set from the request's outcome: its studies
+    # feed that condition's analysis whatever their main condition
+    outcome_condition: str | None = None
 
 
 @dataclass
@@ -342,6 +345,8 @@ def _check_request(req: MetaRequest, vocab) -> None:
             raise BadRequest(f"unknown {category} '{value}'" + (f"; did you mean '{close}'?" if close else ""),
                              hint=f"{category}s: " + ", ".join(vocab.terms(category)))
         setattr(req, attr, term)
+    if req.outcome:
+        req.outcome_condition = vocab.meaning("outcome", req.outcome).get("condition")
     if req.outcome and vocab.replaced_by("outcome", req.outcome):
         new = vocab.replaced_by("outcome", req.outcome)
         raise BadRequest(f"'{req.outcome}' is a deprecated outcome: it did not say whether its events are good or bad",
@@ -451,7 +456,8 @@ def select_one(s, req: MetaRequest) -> tuple[bool, list[Row], list[Excluded]]:
 
     if not s.is_evidence:
         return out("draft record: not yet extracted")
-    if req.condition and s.condition_terms[0] != req.condition and not req.any_condition:
+    if req.condition and s.condition_terms[0] != req.condition and not req.any_condition \
+            and req.outcome_condition != req.condition:
         # a PTSD trial that also lists depression measures PTSD response, not depression response
         return out(f"{req.condition} is a secondary condition here (primary: {s.condition_terms[0]}); "
                    "--any-condition includes it")

@@ -41,9 +41,11 @@ class Term:
 #   more / fewer     binary: the sentence when ketamine has more / fewer events ("More patients responded")
 #   higher / lower   continuous: the sentence when scores are higher / lower with ketamine
 #   deprecated, replaced_by   a term kept only as an alias of the terms that replace it
+#   condition        the condition the outcome measures (si-response: suicidal-ideation): a study that lists
+#                    that condition feeds its page's analysis even when its main condition is another
 # Instrument terms: better (lower or higher scores are good).
 MEANING_KEYS = {
-    "outcome": {"data", "better", "noun", "more", "fewer", "higher", "lower", "deprecated", "replaced_by"},
+    "outcome": {"data", "better", "noun", "more", "fewer", "higher", "lower", "deprecated", "replaced_by", "condition"},
     "instrument": {"better"},
 }
 _CHOICES = {"data": ("binary", "continuous"), "better": ("more", "fewer", "lower", "higher", "instrument")}

@@ -119,6 +119,8 @@ def absolute_text(result: dict) -> str | None:
     if not a:
         return None
     pct = int(round(result["level"] * 100))
+    if a.get("note") and not a.get("per_1000"):
+        return "no risk per 1000 can be given (" + a["note"].split("(", 1)[1].split(")", 1)[0] + ")"
     if a.get("per_1000"):
         p = a["per_1000"]
         text = (f"{per_1000_text(p['difference'])} per 1000 ({pct}% CI {per_1000_text(p['difference_ci_low'])} "

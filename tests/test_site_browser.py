@@ -489,3 +489,36 @@ def test_forest_plots_fit_the_screen_and_no_text_touches_a_mark(browser, base, w
                         assert not _overlap(box, mark), f"{where}: {text!r} overlaps a study's square"
     finally:
         context.close()
+
+
+def test_suicidal_ideation_rows_read_as_the_benefit_they_are(page, base):
+    """Issue 14's worst bug: 'Suicidal ideation: it was more frequent with ketamine' for patients whose
+    ideation resolved or halved. In a real browser, each suicidal-ideation row of the condition page (and
+    of the depression page) says its events improved, names its window and comparator, and gives an NNTB."""
+    for path in ("conditions/suicidal-ideation.html", "conditions/depression.html"):
+        page.goto(base + path)
+        rows = page.locator("section.sof[id*='-si-']")
+        assert rows.count() >= 2, path
+        seen = set()
+        for i in range(rows.count()):
+            row = rows.nth(i)
+            heading = row.locator("h3").inner_text()
+            sentence = row.locator("p.sof-sentence")
+            if sentence.count() == 0:  # si-severity: only a review reports it, so nothing is pooled
+                continue
+            text = sentence.inner_text()
+            expect(sentence).to_be_visible()
+            assert "more frequent" not in text and "NNTH" not in text, text
+            assert "NNTB" in text and "with ketamine than with active placebo (midazolam)" in text, text
+            assert "vs active placebo (midazolam)" in heading and ("under 12 h" in heading or "about 24 h" in heading)
+            if "resolved" in heading:
+                assert text.startswith("In the first 12 h (during and just after the infusion), suicidal ideation "
+                                       "resolved in more patients with ketamine"), text
+                seen.add("resolution")
+            if "halved" in heading:
+                assert text.startswith("At about 24 h (12 h to under 2 days), suicidal ideation fell by at least half "
+                                       "in more patients with ketamine"), text
+                seen.add("response")
+            assert "one trial" in row.inner_text()
+        assert seen == {"resolution", "response"}, path
+    assert_no_errors(page)
