@@ -149,9 +149,6 @@ def stems(text: str) -> tuple[str, ...]:
 
 
 _KNOWN_BY_VOCAB: dict[int, tuple] = {}
-QUERY_ONLY = ("expansion", "optional")
-"""Vocabulary lists that only read queries: their phrases are not indexed as single terms (a query
-matches them by position), so editing them changes no record's index entry."""
 
 
 def known_phrases(vocab) -> frozenset:
@@ -162,9 +159,7 @@ def known_phrases(vocab) -> frozenset:
     key = json.dumps(vocab.as_dict(), sort_keys=True)
     if key not in _KNOWN:
         out = set()
-        for cat, terms in vocab.categories.items():
-            if cat in QUERY_ONLY:
-                continue
+        for terms in vocab.categories.values():
             for t in terms.values():
                 for text in (t.term, t.label, *t.synonyms):
                     st = stems(text)

@@ -238,8 +238,6 @@ ABBREVIATION_WEIGHT = 0.8
 """An abbreviation's long form (or a long form's abbreviation) scores this much of the word typed."""
 EXPANSION_WEIGHT = 0.8
 """A clinician's word's alternatives (vocabulary ``expansion``) score this much of the word typed."""
-JOINED_SLOP = 2
-"""Joined words match in order with up to one word between ("treatment-resistant major depression")."""
 APART_WEIGHT = 0.5
 """Words a query joined into one expression ("suicidal ideation") also match apart, scoring this much."""
 TOPIC_BONUS = 0.5
@@ -257,11 +255,8 @@ def text_query(t: Text, vocab: Vocabulary):
     known = known_phrases(vocab)
     variants = tuple(v for v in _expansions(vocab, t.text) if not _lossy(v))
     words = tuple(v for v in _clinician_words(vocab, t.text) if not _lossy(v))
-    joined = not t.phrase and " " in t.text and len(_analysed(t.text)) > 1
-    if joined:  # words the query joined ("treatment-resistant depression"): in order, a word between allowed
-        clauses = [Q.Phrase("text", list(_analysed(t.text)), slop=JOINED_SLOP)]
-    else:
-        clauses = [] if (_lossy(t.text) and (variants or words)) else _text_clauses(t.text, 1.0, known)
+    joined = not t.phrase and " " in t.text and len(_analysed(t.text)) > 1  # "suicidal ideation" typed
+    clauses = [] if (_lossy(t.text) and (variants or words)) else _text_clauses(t.text, 1.0, known)
     seen = {_analysed(t.text)}
     for v, weight in [*((v, ABBREVIATION_WEIGHT) for v in variants), *((w, EXPANSION_WEIGHT) for w in words)]:
         if _analysed(v) not in seen:  # "tolerated", "tolerability": one stem, scored once
