@@ -50,10 +50,6 @@ SEGMENT_DOCS = 5000
 linearly with segment size (1.2 ms per record up to ~5k, 1.9 ms at 10k, 2.2 ms at 20k here)."""
 TEXT_BOOSTS = {"text": 1.0}
 TITLE_WEIGHT, KEY_FINDING_WEIGHT = 2, 2
-TOPIC_WEIGHT = 2
-"""A reviewer's topic tags (dosing, durability, safety ...) say what a record is about, as its title
-does: their labels weigh as the title, so that clinicians' questions ("dose of ketamine", "how long does
-the effect last") rank the records tagged with them first. (MEDLINE records have no topics: MAP unchanged.)"""
 """Field weights, applied BM25F-style: the title and key finding are repeated in the one text field,
 so their term frequencies count more before BM25 saturates them, and each query term is one
 posting list to read instead of one per field. Chosen on the MEDLINE benchmark (title x1: MAP .517,
@@ -153,9 +149,6 @@ def stems(text: str) -> tuple[str, ...]:
 
 
 _KNOWN_BY_VOCAB: dict[int, tuple] = {}
-QUERY_ONLY = ("expansion", "optional")
-"""Vocabulary lists that only read queries: their phrases are not indexed as single terms (a query
-matches them by position), so editing them changes no record's index entry."""
 
 
 def known_phrases(vocab) -> frozenset:
@@ -166,9 +159,7 @@ def known_phrases(vocab) -> frozenset:
     key = json.dumps(vocab.as_dict(), sort_keys=True)
     if key not in _KNOWN:
         out = set()
-        for cat, terms in vocab.categories.items():
-            if cat in QUERY_ONLY:
-                continue
+        for terms in vocab.categories.values():
             for t in terms.values():
                 for text in (t.term, t.label, *t.synonyms):
                     st = stems(text)
@@ -252,7 +243,7 @@ def document(study: Study, relpath: str, vocab) -> dict:  # noqa: C901 - a flat 
         add(label("condition", c.term))
         if c.subtype:
             add(c.subtype)
-    body.extend(label("topic", t) for t in study.topics for _ in range(TOPIC_WEIGHT))
+    body.extend(label("topic", t) for t in study.topics)
     if study.intervention:
         i = study.intervention
         body.extend(x for x in (label("drug", i.drug), label("route", i.route), i.schedule, i.description) if x)

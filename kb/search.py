@@ -255,6 +255,7 @@ def text_query(t: Text, vocab: Vocabulary):
     known = known_phrases(vocab)
     variants = tuple(v for v in _expansions(vocab, t.text) if not _lossy(v))
     words = tuple(v for v in _clinician_words(vocab, t.text) if not _lossy(v))
+    joined = not t.phrase and " " in t.text and len(_analysed(t.text)) > 1  # "suicidal ideation" typed
     clauses = [] if (_lossy(t.text) and (variants or words)) else _text_clauses(t.text, 1.0, known)
     seen = {_analysed(t.text)}
     for v, weight in [*((v, ABBREVIATION_WEIGHT) for v in variants), *((w, EXPANSION_WEIGHT) for w in words)]:
@@ -262,7 +263,7 @@ def text_query(t: Text, vocab: Vocabulary):
             seen.add(_analysed(v))
             clauses.extend(_text_clauses(v, weight, known))
     typed = _analysed(t.text)
-    if not t.phrase and " " in t.text and len(typed) > 1 and clauses:
+    if joined:
         # words joined from the query ("suicidal ideation"): also where they occur apart, as before
         clauses.append(Q.And([Q.Term("text", w) for w in typed], boost=APART_WEIGHT))
     if clauses:

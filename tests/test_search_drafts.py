@@ -164,3 +164,14 @@ def test_exact_lengths_add_up_to_the_index_totals(with_drafts):
             assert cache.avgdl_over(everyone)[f] == pytest.approx(cache.avgdl[f])
     finally:
         reader.close()
+
+
+def test_study_pages_declare_draft_and_retraction_for_the_site_search(runner, with_drafts):
+    """The site's search shows a DRAFT or Retracted badge from the study page's Pagefind metadata."""
+    root, drafts = with_drafts
+    page = invoke(runner, "--kb", root, "show", sorted(drafts)[0], "--format", "html").output
+    assert 'data-pagefind-meta="status:draft"' in page and 'data-pagefind-meta="retracted:yes"' not in page
+    page = invoke(runner, "--kb", root, "show", "parsaik-2015", "--format", "html").output
+    assert 'data-pagefind-meta="retracted:yes"' in page and "status:draft" not in page
+    for key in ("design", "n", "year", "key_finding"):
+        assert f'data-pagefind-meta="{key}"' in page

@@ -521,4 +521,92 @@ def test_suicidal_ideation_rows_read_as_the_benefit_they_are(page, base):
                 seen.add("response")
             assert "one trial" in row.inner_text()
         assert seen == {"resolution", "response"}, path
+
+
+# --- what a search hit shows (issue 14, item 7) ------------------------------------------------
+
+PARSAIK = "Efficacy of Ketamine in Bipolar Depression: Systematic Review and Meta-analysis"
+
+
+def hit_of(pg, title: str):
+    """The result item whose link is ``title``."""
+    return pg.locator("#search-results > li").filter(has=pg.get_by_role("link", name=title, exact=True))
+
+
+def test_search_hit_shows_the_retraction_design_n_and_year(page, base):
+    search(page, base, "parsaik")
+    hit = hit_of(page, PARSAIK)
+    expect(hit).to_have_count(1)
+    badge = hit.locator(".badge-retracted")
+    expect(badge).to_have_text("Retracted")
+    expect(badge).to_be_visible()
+    facts = hit.locator(".hit-facts")
+    expect(facts).to_contain_text("Meta-analysis · n = 125 · 2015")
+    expect(hit.locator(".hit-finding")).to_contain_text("Key finding: RETRACTED (2018)")
+    expect(hit.locator(".badge-draft")).to_have_count(0)
+    # a study that is not retracted carries no badge, and its own facts
+    search(page, base, "PTSD")
+    feder = hit_of(page, FEDER)
+    expect(feder.locator(".hit-facts")).to_have_text("Randomised crossover trial · n = 41 · 2014")
+    expect(feder.locator(".badge")).to_have_count(0)
+    expect(feder.locator(".hit-finding")).to_contain_text("A single ketamine infusion rapidly reduced chronic PTSD")
+    assert_no_errors(page)
+
+
+def test_search_hits_insert_record_text_as_text(page, tmp_path):
+    """Metadata with markup in it (a key finding, a title) is shown as text, never parsed as HTML."""
+    from .conftest import new_kb
+
+    kb = new_kb(tmp_path / "kb", ("feder-2014",))
+    record = kb / "studies" / "feder-2014.yaml"
+    text = record.read_text(encoding="utf-8")
+    finding = "<img src=x onerror=\"document.title='pwned'\"> & <b>bold</b>"
+    text = re.sub(r"(?m)^key_finding:.*(\n  .*)*", "key_finding: '" + finding.replace("'", "''") + "'", text)
+    record.write_text(text, encoding="utf-8")
+    out = tmp_path / "site"
+    result = CliRunner().invoke(cli, ["--kb", str(kb), "build", "-o", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(out)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        search(page, f"http://127.0.0.1:{httpd.server_address[1]}/", "PTSD")
+        finding_el = hit_of(page, FEDER).locator(".hit-finding")
+        expect(finding_el).to_contain_text(finding)
+        assert finding_el.locator("img, b").count() == 0
+        assert page.title() != "pwned"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert_no_errors(page)
+
+
+def test_search_hit_of_a_draft_shows_the_draft_badge(page, tmp_path):
+    """A preview that includes drafts marks each draft's search hit (imported, not yet extracted)."""
+    from .conftest import FIXTURES, new_kb
+
+    kb = new_kb(tmp_path / "kb", ("feder-2014",))
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--kb", str(kb), "import", str(FIXTURES / "imports" / "ris_asreview_drafts.ris")],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "site"
+    build = ["--kb", str(kb), "build", "-o", str(out)]
+    if "--include-drafts" in runner.invoke(cli, ["build", "--help"]).output:  # drafts are left out otherwise
+        build.append("--include-drafts")
+    result = runner.invoke(cli, build, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(out)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        search(page, f"http://127.0.0.1:{httpd.server_address[1]}/", "EMDR")
+        hit = page.locator("#search-results > li").first
+        expect(hit.locator(".badge-draft")).to_have_text("Draft: imported, not yet extracted")
+        expect(hit.locator(".hit-facts")).to_contain_text("2020")
+        search(page, f"http://127.0.0.1:{httpd.server_address[1]}/", "PTSD")
+        expect(hit_of(page, FEDER).locator(".badge-draft")).to_have_count(0)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
     assert_no_errors(page)

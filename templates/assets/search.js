@@ -46,6 +46,42 @@ function excerpt(html) {
   return p;
 }
 
+function badge(kind, text) {
+  const span = document.createElement("span");
+  span.className = `badge badge-${kind}`;
+  span.textContent = text;
+  return span;
+}
+
+// One result: the title (the link), badges, design · n · year, the key finding, then the matched
+// words in context. The study page declares these as Pagefind metadata (templates/study.html);
+// every value is inserted as text.
+function hit(data) {
+  const meta = data.meta || {};
+  const li = document.createElement("li");
+  const a = document.createElement("a");
+  a.href = data.url;
+  a.textContent = meta.title || data.url;
+  li.appendChild(a);
+  const facts = document.createElement("p");
+  facts.className = "hit-facts";
+  if (meta.retracted) facts.append(badge("retracted", "Retracted"), " ");
+  if (meta.status === "draft" || meta.draft) facts.append(badge("draft", "Draft: imported, not yet extracted"), " ");
+  const parts = [meta.design, meta.n ? `n = ${meta.n}` : "", meta.year].filter(Boolean);
+  facts.append(parts.join(" · "));
+  li.appendChild(facts);
+  if (meta.key_finding) {
+    const finding = document.createElement("p");
+    finding.className = "hit-finding";
+    const label = document.createElement("strong");
+    label.textContent = "Key finding: ";
+    finding.append(label, meta.key_finding);
+    li.appendChild(finding);
+  }
+  li.appendChild(excerpt(data.excerpt || ""));
+  return li;
+}
+
 let generation = 0;
 async function run() {
   if (!pagefind) return;
@@ -65,15 +101,7 @@ async function run() {
   if (mine !== generation) return;
   const results = await Promise.all(search.results.slice(0, 30).map((r) => r.data()));
   if (mine !== generation) return;
-  const items = results.map((data) => {
-    const li = document.createElement("li");
-    const a = document.createElement("a");
-    a.href = data.url;
-    a.textContent = (data.meta && data.meta.title) || data.url;
-    li.appendChild(a);
-    li.appendChild(excerpt(data.excerpt || ""));
-    return li;
-  });
+  const items = results.map(hit);
   list.replaceChildren(...items);
   const n = search.results.length;
   status.textContent = n === 0 ? "No study matches." :
