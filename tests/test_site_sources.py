@@ -3,7 +3,6 @@ sources, reviewer internals in a collapsed "For reviewers" section, and study la
 
 from __future__ import annotations
 
-import os
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -16,22 +15,10 @@ from kb.site import build_site, public_reason, template_helpers
 from kb.vocab import load_vocabulary
 
 from .conftest import bundled_copy, invoke
+from .test_site import EPOCH, built  # noqa: F401  (the bundled knowledge base built once, as test_site builds it)
 from .test_synthesis import binary, make_kb, trial
 
-EPOCH = "1790000000"
 ID_LIKE = re.compile(r"\b[a-z][a-z]+(?:-[a-z]+)*-(?:19|20)\d\d[a-z]?\b")
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("site")
-    root = bundled_copy(tmp / "ketamine")
-    os.environ["SOURCE_DATE_EPOCH"] = EPOCH
-    try:
-        build_site(open_kb(root), tmp / "out", search=False)
-    finally:
-        del os.environ["SOURCE_DATE_EPOCH"]
-    return tmp / "out"
 
 
 class _Text(HTMLParser):
