@@ -1,24 +1,32 @@
 """Evidence synthesis: from study records (or a CSV of study data) to a pooled answer.
 
-The one entry point, :func:`analyse`, selects every outcome entry that fits the question, says
-why each other entry was left out, computes effect sizes (:mod:`kb.effects`), pools them
-(:mod:`kb.metaanalysis`) and suggests a GRADE-style certainty by the rules in :data:`RULES`.
+The entry points: :func:`answer_question` answers one outcome with one analysis per time window and
+comparator class (a Summary of Findings table, or one result when there is one), and
+:func:`analyse` answers exactly one analysis. Each selects every outcome entry that fits the question,
+says why each other entry was left out, computes effect sizes (:mod:`kb.effects`), pools them
+(:mod:`kb.metaanalysis`), adds the absolute effect (:mod:`kb.absolute`), suggests a GRADE-style
+certainty by the rules in :data:`RULES`, runs the sensitivity analyses and writes the sentence from
+the vocabulary's declarations (:mod:`kb.wording`). The time windows, comparator classes and
+instrument preference come from the knowledge base's protocol (:mod:`kb.protocol`, kb.yaml).
 Nothing is cached or stored: every number is computed from the records at the time it is shown.
 
 Selection, in order (each exclusion is listed with its reason):
 
-1. Retracted publications: always out.
-2. Reviews (meta-analyses, systematic reviews, guidelines, consensus statements): out, since their
+1. Drafts (imported, not yet extracted): always out.
+2. Studies whose first (primary) condition is not the one asked for: a PTSD trial that also lists
+   depression reports PTSD response (``--any-condition`` includes them). An outcome that declares its
+   own condition (si-response: suicidal-ideation) takes every study that lists that condition.
+3. Retracted publications: always out.
+4. Reviews (meta-analyses, systematic reviews, guidelines, consensus statements): out, since their
    trials are pooled one by one and pooling the review too would count them twice.
-3. Entries marked ``pool: false``: out, with the record's note.
-4. Studies whose first (primary) condition is not the one asked for: a PTSD trial that also lists
-   depression reports PTSD response (``--any-condition`` includes them).
 5. Options, with these defaults: crossover trials in (``--no-crossover``); derived counts in
    (``--no-derived``); routes other than IV out (``--non-iv``); esketamine out (``--esketamine``);
-   comparators: the controls (saline, placebo, midazolam) unless ``--comparator`` names others.
-6. Data that cannot be compared: no numbers, a single arm, more than two arms.
-7. One entry per study: the one marked ``primary``, else the earliest timepoint (``--timepoint``
-   picks a time window first).
+   comparators: the protocol's classes (inert placebo: saline, placebo; active placebo: midazolam),
+   each its own analysis, unless ``--comparator`` names others or ``--combine-placebos`` joins them.
+6. Entries marked ``pool: false`` (with the record's note); data that cannot be compared: no numbers,
+   a single arm, more than two arms; no ``timepoint_days`` (no time window).
+7. One entry per study in each time window and comparator class: the preferred instrument's, then
+   the one marked ``primary``, then the earliest (``--timepoint`` and ``--window`` narrow first).
 8. Entries whose data cannot give the chosen measure, and, for risk and odds ratios, studies with
    no events (or only events) in both arms.
 """
