@@ -218,8 +218,10 @@ def search(ctx: click.Context, query: tuple[str, ...], condition, outcome, desig
 
     Filters in the query: condition:ptsd outcome:remission design:rct
     route:iv drug:esketamine year:2015..2024 n:>=50 author:feder title:ketamine.
-    Synonyms and abbreviations expand (TRD, PTSD, SI, ECT, Spravato).
-    Drafts (imported references not yet extracted) are not evidence and are
+    Synonyms and abbreviations expand (TRD, PTSD, SI, ECT, Spravato), and so do
+    clinicians' words (safe: safety, side effects; infusions: repeated,
+    maintenance); question words and connectives (is, how, does, vs) are
+    never required, so questions work as typed. Drafts (imported references not yet extracted) are not evidence and are
     left out; --status draft or --status any shows them, marked DRAFT.
     The index is refreshed first when records changed. Exit status: 0 with
     results, 1 with none (suggestions are shown), 2 for a malformed query.
@@ -229,6 +231,8 @@ def search(ctx: click.Context, query: tuple[str, ...], condition, outcome, desig
       kb search "suicidal ideation rapid" --condition depression --design rct
       kb search 'condition:ptsd outcome:response year:2015..2024' --sort evidence
       kb search "blood pressure" --format json
+      kb search "is ketamine safe"
+      kb search ptsd --status any          # drafts too
     """
     from kb.search import SearchRequest
     from kb.search import search as run_search

@@ -115,8 +115,9 @@ def filter_node(name: str, raw: str, vocab: Vocabulary) -> Node:
             term = vocab.canonical(cat, part)
             if term is None:
                 sug = vocab.suggest(cat, part)
+                values = vocab.terms(cat) + ([STATUS_ANY] if name == "status" else [])
                 raise BadRequest(f"unknown {name} '{part}'" + (f"; did you mean '{sug}'?" if sug else ""),
-                                 hint=f"{name} values: " + ", ".join(vocab.terms(cat) + [STATUS_ANY] * (name == "status")))
+                                 hint=f"{name} values: " + ", ".join(values))
             terms.append(term)
             # a deprecated term (suicidal-ideation) stands for the terms that replace it
             terms.extend(t for t in vocab.replaced_by(cat, term) if t not in terms)

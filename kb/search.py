@@ -993,12 +993,14 @@ def _run(kb: KnowledgeBase, idx: SearchIndex, reader, req: SearchRequest, tree, 
         matcher = BitMatcher(reader, cache)
         match_bits = matcher.bits(q)
         total = match_bits.bit_count()
+        fell_back = False
         if not total and req.match == "auto" and match == "all" and words > 1:
             # a question whose words no record has all of ("does ketamine cause mania"): rank by how many
             match = "any"
             q = compile_query(tree, kb.vocab, match)
             match_bits = matcher.bits(q)
             total = match_bits.bit_count()
+            fell_back = True
             if total:
                 notices.append("no record has every word of the query; records with the most of them come first")
         want = req.offset + req.limit
@@ -1036,7 +1038,7 @@ def _run(kb: KnowledgeBase, idx: SearchIndex, reader, req: SearchRequest, tree, 
                 doi=meta["doi"], pmid=meta["pmid"], route=meta["route"], drug=meta["drug"], path=stored["path"]))
         facets = cache.facets(match_bits) if req.facets else {}
         suggestions: list[str] = []
-        if total < 3:
+        if total < 3 or fell_back:  # "ketamine ptsdd": did you mean ptsd
             words = [t.text for t in free_text(tree) if not t.phrase]
             suggestions = _suggest(words, idx.words(), reader, kb.vocab)
     finally:

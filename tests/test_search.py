@@ -165,6 +165,16 @@ def test_no_results_exit_1_with_suggestion(runner, kbroot):
     assert "did you mean: ketamine" in result.output
 
 
+def test_a_short_question_no_record_fully_matches_ranks_by_words_matched(runner, kbroot):
+    d = data(runner, kbroot, "ketamine ptsdd")  # every record lacks 'ptsdd'
+    assert d["match"] == "any" and d["total"] == 65
+    assert d["notices"] == ["no record has every word of the query; records with the most of them come first"]
+    assert d["suggestions"] == ["ptsd"]
+    d = data(runner, kbroot, "ketamine ptsd", "--match", "all")
+    assert d["notices"] == [] and d["match"] == "all"
+    assert data(runner, kbroot, "ketamine ptsdd", "--match", "all")["total"] == 0  # asked for all: no fallback
+
+
 @pytest.mark.parametrize("query,message", [
     ('"suicidal ideation', "unbalanced quote"),
     ("cond:ptsd", "unknown field 'cond'; did you mean 'condition'?"),
