@@ -338,6 +338,8 @@ def main() -> None:
                     "(it needs ~0.3 GB per 1,000 pages: ~29 GB at 100k, more than this machine has)")
     args = ap.parse_args()
     kb = shutil.which("kb") or sys.exit("kb is not installed: pip install -e .")
+    if not shutil.which("hugo"):
+        sys.exit("hugo is not installed (apt-get install hugo): the benchmark renders the same records with it")
     version = subprocess.run(["hugo", "version"], capture_output=True, text=True, check=False).stdout.split()
     print(f"kb build -o out/site-N --no-search, cold unless noted; Hugo {version[1] if len(version) > 1 else '?'}; "
           "times are wall clock, memory is the peak of the whole process tree"
