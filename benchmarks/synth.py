@@ -84,6 +84,9 @@ def record(i: int, rng: random.Random, vocab) -> tuple[str, str]:
     conds = rng.sample(vocab.terms("condition")[:7], rng.randint(1, 2))
     n_rand = rng.randint(20, 400)
     outcomes = []
+    terms = [t for t in vocab.terms("outcome") if not vocab.replaced_by("outcome", t)]  # no deprecated term
+    # instruments that score the same way, so that any two can pool (kb refuses instruments that disagree)
+    instruments = [t for t in vocab.terms("instrument") if vocab.meaning("instrument", t).get("better") != "higher"]
     for _ in range(rng.randint(2, 4)):
         kind = rng.choice(["binary", "binary", "continuous"])
         half = n_rand // 2
@@ -94,9 +97,10 @@ def record(i: int, rng: random.Random, vocab) -> tuple[str, str]:
             arms = (f"    - {{label: ketamine, mean: {rng.uniform(-20, 0):.1f}, sd: {rng.uniform(4, 12):.1f}, n: {half}}}\n"
                     f"    - {{label: control, mean: {rng.uniform(-12, 0):.1f}, sd: {rng.uniform(4, 12):.1f}, n: {half}}}\n")
         outcomes.append(
-            f"- outcome: {rng.choice(vocab.terms('outcome'))}\n"
-            f"  instrument: {rng.choice(vocab.terms('instrument'))}\n"
-            f"  timepoint: {rng.choice(['24 h', 'day 7', 'week 4', '240 min'])}\n"
+            f"- outcome: {rng.choice(terms)}\n"
+            f"  instrument: {rng.choice(instruments)}\n"
+            + "  timepoint: {}\n  timepoint_days: {}\n".format(*rng.choice(
+                [('24 h', 1), ('day 7', 7), ('week 4', 28), ('240 min', 0.167)])) +
             f"  definition: {q(_sentence(rng, 6))}\n"
             f"  data:\n    type: {kind}\n    arms:\n{arms}"
             f"  counts: {rng.choice(['stated', 'derived'])}\n"

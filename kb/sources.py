@@ -9,6 +9,7 @@ page (a press release, a commercial or clinic site, a copied document, a bare IP
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -85,6 +86,7 @@ class SourceInfo:
         return self.bare_ip or self.cls in WEAK_CLASSES
 
 
+@functools.lru_cache(maxsize=8192)  # a record's URLs are classified by validate, synthesis and its page
 def host_of(url: str) -> str:
     """The URL's host, lower case, without 'www.' or a port; tolerant of 'https:///host/...'."""
     m = re.match(r"^[a-z][a-z0-9+.-]*:/*", url.strip(), re.I)
@@ -103,6 +105,7 @@ def is_bare_ip(url: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=8192)
 def classify_url(url: str) -> str:
     """The class of a source URL by its host (and, for NCBI, its path): one of :data:`CLASSES`."""
     host = host_of(url)
