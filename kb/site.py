@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import hashlib
 import json
 import marshal
@@ -256,6 +257,7 @@ def template_helpers(site: "Site") -> dict:
     return {"study_label": study_label, "public_reason": lambda reason: public_reason(reason, vocab)}
 
 
+@functools.lru_cache(maxsize=16384)  # reasons repeat across rows and pages
 def public_reason(reason: str, vocab=None) -> str:
     """A left-out entry's reason (or a "nothing to pool" message) from kb.synthesis, as a clinician
     reads it: without the `kb meta` options that would include the entry, which kb meta prints for
@@ -629,8 +631,7 @@ def condition_context(site: Site, cond: str) -> dict:
     summary = site.summaries.get(cond)
     rows = []
     for outcome in site.vocab.terms("outcome"):
-        for key, a in analyses_of(site, cond, outcome):
-            rows.append(_sof_row(site, key, a))
+        rows += _sof_group(site, analyses_of(site, cond, outcome))
     ae = []
     for term in _order(site.vocab, "adverse_event", [t for d in studies for t in d["ae"]]):
         reporting = [d for d in studies if term in d["ae"]]
@@ -647,6 +648,20 @@ def condition_context(site: Site, cond: str) -> dict:
         "primary_count": sum(d["conditions"][0] == cond and not d["draft"] for d in studies),
         "drafts": sum(d["draft"] for d in studies),
     }
+
+
+def _sof_group(site: Site, analyses: list[tuple[tuple, dict]]) -> list[dict]:
+    """The Summary of Findings rows of one condition and outcome (one per time window and comparator
+    class). An entry left out of every one of them (a review, a retraction, a secondary condition) is
+    listed once, under the last row (``shared_excluded``), not once per row; each row lists its own."""
+    rows = [_sof_row(site, key, a) for key, a in analyses]
+    if not rows:
+        return rows
+    shared = [e for e in rows[0]["excluded"] if e.get("window") is None and e.get("cls") is None]
+    for row in rows:
+        row["excluded"] = [e for e in row["excluded"] if e.get("window") is not None or e.get("cls") is not None]
+    rows[-1]["shared_excluded"] = shared
+    return rows
 
 
 def _sof_row(site: Site, key: tuple, a: dict) -> dict:
@@ -668,8 +683,7 @@ def _sof_row(site: Site, key: tuple, a: dict) -> dict:
 def outcome_context(site: Site, outcome: str) -> dict:
     rows = []
     for cond in site.vocab.terms("condition"):
-        for key, a in analyses_of(site, cond, outcome):
-            rows.append(_sof_row(site, key, a))
+        rows += _sof_group(site, analyses_of(site, cond, outcome))
     studies = site.studies(outcome=outcome)
     return {"root": "../", "outcome": outcome, "sof": rows, "studies": studies, "drafts": sum(d["draft"] for d in studies)}
 

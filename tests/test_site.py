@@ -530,7 +530,8 @@ def test_page_contexts(tmp_path):
     ctx = site_mod.condition_context(site, "depression")
     (row,) = ctx["sof"]
     assert row["outcome"] == "response" and row["result"]["k"] == 2
-    assert [e["id"] for e in row["excluded"]] == ["gamma-2010"]  # PTSD is its main condition
+    # PTSD is its main condition: left out of every analysis of the outcome, listed once under the last row
+    assert row["excluded"] == [] and [e["id"] for e in row["shared_excluded"]] == ["gamma-2010"]
     assert [d["id"] for d in ctx["durability"]] == ["beta-2005"]
     assert [(a["term"], [d["id"] for d in a["studies"]]) for a in ctx["ae"]] == [("dissociation", ["beta-2005"]),
                                                                               ("nausea", ["beta-2005"])]
