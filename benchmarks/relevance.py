@@ -83,13 +83,14 @@ def plain_bm25(docs: dict[int, str], queries: dict[int, str], k1=1.2, b=0.75) ->
     return out
 
 
-def kb_rankings(docs: dict[int, str], queries: dict[int, str]) -> tuple[dict[int, list[int]], float, float]:
+def kb_rankings(docs: dict[int, str], queries: dict[int, str],
+                root: Path | None = None) -> tuple[dict[int, list[int]], float, float]:
     from kb import yamlio
     from kb.config import open_kb
     from kb.index import SearchIndex
     from kb.search import SearchRequest, search
 
-    root = Path(tempfile.mkdtemp(prefix="kb-medline-"))
+    root = root or Path(tempfile.mkdtemp(prefix="kb-medline-"))
     studies = root / "studies"
     studies.mkdir()
     for d, text in docs.items():

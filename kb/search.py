@@ -417,7 +417,11 @@ def _free_count(node) -> int:
 
 FACET_PREFIXES = ("condition=", "outcome=", "design=")
 SCORED_FIELDS = ("text", "phrases")
-K1, B = 1.2, 0.75  # BM25, as Whoosh's BM25F defaults
+K1, B = 2.0, 0.75
+"""BM25's term-frequency saturation and length normalisation. k1 = 2.0, the top of the usual 1.2-2.0
+range: a word scored with its alternatives sums their frequencies, which k1 = 1.2 flattened. On the
+MEDLINE benchmark MAP 0.5078 -> 0.5185, nDCG@10 0.676 -> 0.696, P@10 0.627 -> 0.647; every clinician
+question that passed at 1.2 still passes."""
 _PY_SCORING_MAX = 150_000
 """Up to this many postings, scores are summed in Python; beyond, with numpy (same arithmetic)."""
 
