@@ -1361,7 +1361,7 @@ class _Pages:
         if kind == "outcomes/index.html":
             return render("outcomes.html", root="../", outcomes=[
                 {"outcome": o, "studies": sum(not d["draft"] for d in site.studies(outcome=o)),
-                 "pooled": sum(1 for k, a in site.analyses.items() if k[1] == o and a["ok"])}
+                 "pooled": len({k[0] for k, a in site.analyses.items() if k[1] == o and a["ok"]})}
                 for o in site.outcomes()])
         if kind == "search.html":
             ds = site.digests.values()

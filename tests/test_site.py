@@ -339,7 +339,7 @@ def test_incremental_build_rewrites_only_what_changed(tmp_path, monkeypatch):
     assert "studies/alpha-2001.html" not in changed and "studies/gamma-2010.html" not in changed
     assert "conditions/ptsd.html" not in changed and "assets/site.css" not in changed
     changes = (out / "changes.html").read_text()
-    assert "Studies changed (1)" in changes and "Pooled estimates that moved (1)" in changes
+    assert "Studies changed (1)" in changes and "Estimates that moved (1)" in changes
     # the moved estimate names its time window and comparator class, and links to its own row
     assert ('<a href="conditions/depression.html#o-depression-response-24h-inert-placebo">Depression: response, '
             'about 24 h, vs inert placebo (saline)</a>') in changes
