@@ -511,7 +511,7 @@ def serve(ctx: click.Context, out: Path | None, base_url: str | None, no_search:
     """
     import time
 
-    from kb.serve import Preview
+    from kb.site.serve import Preview
 
     kb = _kb(ctx)
     report = _build(kb, out, base_url, jobs, not no_search, False, False)

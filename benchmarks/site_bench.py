@@ -234,7 +234,7 @@ def bench_size(kb: str, n: int, root: Path, repeat: int, pagefind_max: int) -> d
         check(measure(build), "kb build (restore)")
 
     # 4. Pagefind alone on the built site
-    from kb.site import pagefind_command
+    from kb.site.pagefind import pagefind_command
 
     cmd = pagefind_command() or sys.exit("Pagefind is not installed: pip install 'pagefind[bin]'")
     pfs = []

@@ -39,3 +39,7 @@ class RecordExists(KbError):
 
 class RecordError(KbError):
     """A record file could not be loaded (syntax, encoding, schema)."""
+
+
+class SiteError(KbError):
+    """The site cannot be built (exit 1)."""

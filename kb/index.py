@@ -354,6 +354,9 @@ def _scan(studies: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
+scan = _scan  # the public name (kb build and kb serve watch the same files)
+
+
 def _sha1(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
 

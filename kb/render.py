@@ -118,19 +118,15 @@ def as_text(kb: KnowledgeBase, s: Study) -> str:
 def show(kb: KnowledgeBase, study: Study, fmt: str = "text") -> str:
     from . import yamlio
     from .records import record_data
-    from .templating import make_env
 
     if fmt == "yaml":
         return yamlio.dump(record_data(study))
     if fmt == "json":
         return json.dumps(study.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
     if fmt == "html":
-        from .site import digest, record_label, study_context
-        from .validate import record_files
+        from .site.studies import study_page
 
-        known = {p.stem: p for p in record_files([kb.studies_dir])} if kb.studies_dir.is_dir() else {}
-        ctx = study_context(study, digest(study, "", kb.protocol, kb.vocab), kb.vocab, known, label_of=lambda i: record_label(known[i]))
-        return make_env(kb).get_template("study.html").render(kb=kb, vocab=kb.vocab, **ctx)
+        return study_page(kb, study)
     return as_text(kb, study)
 
 

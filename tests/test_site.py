@@ -26,7 +26,11 @@ import yaml
 
 from kb import site as site_mod
 from kb.config import open_kb
+from kb.errors import BadRequest
+from kb.site import analyses as site_analyses
 from kb.site import build_site
+from kb.site import pages as site_pages
+from kb.site import studies as site_studies
 
 from .conftest import ROOT, bundled_copy, invoke
 from .test_synthesis import binary, make_kb, trial
@@ -232,7 +236,7 @@ def test_base_url_makes_feed_and_sitemap_absolute(tmp_path, runner):
 
 
 def test_big_sitemaps_are_split_with_an_index(tmp_path, monkeypatch):
-    monkeypatch.setattr(site_mod, "SITEMAP_MAX", 5)
+    monkeypatch.setattr(site_pages, "SITEMAP_MAX", 5)
     root = make_kb(tmp_path, [trial(f"t{i}-2001", [binary("response", 5, 20, 4, 20)]) for i in range(8)])
     build_site(open_kb(root), tmp_path / "out", search=False)
     index = ET.parse(tmp_path / "out/sitemap.xml").getroot()
@@ -294,7 +298,7 @@ def test_source_date_epoch_is_honoured(tmp_path, monkeypatch):
     build_site(open_kb(root), tmp_path / "out", search=False)
     assert "2023-11-14T22:13:20Z" in (tmp_path / "out/methods.html").read_text()
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
-    with pytest.raises(site_mod.BadRequest, match="SOURCE_DATE_EPOCH"):
+    with pytest.raises(BadRequest, match="SOURCE_DATE_EPOCH"):
         build_site(open_kb(root), tmp_path / "out2", search=False)
 
 
@@ -584,7 +588,7 @@ def fetch(url: str) -> tuple[int, str]:
 
 
 def test_serve_previews_and_rebuilds_when_a_record_changes(tmp_path):
-    from kb.serve import Preview
+    from kb.site.serve import Preview
 
     root = make_kb(tmp_path, [trial("alpha-2001", [binary("response", 12, 20, 4, 20)], key_finding="Before.")])
     kb, out = open_kb(root), tmp_path / "out"
@@ -643,8 +647,8 @@ def test_validate_checks_summaries_too(tmp_path, runner):
 def test_parallel_build_equals_serial_build(tmp_path, monkeypatch):
     """Study pages in forked workers and aggregate pages shared out give the same bytes as one process."""
     monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
-    monkeypatch.setattr(site_mod, "PARALLEL_THRESHOLD", 0)
-    monkeypatch.setattr(site_mod, "AGGREGATE_PARALLEL", 0)
+    monkeypatch.setattr(site_studies, "PARALLEL_THRESHOLD", 0)
+    monkeypatch.setattr(site_pages, "AGGREGATE_PARALLEL", 0)
     root = bundled_copy(tmp_path / "ketamine")
     kb = open_kb(root)
     serial = build_site(kb, tmp_path / "one", search=False, jobs=1)
@@ -711,7 +715,7 @@ def test_an_interrupted_build_is_redone_in_full(tmp_path, monkeypatch):
         (out / "studies/alpha-2001.html").write_bytes(good[:100])  # half a page, then the process dies
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(site_mod, "_run", killed)
+    monkeypatch.setattr(site_studies, "render_studies", killed)
     with pytest.raises(KeyboardInterrupt):
         build_site(kb, out, search=False)
     monkeypatch.undo()
@@ -731,7 +735,7 @@ def test_an_interrupted_first_build_can_be_run_again(tmp_path, monkeypatch):
         (out / "studies/alpha-2001.html").write_bytes(b"<html>half a page")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(site_mod, "_run", killed)
+    monkeypatch.setattr(site_studies, "render_studies", killed)
     with pytest.raises(KeyboardInterrupt):
         build_site(kb, out, search=False)
     monkeypatch.undo()
@@ -781,7 +785,7 @@ def test_downloads_edited_by_hand_stop_an_incremental_build_with_a_hint(tmp_path
     import multiprocessing
 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
-    monkeypatch.setattr(site_mod, "AGGREGATE_PARALLEL", 0)
+    monkeypatch.setattr(site_pages, "AGGREGATE_PARALLEL", 0)
     root = bundled_copy(tmp_path / "ketamine")
     kb, out = open_kb(root), tmp_path / "out"
     build_site(kb, out, search=False, jobs=jobs)
@@ -799,13 +803,13 @@ def test_downloads_edited_by_hand_stop_an_incremental_build_with_a_hint(tmp_path
 def test_an_interrupted_parallel_build_leaves_no_process_behind(tmp_path, monkeypatch):
     import multiprocessing
 
-    monkeypatch.setattr(site_mod, "AGGREGATE_PARALLEL", 0)
+    monkeypatch.setattr(site_pages, "AGGREGATE_PARALLEL", 0)
     root = bundled_copy(tmp_path / "ketamine")
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(site_mod, "run_analyses", killed)
+    monkeypatch.setattr(site_analyses, "run_analyses", killed)
     with pytest.raises(KeyboardInterrupt):
         build_site(open_kb(root), tmp_path / "out", search=False, jobs=2)
     assert multiprocessing.active_children() == []

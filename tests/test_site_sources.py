@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from kb.config import open_kb
-from kb.site import build_site, public_reason, template_helpers
+from kb.site import build_site
+from kb.site.pages import public_reason, template_helpers
 from kb.vocab import load_vocabulary
 
 from .conftest import bundled_copy, invoke

@@ -9,10 +9,10 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
 
-from .config import KnowledgeBase
-from .errors import BadRequest, KbError
-from .index import _scan
-from .store import summaries_dir
+from ..config import KnowledgeBase
+from ..errors import BadRequest, KbError
+from ..index import scan
+from ..store import summaries_dir
 
 
 def watched_state(kb: KnowledgeBase) -> tuple:
@@ -31,7 +31,7 @@ def watched_state(kb: KnowledgeBase) -> tuple:
                     templates.append((p, st.st_size, st.st_mtime_ns))
     cfg = kb.root / "kb.yaml"
     st = cfg.stat() if cfg.is_file() else None
-    return (_scan(kb.studies_dir), _scan(summaries_dir(kb)), sorted(templates),
+    return (scan(kb.studies_dir), scan(summaries_dir(kb)), sorted(templates),
             (st.st_size, st.st_mtime_ns) if st else None)
 
 

@@ -1,0 +1,178 @@
+"""What a build leaves under ``.kb/site/<out-hash>/`` for the next one, and the keys it is checked by.
+
+- ``stamps.marshal``: each record file's size, mtime, SHA-1 and page (``rel -> (size, mtime_ns, sha1, page)``);
+- ``digests.marshal``: each record's digest (:func:`kb.site.studies.digest`), plain data;
+- ``meta.json``: the key of everything else a page depends on: the build id (the output folder's
+  manifest names the same one), the theme key (templates, kb.yaml, vocabulary, kb version), the
+  summaries key, the build information, the pages written, the ids pages may link to, and the
+  problems of the records left out.
+
+The build information (date, commit) is here too: it is part of that key, and of every page that spans studies.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import marshal
+import os
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..config import KnowledgeBase
+from ..errors import BadRequest
+from ..templating import default_templates_dir
+from ..validate import Problem
+
+SITE_VERSION = "4"  # 2: digests say whether the study is a draft; 3: rows per time window and comparator class;
+# 4: an outcome's own condition (si-response: suicidal-ideation) takes studies whatever their main condition
+
+
+# -- build information ------------------------------------------------------------------
+
+
+@dataclass
+class SiteInfo:
+    """What the methods page, the feed and the footer of aggregate pages say about this build."""
+
+    base_url: str | None
+    date: str  # ISO 8601, UTC
+    date_source: str  # SOURCE_DATE_EPOCH | git commit | latest record
+    commit: str | None
+    dirty: bool
+    kb_version: str = __version__
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        res = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() if res.returncode == 0 else None
+
+
+def build_info(kb: KnowledgeBase, base_url: str | None, latest: str | None) -> SiteInfo:
+    """The build date: SOURCE_DATE_EPOCH, else the git commit's date, else the latest record date,
+    so that building the same inputs twice gives the same bytes."""
+    commit = _git(kb.root, "rev-parse", "HEAD")
+    dirty = False
+    if commit:
+        status = _git(kb.root, "status", "--porcelain", "--", "studies", "summaries", "kb.yaml", "templates")
+        dirty = bool(status)
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        try:
+            when = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            raise BadRequest(f"SOURCE_DATE_EPOCH={epoch!r} is not a Unix time in seconds") from None
+        source = "SOURCE_DATE_EPOCH"
+    elif commit and (stamp := _git(kb.root, "log", "-1", "--format=%ct")):
+        when, source = _dt.datetime.fromtimestamp(int(stamp), _dt.timezone.utc), "git commit"
+    else:
+        day = _dt.date.fromisoformat(latest) if latest else _dt.date(1970, 1, 1)
+        when, source = _dt.datetime(day.year, day.month, day.day, tzinfo=_dt.timezone.utc), "latest record date"
+    url = base_url if base_url is not None else kb.base_url
+    if url and not url.endswith("/"):
+        url += "/"
+    return SiteInfo(url, when.strftime("%Y-%m-%dT%H:%M:%SZ"), source, commit, dirty)
+
+
+# -- the keys a build is checked by ------------------------------------------------------
+
+
+def theme_key(kb: KnowledgeBase) -> str:
+    """The key of what every page depends on beyond its record: the site and kb versions, kb.yaml's title,
+    description and language, the vocabulary, and every template (kb's and the knowledge base's own)."""
+    h = hashlib.sha1()
+    h.update(f"{SITE_VERSION}|{__version__}|{kb.title}|{kb.description}|{kb.language}".encode())
+    h.update(json.dumps(kb.vocab.as_dict(), sort_keys=True).encode())
+    for folder in (default_templates_dir(), kb.templates_dir):
+        if folder.is_dir():
+            for p in sorted(folder.rglob("*")):
+                if p.is_file():
+                    h.update(str(p.relative_to(folder)).encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def summaries_key(kb: KnowledgeBase) -> str:
+    """The key of the condition summaries (summaries/*.yaml), which the pages that span studies show."""
+    from ..store import summaries_dir
+
+    h = hashlib.sha1()
+    folder = summaries_dir(kb)
+    if folder.is_dir():
+        for p in sorted(folder.glob("*.y*ml")):
+            h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def state_dir(kb: KnowledgeBase, out: Path) -> Path:
+    """``.kb/site/<out-hash>/``: one folder of state per output folder."""
+    return kb.state_dir / "site" / hashlib.sha1(str(out).encode()).hexdigest()[:12]
+
+
+# -- reading and writing the state -------------------------------------------------------
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON file's content, or None when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def read_meta(folder: Path) -> dict:
+    """The last build's ``meta.json`` ({} when there is none, or it is unreadable)."""
+    return read_json(folder / "meta.json") or {}
+
+
+def forget(folder: Path) -> None:
+    """Drop ``meta.json``: from here on pages change, and an interrupted build must not leave state
+    that vouches for them (the next build is then a full one)."""
+    (folder / "meta.json").unlink(missing_ok=True)
+
+
+def _load_marshal(path: Path) -> Any:
+    with open(path, "rb") as fh:
+        return marshal.loads(fh.read())  # marshal.load(fh) reads in small pieces: 3-5x slower
+
+
+def load_stamps(folder: Path) -> dict | None:
+    """rel -> (size, mtime_ns, sha1, page) as the last build left them; None when missing or unreadable."""
+    try:
+        stamps = _load_marshal(folder / "stamps.marshal")
+    except (OSError, EOFError, ValueError, TypeError):
+        return None
+    return stamps if isinstance(stamps, dict) else None
+
+
+def load_digests(folder: Path) -> dict | None:
+    """rel -> digest as the last build left them (our own cache: plain data only); None when missing or unreadable."""
+    try:
+        return _load_marshal(folder / "digests.marshal")
+    except (OSError, EOFError, ValueError, TypeError):
+        return None
+
+
+def save(folder: Path, digests: dict, stamps: dict, meta: dict) -> None:
+    """Remember this build: the digests, the stamps, then ``meta.json``, which vouches for both."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "digests.marshal", "wb") as fh:
+        marshal.dump(digests, fh)  # 4x faster than pickle for plain data
+    with open(folder / "stamps.marshal", "wb") as fh:
+        marshal.dump(stamps, fh)
+    (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+
+
+def problems_by_file(problems: list[Problem]) -> dict[str, list[list]]:
+    """studies-relative path -> its problems as plain lists (remembered for the next build's report)."""
+    out: dict[str, list[list]] = {}
+    for p in problems:
+        rel = p.file[len("studies/"):] if p.file.startswith("studies/") else p.file
+        out.setdefault(rel, []).append(list(asdict(p).values()))
+    return out
