@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import marshal
 import os
 import pickle
 import re
 import shutil
 import time
 import zlib
-from collections import Counter, namedtuple
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -40,6 +39,9 @@ from typing import TYPE_CHECKING
 from . import engine
 from .config import KnowledgeBase
 from .errors import KbError
+from .files import FileState, gc_paused, read_manifest, read_stamps, scan, sha1, write_manifest
+
+_scan = scan  # the old name, still imported by kb.site and kb.serve (kb.files.scan is the home)
 
 if TYPE_CHECKING:  # the search path must not import the schema (pydantic): it is slow to load
     from .records import Study
@@ -314,51 +316,7 @@ def words_of(study: Study) -> Iterable[str]:
             yield from (w.lower() for w in _WORD.findall(text))
 
 
-# -- files and the manifest --------------------------------------------------------------
-
-
-FileState = namedtuple("FileState", "size mtime_ns sha1 ok", defaults=(True,))
-FileState.__doc__ = "(size, mtime_ns, sha1, ok) of a record file as indexed; ok is False when it has errors."
-
-
-def scan(studies: Path) -> dict[str, tuple[int, int]]:
-    """relative path -> (size, mtime_ns) for every record file, recursively (one stat each)."""
-    out: dict[str, tuple[int, int]] = {}
-    stack = [(str(studies), "")]
-    stat = os.stat
-    while stack:
-        folder, prefix = stack.pop()
-        try:
-            fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        try:
-            with os.scandir(fd) as entries:
-                names = []
-                for e in entries:
-                    name = e.name
-                    if name.startswith("."):
-                        continue
-                    if e.is_dir(follow_symlinks=False):
-                        stack.append((os.path.join(folder, name), f"{prefix}{name}/"))
-                    elif name.endswith((".yaml", ".yml")):
-                        names.append(name)
-            for name in names:
-                try:
-                    st = stat(name, dir_fd=fd)
-                except FileNotFoundError:
-                    continue
-                out[prefix + name] = (st.st_size, st.st_mtime_ns)
-        finally:
-            os.close(fd)
-    return out
-
-
-_scan = scan  # the old name, still imported by kb.site and kb.serve
-
-
-def _sha1(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
+# -- changes and reports --------------------------------------------------------------------
 
 
 def shard_of(relpath: str, shards: int) -> int:
@@ -387,23 +345,6 @@ class Check:
     @property
     def needed(self) -> bool:
         return self.reason is not None or bool(self.changes) or bool(self.changes.touched)
-
-
-class gc_paused:
-    """Pause the cyclic garbage collector while building large plain structures (no cycles):
-    loading a 100k-entry manifest otherwise triggers several full collections."""
-
-    def __enter__(self):
-        import gc
-
-        self._was = gc.isenabled()
-        gc.disable()
-
-    def __exit__(self, *exc):
-        import gc
-
-        if self._was:
-            gc.enable()
 
 
 @dataclass
@@ -449,7 +390,7 @@ def _index_files(storage_dir: str, indexname: str, studies: str, relpaths: list[
             display = os.path.relpath(path, root)
             try:
                 st = path.stat()
-                sha = _sha1(path)
+                sha = sha1(path)
             except OSError:
                 continue  # deleted meanwhile: the next refresh notices
             res = check_file(path, vocab, display)
@@ -508,27 +449,6 @@ class SearchIndex:
             return "index manifest missing"
         return None
 
-    def _load_stamps(self) -> dict:
-        """relative path -> (size, mtime_ns): all a no-change check needs."""
-        with open(self.manifest_path.with_name("stamps.marshal"), "rb") as fh:
-            return marshal.loads(fh.read())  # marshal.load(fh) reads in small pieces: 5x slower
-
-    def _load_manifest(self) -> dict:
-        """relative path -> (size, mtime_ns, sha1, ok) tuples (cheap to load: no objects built)."""
-        stamps = self._load_stamps()
-        with open(self.manifest_path, "rb") as fh:
-            info = marshal.loads(fh.read())
-        return {rel: (*stamps[rel], *info[rel]) for rel in info}
-
-    def _save_manifest(self, path: Path, manifest: dict[str, FileState]) -> None:
-        """Two files: the stamps (for the no-change check) and the hashes and status."""
-        for target, data in ((path.with_name("stamps.marshal"), {r: (f[0], f[1]) for r, f in manifest.items()}),
-                             (path, {r: (f[2], f[3]) for r, f in manifest.items()})):
-            tmp = target.with_suffix(".tmp")
-            with open(tmp, "wb") as fh:
-                marshal.dump(data, fh)
-            os.replace(tmp, target)
-
     def _save(self, path: Path, obj: Any) -> None:
         tmp = path.with_suffix(".tmp")
         with open(tmp, "wb") as fh:
@@ -548,7 +468,7 @@ class SearchIndex:
             if known is None:
                 ch.added.append(rel)
             elif (known[0], known[1]) != stamp:
-                sha = _sha1(self.kb.studies_dir / rel)
+                sha = sha1(self.kb.studies_dir / rel)
                 if sha != known[2]:
                     ch.changed.append(rel)
                 else:
@@ -566,10 +486,10 @@ class SearchIndex:
             changes = Changes()
             if reason is None:
                 try:
-                    stamps = self._load_stamps()
+                    stamps = read_stamps(self.manifest_path)
                     current = scan(self.kb.studies_dir)
                     if current != stamps:  # one comparison in C: the common case costs nothing more
-                        manifest = self._load_manifest()
+                        manifest = read_manifest(self.manifest_path)
                         changes = self.changes(manifest, current)
                 except Exception:  # noqa: BLE001 - unreadable manifest: rebuild
                     reason = "index manifest unreadable"
@@ -607,7 +527,7 @@ class SearchIndex:
             if status != 0 or not payload:
                 return self.check()
             reason, changes = pickle.loads(payload)
-            manifest = self._load_manifest() if reason is None and (changes or changes.touched) else {}
+            manifest = read_manifest(self.manifest_path) if reason is None and (changes or changes.touched) else {}
             return Check(reason, manifest, changes)
 
         return result
@@ -668,7 +588,7 @@ class SearchIndex:
             manifest.update(m)
             problems.extend(p)
             words.update(w)
-        self._save_manifest(tmp / "manifest.marshal", manifest)
+        write_manifest(tmp / "manifest.marshal", manifest)
         self._save(tmp / "words.pickle", dict(words))
         (tmp / "kb-index.json").write_text(json.dumps(
             {"version": INDEX_VERSION, "shards": shards, "vocab": self.vocab_hash(), "built": time.time(),
@@ -722,7 +642,7 @@ class SearchIndex:
                     problems.extend(p)
                     words.update(w_)
         manifest.update(ch.touched)
-        self._save_manifest(self.manifest_path, manifest)
+        write_manifest(self.manifest_path, manifest)
         if words:
             try:
                 with open(self.words_path, "rb") as fh:
