@@ -20,11 +20,12 @@ from typing import Callable
 from . import engine
 from .config import KnowledgeBase
 from .errors import BadRequest, KbError
-from .index import TEXT_BOOSTS, IndexLocked, SearchIndex, gc_paused, analyzer, known_phrases, stems, tag
+from .files import gc_paused
+from .index import TEXT_BOOSTS, IndexLocked, SearchIndex, analyzer, known_phrases, stems, tag
 from .records import MIN_YEAR as RECORD_MIN_YEAR
 from .query import (STATUS_ANY, Bool, Filter, Not, Range, Text, filter_node, free_text, names_status, parse_query,
                     parse_range)
-from .vocab import Vocabulary, _norm
+from .vocab import Vocabulary, fold
 
 SORTS = ("relevance", "year", "n", "evidence")
 MATCHES = ("auto", "all", "any")
@@ -182,7 +183,7 @@ def _expressions(vocab: Vocabulary) -> tuple[frozenset[str], int]:
     for cat in ("expansion", "optional", "abbreviation"):
         for t in vocab.categories.get(cat, {}).values():
             for text in (t.term, *t.synonyms):
-                folded = _norm(text)
+                folded = fold(text)
                 if " " in folded:
                     out.add(folded)
     return frozenset(out), max((len(e.split()) for e in out), default=1)
@@ -214,7 +215,7 @@ def _join(items: list, vocab: Vocabulary) -> list:
         size = 1
         for n in range(min(longest, len(items) - i), 1, -1):
             run = items[i:i + n]
-            if all(isinstance(x, Text) and not x.phrase for x in run) and _norm(" ".join(x.text for x in run)) in known:
+            if all(isinstance(x, Text) and not x.phrase for x in run) and fold(" ".join(x.text for x in run)) in known:
                 size = n
                 break
         joined.append(items[i] if size == 1 else Text(" ".join(x.text for x in items[i:i + size])))
