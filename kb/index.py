@@ -1,4 +1,6 @@
-"""The search index: Whoosh behind one module, so the engine could be swapped.
+"""The search index: what is indexed (schema, analysis, each record's document) and keeping it
+up to date. How documents are written to and read from disk is kb.engine's (the one package that
+knows Whoosh's internals); this module imports Whoosh only for the schema and the analysis.
 
 Layout in a knowledge base (ignored by git)::
 
@@ -21,22 +23,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import marshal
 import os
 import pickle
 import re
 import shutil
 import time
 import zlib
-from collections import Counter, namedtuple
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from typing import TYPE_CHECKING
 
+from . import engine
 from .config import KnowledgeBase
 from .errors import KbError
+from .files import FileState, gc_paused, read_manifest, read_stamps, scan, sha1, write_manifest
 
 if TYPE_CHECKING:  # the search path must not import the schema (pydantic): it is slow to load
     from .records import Study
@@ -45,9 +48,6 @@ if TYPE_CHECKING:  # the search path must not import the schema (pydantic): it i
 INDEX_VERSION = 18
 """Bump when the schema, the analysis or the documents change: every index is rebuilt."""
 PARALLEL_MIN = 400
-SEGMENT_DOCS = 5000
-"""A full build commits a segment every this many records: Whoosh's commit costs grow faster than
-linearly with segment size (1.2 ms per record up to ~5k, 1.9 ms at 10k, 2.2 ms at 20k here)."""
 TEXT_BOOSTS = {"text": 1.0}
 TITLE_WEIGHT, KEY_FINDING_WEIGHT = 2, 2
 """Field weights, applied BM25F-style: the title and key finding are repeated in the one text field,
@@ -314,51 +314,7 @@ def words_of(study: Study) -> Iterable[str]:
             yield from (w.lower() for w in _WORD.findall(text))
 
 
-# -- files and the manifest --------------------------------------------------------------
-
-
-FileState = namedtuple("FileState", "size mtime_ns sha1 ok", defaults=(True,))
-FileState.__doc__ = "(size, mtime_ns, sha1, ok) of a record file as indexed; ok is False when it has errors."
-
-
-def _scan(studies: Path) -> dict[str, tuple[int, int]]:
-    """relative path -> (size, mtime_ns) for every record file, recursively (one stat each)."""
-    out: dict[str, tuple[int, int]] = {}
-    stack = [(str(studies), "")]
-    stat = os.stat
-    while stack:
-        folder, prefix = stack.pop()
-        try:
-            fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        try:
-            with os.scandir(fd) as entries:
-                names = []
-                for e in entries:
-                    name = e.name
-                    if name.startswith("."):
-                        continue
-                    if e.is_dir(follow_symlinks=False):
-                        stack.append((os.path.join(folder, name), f"{prefix}{name}/"))
-                    elif name.endswith((".yaml", ".yml")):
-                        names.append(name)
-            for name in names:
-                try:
-                    st = stat(name, dir_fd=fd)
-                except FileNotFoundError:
-                    continue
-                out[prefix + name] = (st.st_size, st.st_mtime_ns)
-        finally:
-            os.close(fd)
-    return out
-
-
-scan = _scan  # the public name (kb build and kb serve watch the same files)
-
-
-def _sha1(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
+# -- changes and reports --------------------------------------------------------------------
 
 
 def shard_of(relpath: str, shards: int) -> int:
@@ -389,23 +345,6 @@ class Check:
         return self.reason is not None or bool(self.changes) or bool(self.changes.touched)
 
 
-class gc_paused:
-    """Pause the cyclic garbage collector while building large plain structures (no cycles):
-    loading a 100k-entry manifest otherwise triggers several full collections."""
-
-    def __enter__(self):
-        import gc
-
-        self._was = gc.isenabled()
-        gc.disable()
-
-    def __exit__(self, *exc):
-        import gc
-
-        if self._was:
-            gc.enable()
-
-
 @dataclass
 class RefreshReport:
     rebuilt: bool = False
@@ -430,175 +369,26 @@ class RefreshReport:
 
 # -- building -------------------------------------------------------------------------------
 
-_BULK_WRITER = None
-
-
-def bulk_writer(ix, **kwargs):
-    """A Whoosh writer for full builds: the same segment files as Whoosh's own SegmentWriter, with
-    less work per posting (measured 2.8 -> 2.0 ms per record per core at 100k).
-
-    Whoosh's writer sends every posting through an external-sort pool as a tuple, then looks each
-    posting's field length up again from the column file it just wrote. A full build needs neither:
-    documents arrive in docnum order, so postings are kept per term in memory (one segment is at most
-    SEGMENT_DOCS records) and lengths are known when the document is added. The pre-analysed ``text``
-    field (most of the postings) is turned into positions in one loop instead of through Whoosh's
-    token objects. tests/test_search.py checks that both writers produce the same index.
-    """
-    global _BULK_WRITER
-    if _BULK_WRITER is None:
-        _BULK_WRITER = _make_bulk_writer()
-    return _BULK_WRITER(ix, **kwargs)
-
-
-def _make_bulk_writer():
-    from pickle import dumps
-
-    from whoosh.system import emptybytes, pack_uint
-    from whoosh.util.numeric import byte_to_length, length_to_byte
-    from whoosh.writing import SegmentWriter
-
-    def quantised(length: int) -> int:
-        # what Whoosh's writer passes on: the length as stored in the one-byte lengths column
-        return byte_to_length(length_to_byte(length)) if length else 0
-
-    single: dict[int, bytes] = {}  # position -> the pickled positions of a term seen once, there
-    one = pack_uint(1)
-
-    class BulkWriter(SegmentWriter):
-        def __init__(self, ix, **kwargs):
-            super().__init__(ix, **kwargs)
-            self._terms: dict[str, dict[bytes, list]] = {}
-
-        def add_document(self, **fields):
-            self._check_state()
-            schema, docnum, perdoc = self.schema, self.docnum, self.perdocwriter
-            perdoc.start_doc(docnum)
-            for name in sorted(fields):
-                value = fields[name]
-                if value is None:
-                    continue
-                fieldobj = schema[name]
-                length = 0
-                if fieldobj.indexed:
-                    terms = self._terms.get(name)
-                    if terms is None:
-                        terms = self._terms[name] = {}
-                    if name == "text":  # pre-analysed tokens: positions in one pass
-                        poses: dict[str, list[int]] = {}
-                        for pos, tok in enumerate(value):
-                            p = poses.get(tok)
-                            if p is None:
-                                poses[tok] = [pos]
-                            else:
-                                p.append(pos)
-                        length = len(value)
-                        qlen = quantised(length)
-                        for tok, p in poses.items():
-                            if len(p) == 1:  # most terms: one position, its pickle cached
-                                pickled = single.get(p[0])
-                                if pickled is None:
-                                    pickled = single[p[0]] = dumps(p, 2)
-                                # a new bytes object each time: a block's pickle would otherwise
-                                # memoise repeats and differ from Whoosh's own bytes
-                                posting = (docnum, 1.0, one + pickled, qlen)
-                            else:
-                                deltas = [p[0]] + [b - a for a, b in zip(p, p[1:])]
-                                posting = (docnum, float(len(p)), pack_uint(len(p)) + dumps(deltas, 2), qlen)
-                            key = tok.encode("utf-8")
-                            lst = terms.get(key)
-                            if lst is None:
-                                terms[key] = [posting]
-                            else:
-                                lst.append(posting)
-                    else:
-                        items = list(fieldobj.index(value))
-                        if fieldobj.scorable:
-                            length = sum(freq for _, freq, _, _ in items)
-                        qlen = quantised(length) if fieldobj.scorable else 0
-                        for key, _, weight, vbytes in items:
-                            posting = (docnum, weight, vbytes if vbytes is not None else emptybytes, qlen)
-                            lst = terms.get(key)
-                            if lst is None:
-                                terms[key] = [posting]
-                            else:
-                                lst.append(posting)
-                perdoc.add_field(name, fieldobj, value if fieldobj.stored else None, length)
-                column = fieldobj.column_type
-                if column and value is not None:
-                    perdoc.add_column_value(name, column, fieldobj.to_column_value(value))
-            perdoc.finish_doc()
-            self._added = True
-            self.docnum += 1
-
-        def _flush_segment(self):
-            self.perdocwriter.close()
-            fw = self.fieldwriter
-            start_term, finish_term = fw.start_term, fw.finish_term
-            for name in sorted(self._terms):
-                terms = self._terms[name]
-                fw.start_field(name, self.schema[name])
-                for key in sorted(terms):
-                    start_term(key)
-                    _fill_blocks(fw._postwriter, terms[key])
-                    finish_term()
-                fw.finish_field()
-            fw.close()
-            self._terms = {}
-
-    def _fill_blocks(pw, postings: list) -> None:
-        """What W3PostingsWriter.add_posting does for each posting, a block at a time: a block is
-        written when full, the last one stays buffered for finish_postings (which may inline it)."""
-        limit = pw._blocklimit
-        for start in range(0, len(postings), limit):
-            if start:
-                pw._write_block()
-            chunk = postings[start:start + limit]
-            ids, weights, values, lengths = zip(*chunk)
-            pw._ids.extend(ids)
-            pw._weights.extend(weights)
-            pw._values.extend(v for v in values if v)
-            pw._maxweight = max(pw._maxweight, *weights)
-            lengths = [n for n in lengths if n]
-            if lengths:
-                low = min(lengths)
-                pw._minlength = low if pw._minlength is None else min(pw._minlength, low)
-                pw._maxlength = max(pw._maxlength, *lengths)
-
-    return BulkWriter
-
-
-
 _PROGRESS = None  # a shared counter for worker processes (set before forking)
 
 
 def _index_files(storage_dir: str, indexname: str, studies: str, relpaths: list[str], root: str, vocab,
                  create: bool, lock_timeout: float = 5.0) -> tuple[dict, list[Problem], Counter]:
     """Parse, validate and add ``relpaths`` to one shard. Runs in a worker process or inline."""
-    from whoosh.filedb.filestore import FileStorage
-
     from .validate import check_file
 
-    storage = FileStorage(storage_dir, supports_mmap=False)
-    ix = storage.create_index(make_schema(), indexname=indexname) if create else storage.open_index(indexname)
     manifest: dict[str, FileState] = {}
     problems: list[Problem] = []
     words: Counter = Counter()
-    from whoosh.writing import NO_MERGE
-
-    def new_writer():
-        return bulk_writer(ix, timeout=lock_timeout) if create else ix.writer(limitmb=256, timeout=lock_timeout)
-
-    writer = new_writer()
-    try:
+    with engine.ShardWriter(storage_dir, indexname, schema=make_schema() if create else None,
+                            lock_timeout=lock_timeout) as writer:
         for i, rel in enumerate(relpaths, 1):
-            if create and i % SEGMENT_DOCS == 0:
-                writer.commit(mergetype=NO_MERGE)
-                writer = new_writer()
+            writer.record(i)
             path = Path(studies) / rel
             display = os.path.relpath(path, root)
             try:
                 st = path.stat()
-                sha = _sha1(path)
+                sha = sha1(path)
             except OSError:
                 continue  # deleted meanwhile: the next refresh notices
             res = check_file(path, vocab, display)
@@ -607,20 +397,14 @@ def _index_files(storage_dir: str, indexname: str, studies: str, relpaths: list[
             if res.study is None or errors:
                 problems.extend(errors)
                 if not create:
-                    writer.delete_by_term("path", rel)
+                    writer.delete(rel)
             else:
-                if create:
-                    writer.add_document(**document(res.study, rel, vocab))
-                else:
-                    writer.update_document(**document(res.study, rel, vocab))
+                writer.put(document(res.study, rel, vocab))
                 words.update(words_of(res.study))
             if _PROGRESS is not None and i % 50 == 0:
                 with _PROGRESS.get_lock():
                     _PROGRESS.value += 50
-        writer.commit(mergetype=NO_MERGE) if create else writer.commit()
-    except BaseException:
-        writer.cancel()
-        raise
+        writer.commit()
     if _PROGRESS is not None:
         with _PROGRESS.get_lock():
             _PROGRESS.value += len(relpaths) % 50
@@ -629,106 +413,6 @@ def _index_files(storage_dir: str, indexname: str, studies: str, relpaths: list[
 
 def _shard_task(args):
     return _index_files(*args)
-
-
-def leaves(reader) -> list:
-    """(segment reader, global docnum offset) pairs of a reader."""
-    return reader.leaf_readers() if not reader.is_atomic() else [(reader, 0)]
-
-
-_ONES = None
-
-
-def _decode_w3_postings(m, offset: int, ids, weights) -> None:
-    """Decode a whole Whoosh 3 posting list from one read of its bytes.
-
-    The same format W3LeafMatcher reads (a magic tag, then blocks of: signed length, pickled
-    block info, optionally zlib-compressed pickled (delta ids, weights, values)), but read as one
-    byte string instead of a seek and several small reads per block.
-    """
-    import io
-    import pickle as pk
-    import zlib as zl
-    from array import array
-    from itertools import accumulate
-
-    from whoosh.system import unpack_int
-
-    total = m._length[0] if isinstance(m._length, tuple) else m._length  # Whoosh keeps it as (n,)
-    raw = m._postfile.get(m._startoffset, total)
-    bio = io.BytesIO(raw)
-    pos = 4  # the header tag
-    while True:
-        length = unpack_int(raw[pos:pos + 4])[0]
-        last = length < 0
-        pos += 4
-        nxt = pos + abs(length)
-        bio.seek(pos)
-        info = pk.load(bio)
-        data = raw[bio.tell():nxt]
-        if info[3]:  # compression
-            data = zl.decompress(data)
-        deltas, w = pk.loads(data)[:2]
-        first = len(ids)
-        ids.extend(accumulate(deltas, initial=offset))
-        del ids[first]  # accumulate's initial value is not a docnum
-        count = len(ids) - first
-        if w is None:
-            weights.extend(_ONES[:count] if count <= len(_ONES) else array("f", [1.0]) * count)
-        elif isinstance(w, float):
-            weights.extend(array("f", [w]) * count)
-        else:
-            weights.extend(w)
-        if last or nxt >= len(raw):
-            break
-        pos = nxt
-
-
-def term_postings(reader, fieldname: str, text: str):
-    """(global docnums, weights) of one term across every segment, read a block at a time.
-
-    Deleted documents are included; callers mask them out. This reads Whoosh's posting blocks
-    directly (W3LeafMatcher) rather than one posting per Python call, which is ~50x faster.
-    """
-    from array import array
-
-    from whoosh.reading import TermNotFound
-
-    global _ONES
-    if _ONES is None:
-        _ONES = array("f", [1.0]) * 1024
-    ids, weights = array("i"), array("f")
-    for r, offset in leaves(reader):
-        try:
-            m = r.postings(fieldname, text)
-        except TermNotFound:
-            continue
-        m = getattr(m, "child", m)  # a FilterMatcher hides deleted documents: we mask them later
-        if hasattr(m, "_startoffset") and hasattr(m, "_postfile") and not getattr(m, "_byteids", True):
-            _decode_w3_postings(m, offset, ids, weights)
-        else:  # pragma: no cover - other matcher kinds: one posting at a time
-            while m.is_active():
-                ids.append(m.id() + offset)
-                weights.append(m.weight())
-                m.next()
-    return ids, weights
-
-
-def _read_storage(path: str):
-    """Whoosh file storage for searching: files opened with a 256 kB read buffer.
-
-    A posting list is read block by block with a seek and a small read each; with Python's
-    default 8 kB buffer that was ~40k read() calls (a third of a cold search) at 100k records.
-    Memory-mapping is no answer: Whoosh then copies whole segment parts into memory.
-    """
-    from whoosh.filedb.filestore import FileStorage
-    from whoosh.filedb.structfile import StructFile
-
-    class BufferedStorage(FileStorage):
-        def open_file(self, name, **kwargs):
-            return StructFile(open(self._fpath(name), "rb", buffering=256 * 1024), name=name, **kwargs)
-
-    return BufferedStorage(path, supports_mmap=False)
 
 
 class SearchIndex:
@@ -763,27 +447,6 @@ class SearchIndex:
             return "index manifest missing"
         return None
 
-    def _load_stamps(self) -> dict:
-        """relative path -> (size, mtime_ns): all a no-change check needs."""
-        with open(self.manifest_path.with_name("stamps.marshal"), "rb") as fh:
-            return marshal.loads(fh.read())  # marshal.load(fh) reads in small pieces: 5x slower
-
-    def _load_manifest(self) -> dict:
-        """relative path -> (size, mtime_ns, sha1, ok) tuples (cheap to load: no objects built)."""
-        stamps = self._load_stamps()
-        with open(self.manifest_path, "rb") as fh:
-            info = marshal.loads(fh.read())
-        return {rel: (*stamps[rel], *info[rel]) for rel in info}
-
-    def _save_manifest(self, path: Path, manifest: dict[str, FileState]) -> None:
-        """Two files: the stamps (for the no-change check) and the hashes and status."""
-        for target, data in ((path.with_name("stamps.marshal"), {r: (f[0], f[1]) for r, f in manifest.items()}),
-                             (path, {r: (f[2], f[3]) for r, f in manifest.items()})):
-            tmp = target.with_suffix(".tmp")
-            with open(tmp, "wb") as fh:
-                marshal.dump(data, fh)
-            os.replace(tmp, target)
-
     def _save(self, path: Path, obj: Any) -> None:
         tmp = path.with_suffix(".tmp")
         with open(tmp, "wb") as fh:
@@ -795,7 +458,7 @@ class SearchIndex:
 
         ``manifest`` maps a relative path to (size, mtime_ns, sha1, ok) tuples or FileStates.
         """
-        current = _scan(self.kb.studies_dir) if current is None else current
+        current = scan(self.kb.studies_dir) if current is None else current
         ch = Changes()
         get = manifest.get
         for rel, stamp in current.items():
@@ -803,7 +466,7 @@ class SearchIndex:
             if known is None:
                 ch.added.append(rel)
             elif (known[0], known[1]) != stamp:
-                sha = _sha1(self.kb.studies_dir / rel)
+                sha = sha1(self.kb.studies_dir / rel)
                 if sha != known[2]:
                     ch.changed.append(rel)
                 else:
@@ -821,10 +484,10 @@ class SearchIndex:
             changes = Changes()
             if reason is None:
                 try:
-                    stamps = self._load_stamps()
-                    current = _scan(self.kb.studies_dir)
+                    stamps = read_stamps(self.manifest_path)
+                    current = scan(self.kb.studies_dir)
                     if current != stamps:  # one comparison in C: the common case costs nothing more
-                        manifest = self._load_manifest()
+                        manifest = read_manifest(self.manifest_path)
                         changes = self.changes(manifest, current)
                 except Exception:  # noqa: BLE001 - unreadable manifest: rebuild
                     reason = "index manifest unreadable"
@@ -862,7 +525,7 @@ class SearchIndex:
             if status != 0 or not payload:
                 return self.check()
             reason, changes = pickle.loads(payload)
-            manifest = self._load_manifest() if reason is None and (changes or changes.touched) else {}
+            manifest = read_manifest(self.manifest_path) if reason is None and (changes or changes.touched) else {}
             return Check(reason, manifest, changes)
 
         return result
@@ -885,7 +548,7 @@ class SearchIndex:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor  # here, not at the top: a cold search never needs it
 
-        files = sorted(_scan(self.kb.studies_dir))
+        files = sorted(scan(self.kb.studies_dir))
         jobs = jobs or os.cpu_count() or 1
         shards = max(1, min(jobs, len(files) // PARALLEL_MIN or 1))
         tmp = self.dir.with_name("index.building")
@@ -923,7 +586,7 @@ class SearchIndex:
             manifest.update(m)
             problems.extend(p)
             words.update(w)
-        self._save_manifest(tmp / "manifest.marshal", manifest)
+        write_manifest(tmp / "manifest.marshal", manifest)
         self._save(tmp / "words.pickle", dict(words))
         (tmp / "kb-index.json").write_text(json.dumps(
             {"version": INDEX_VERSION, "shards": shards, "vocab": self.vocab_hash(), "built": time.time(),
@@ -947,13 +610,9 @@ class SearchIndex:
         if not ch and not ch.touched:
             report.records = int(meta.get("records", len(manifest) - int(meta.get("invalid", 0))))
             return report
-        from whoosh.filedb.filestore import FileStorage
-        from whoosh.index import LockError
-
         problems: list[Problem] = []
         words: Counter = Counter()
         if ch:
-            storage = FileStorage(str(self.dir), supports_mmap=False)
             by_shard: dict[int, list[str]] = {}
             for rel in ch.added + ch.changed:
                 by_shard.setdefault(shard_of(rel, shards), []).append(rel)
@@ -963,13 +622,9 @@ class SearchIndex:
             for shard in sorted(set(by_shard) | set(deleted_by_shard)):
                 name = f"s{shard}"
                 try:
-                    ix = storage.open_index(name)
                     if deleted_by_shard.get(shard):
-                        w = ix.writer(timeout=lock_timeout)
-                        for rel in deleted_by_shard[shard]:
-                            w.delete_by_term("path", rel)
-                        w.commit()
-                except LockError:
+                        engine.delete_documents(str(self.dir), name, deleted_by_shard[shard], lock_timeout=lock_timeout)
+                except engine.IndexBusy:
                     raise IndexLocked("the search index is being updated by another kb process",
                                       hint="wait for it to finish, then try again") from None
                 for rel in deleted_by_shard.get(shard, []):
@@ -978,14 +633,14 @@ class SearchIndex:
                     try:
                         m, p, w_ = _index_files(str(self.dir), name, str(self.kb.studies_dir), by_shard[shard],
                                                 str(self.kb.root), self.kb.vocab, False, lock_timeout)
-                    except LockError:
+                    except engine.IndexBusy:
                         raise IndexLocked("the search index is being updated by another kb process",
                                           hint="wait for it to finish, then try again") from None
                     manifest.update(m)
                     problems.extend(p)
                     words.update(w_)
         manifest.update(ch.touched)
-        self._save_manifest(self.manifest_path, manifest)
+        write_manifest(self.manifest_path, manifest)
         if words:
             try:
                 with open(self.words_path, "rb") as fh:
@@ -1008,28 +663,12 @@ class SearchIndex:
     # -- reading ------------------------------------------------------------------------
     def open_reader(self):
         """One reader over every segment of every shard (one index as far as ranking is concerned)."""
-        from whoosh import reading
-
         meta = self.read_meta() or {}
-        shards = int(meta.get("shards", 1))
-        storage = _read_storage(str(self.dir))
-        readers = []
-        try:
-            for i in range(shards):
-                r = storage.open_index(f"s{i}").reader()
-                # one flat list of segment readers: Whoosh's matchers do not nest multi-readers
-                readers.extend(r.readers if isinstance(r, reading.MultiReader) else [r])
-        except BaseException:
-            for r in readers:
-                r.close()
-            raise
-        return readers[0] if len(readers) == 1 else reading.MultiReader(readers)
+        return engine.open_reader(str(self.dir), int(meta.get("shards", 1)))
 
     def open_searcher(self):
         """A Whoosh searcher over :meth:`open_reader` (for Whoosh's own matching of phrases)."""
-        from whoosh.searching import Searcher
-
-        return Searcher(self.open_reader())
+        return engine.open_searcher(self.open_reader())
 
     def invalid_count(self) -> int:
         return int((self.read_meta() or {}).get("invalid", 0))

@@ -51,7 +51,7 @@ MEANING_KEYS = {
 _CHOICES = {"data": ("binary", "continuous"), "better": ("more", "fewer", "lower", "higher", "instrument")}
 
 
-def _norm(text: str) -> str:
+def fold(text: str) -> str:
     """Fold case, punctuation and spacing so that 'Post-traumatic' == 'post traumatic'."""
     return re.sub(r"[\s_\-–.,'’]+", " ", text.strip().lower()).strip()
 
@@ -66,7 +66,7 @@ class Vocabulary:
             table: dict[str, str] = {}
             for t in terms.values():
                 for alias in (t.term, *t.synonyms):
-                    table.setdefault(_norm(alias), t.term)
+                    table.setdefault(fold(alias), t.term)
             self._lookup[cat] = table
 
     # -- queries -----------------------------------------------------------
@@ -84,7 +84,7 @@ class Vocabulary:
         """The canonical term that ``text`` (a term, synonym or abbreviation) names."""
         if text in self.categories.get(category, {}):
             return text
-        return self._lookup.get(category, {}).get(_norm(text))
+        return self._lookup.get(category, {}).get(fold(text))
 
     def suggest(self, category: str, text: str) -> str | None:
         """The most likely intended term: a synonym's term, else the closest spelling."""
@@ -92,7 +92,7 @@ class Vocabulary:
         if found:
             return found
         table = self._lookup.get(category, {})
-        close = difflib.get_close_matches(_norm(text), list(table), n=1, cutoff=0.75)
+        close = difflib.get_close_matches(fold(text), list(table), n=1, cutoff=0.75)
         return table[close[0]] if close else None
 
     def synonyms(self, category: str, term: str) -> list[str]:

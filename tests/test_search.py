@@ -386,7 +386,7 @@ def test_fast_stems_equal_whoosh_analysis():
 
 def test_postings_decoding_equals_whoosh(kbroot):
     """kb's one-read posting decoder returns exactly what Whoosh's matcher iterates."""
-    from kb.index import term_postings
+    from kb.engine import term_postings
 
     reader = SearchIndex(open_kb(kbroot)).open_reader()
     try:
@@ -411,14 +411,14 @@ def test_postings_decoding_equals_whoosh(kbroot):
 def test_python_and_numpy_scoring_agree(kbroot, monkeypatch):
     """Small result sets are scored in Python (no numpy import on a cold search); large ones with
     numpy. Both compute the same BM25 and give the same order."""
-    import kb.search as search_module
+    import kb.engine.scoring as scoring_module
 
     kb = open_kb(kbroot)
     queries = ["ketamine depression", "suicidal ideation rapid", "blood pressure dissociation", "PTSD midazolam",
                '"single infusion" ketamine', '"randomized controlled" OR placebo']
-    monkeypatch.setattr(search_module, "_use_numpy", lambda postings, matches: False)
+    monkeypatch.setattr(scoring_module, "use_numpy", lambda postings, matches: False)
     python = [search(kb, SearchRequest(query=q, match="any", limit=30), refresh=False) for q in queries]
-    monkeypatch.setattr(search_module, "_use_numpy", lambda postings, matches: True)
+    monkeypatch.setattr(scoring_module, "use_numpy", lambda postings, matches: True)
     numpy = [search(kb, SearchRequest(query=q, match="any", limit=30), refresh=False) for q in queries]
     for a, b in zip(python, numpy):
         assert [(h.id, h.score) for h in a.hits] == [(h.id, h.score) for h in b.hits]
@@ -448,14 +448,14 @@ def test_bulk_writer_writes_what_whoosh_writes(tmp_path, monkeypatch, blocklimit
     posting lists span several blocks, as they do in large knowledge bases."""
     from whoosh.codec.whoosh3 import W3Codec
 
-    import kb.index as index_module
+    import kb.engine.writer as writer_module
 
     monkeypatch.setattr(W3Codec.__init__, "__defaults__", (blocklimit, *W3Codec.__init__.__defaults__[1:]))
 
-    monkeypatch.setattr(index_module, "SEGMENT_DOCS", 25)  # several segments per shard
+    monkeypatch.setattr(writer_module, "SEGMENT_DOCS", 25)  # several segments per shard
     bulk, plain = _copy(tmp_path / "bulk"), _copy(tmp_path / "plain")
     SearchIndex(open_kb(bulk)).refresh(jobs=1)
-    monkeypatch.setattr(index_module, "bulk_writer", lambda ix, **kw: ix.writer(**kw))
+    monkeypatch.setattr(writer_module, "bulk_writer", lambda ix, **kw: ix.writer(**kw))
     SearchIndex(open_kb(plain)).refresh(jobs=1)
     readers = [SearchIndex(open_kb(root)).open_reader() for root in (bulk, plain)]
     try:

@@ -150,7 +150,7 @@ def test_exact_lengths_add_up_to_the_index_totals(with_drafts):
     every record they add up to the totals Whoosh keeps (so a knowledge base without drafts scores
     as before)."""
     from kb.index import SearchIndex
-    from kb.search import SCORED_FIELDS, IndexCache
+    from kb.engine import SCORED_FIELDS, IndexCache
 
     root, _ = with_drafts
     idx = SearchIndex(open_kb(root))

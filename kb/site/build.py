@@ -28,7 +28,7 @@ from typing import Callable
 from ..config import KnowledgeBase
 from ..errors import SiteError
 from ..export import FILE_NAMES, FORMATS
-from ..index import gc_paused, scan
+from ..files import gc_paused, scan
 from ..templating import make_env
 from ..validate import Problem
 from . import analyses, output, pagefind, pages, state, studies

@@ -11,7 +11,7 @@ from typing import Callable
 
 from ..config import KnowledgeBase
 from ..errors import BadRequest, KbError
-from ..index import scan
+from ..files import scan
 from ..store import summaries_dir
 
 
