@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -50,11 +51,14 @@ def _kb(ctx: click.Context, required: bool = True) -> KnowledgeBase | None:
     return obj["kb"]
 
 
-def _progress(label: str, phased: bool = False):
-    """A rich progress bar on stderr when it is a terminal; otherwise nothing. ``phased``: the
-    update takes (phase, done, total) and the phase replaces the label (kb build)."""
-    if not sys.stderr.isatty():
-        return None, None
+@contextlib.contextmanager
+def _progress(label: str, phased: bool = False, quiet: bool = False):
+    """A rich progress bar on stderr while the block runs, when stderr is a terminal; yields the
+    update callback, or None (no terminal, or ``quiet``). ``phased``: the update takes
+    (phase, done, total) and the phase replaces the label (kb build)."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -68,7 +72,8 @@ def _progress(label: str, phased: bool = False):
     def update_phase(phase: str, done: int, total: int) -> None:
         bar.update(task, description=phase, completed=done, total=total)
 
-    return bar, update_phase if phased else update
+    with bar:  # started here, stopped on the way out (an error too), before anything is printed
+        yield update_phase if phased else update
 
 
 @click.group(cls=KbGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -136,16 +141,10 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, fmt: str
 
     kb = _kb(ctx, required=not paths)
     targets = list(paths) or [kb.studies_dir]
-    bar, update = _progress("validating") if fmt == "text" else (None, None)
-    if bar:
-        bar.start()
-    try:
+    with _progress("validating", quiet=fmt != "text") as update:
         report = validate_paths(targets, kb.vocab if kb else None, kb_studies=kb.studies_dir if kb and paths else None,
                                 base=kb.root if kb and not paths else None, jobs=jobs, progress=update,
                                 keep_studies=False, summaries=summaries_dir(kb) if kb and not paths else None)
-    finally:
-        if bar:
-            bar.stop()
     if fmt == "json":
         click.echo(json.dumps(report.as_dict(strict), indent=2))
     else:
@@ -174,14 +173,8 @@ def index(ctx: click.Context, rebuild: bool, jobs: int | None) -> None:
     from kb.index import SearchIndex
 
     kb = _kb(ctx)
-    bar, update = _progress("indexing")
-    if bar:
-        bar.start()
-    try:
+    with _progress("indexing") as update:
         report = SearchIndex(kb).refresh(rebuild=rebuild, jobs=jobs, progress=update)
-    finally:
-        if bar:
-            bar.stop()
     for p in report.problems:
         click.echo(p.format(), err=True)
     if report.rebuilt:
@@ -241,14 +234,8 @@ def search(ctx: click.Context, query: tuple[str, ...], condition, outcome, desig
     req = SearchRequest(query=" ".join(query), condition=list(condition), outcome=list(outcome), design=list(design),
                         route=list(route), drug=list(drug), status=list(status), year=year, min_n=min_n, sort=sort,
                         match=match, limit=limit, offset=offset, facets=not no_facets and fmt in ("table", "json"))
-    bar, update = _progress("updating the index")
-    if bar:
-        bar.start()
-    try:
+    with _progress("updating the index") as update:
         result = run_search(kb, req, progress=update)
-    finally:
-        if bar:
-            bar.stop()
     for note in result.notices:
         click.echo(f"note: {note}", err=True)
     _print_results(kb, result, fmt)
@@ -403,15 +390,9 @@ def forest(ctx: click.Context, output: Path | None, force: bool, **opts) -> None
 def _build(kb: KnowledgeBase, out, base_url, jobs, search, full, strict, quiet=False, include_drafts=False):
     from kb.site import build_site
 
-    bar, update = (None, None) if quiet else _progress("building", phased=True)
-    if bar:
-        bar.start()
-    try:
+    with _progress("building", phased=True, quiet=quiet) as update:
         return build_site(kb, out, base_url=base_url, jobs=jobs, search=search, full=full, strict=strict,
                           include_drafts=include_drafts, progress=update)
-    finally:
-        if bar:
-            bar.stop()
 
 
 def _drafts_note(report) -> str:
@@ -592,30 +573,22 @@ def import_(ctx: click.Context, files: tuple[Path, ...], fmt, encoding, dry_run,
     from kb.importer import ImportFailed, import_files, text_report
 
     kb = _kb(ctx)
-    bar, update_bar = _progress("importing", phased=True)
-    if bar:
-        bar.start()
-    try:
-        report = import_files(kb, list(files), fmt=fmt, encoding=encoding, dry_run=dry_run, update=update,
-                              all_or_nothing=all_or_nothing, progress=update_bar)
-    except ImportFailed as e:
-        if bar:
-            bar.stop()
-            bar = None
-        if e.report is not None and report_fmt == "json":
-            click.echo(json.dumps(e.report.as_dict(), indent=2, ensure_ascii=False, default=str))
-        elif e.report is not None:
-            for line in text_report(e.report, verbose):
+    def print_report(report) -> None:
+        if report_fmt == "json":
+            click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False, default=str))
+        else:
+            for line in text_report(report, verbose):
                 click.echo(line)
+
+    try:
+        with _progress("importing", phased=True) as update_bar:  # the bar is gone before the report prints
+            report = import_files(kb, list(files), fmt=fmt, encoding=encoding, dry_run=dry_run, update=update,
+                                  all_or_nothing=all_or_nothing, progress=update_bar)
+    except ImportFailed as e:
+        if e.report is not None:
+            print_report(e.report)
         raise
-    finally:
-        if bar:
-            bar.stop()
-    if report_fmt == "json":
-        click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False, default=str))
-    else:
-        for line in text_report(report, verbose):
-            click.echo(line)
+    print_report(report)
     if report.failures:
         ctx.exit(1)
 
