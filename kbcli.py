@@ -115,6 +115,15 @@ def _filter_options(f):
     return f
 
 
+def _search_request(query: tuple[str, ...], filters: dict, **settings):
+    """The SearchRequest of QUERY and the `_filter_options` (``filters``, as click passes them);
+    ``settings``: sort, limit and the like."""
+    from kb.search import SearchRequest
+
+    return SearchRequest(query=" ".join(query), **{k: list(v) if isinstance(v, tuple) else v
+                                                   for k, v in filters.items()}, **settings)
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 1 on any warning).")
@@ -205,8 +214,7 @@ SEARCH_FORMATS = ("table", "json", "csv", "ids", "bibtex", "ris")
               help="json is a stable contract (see README); ids, bibtex and ris list the hits only.")
 @click.option("--no-facets", is_flag=True, help="Skip the facet counts.")
 @click.pass_context
-def search(ctx: click.Context, query: tuple[str, ...], condition, outcome, design, route, drug, status, year, min_n,
-           sort, match, limit, offset, fmt, no_facets) -> None:
+def search(ctx: click.Context, query: tuple[str, ...], sort, match, limit, offset, fmt, no_facets, **filters) -> None:
     """Search the records: free text, "phrases", AND/OR/NOT and field filters.
 
     Filters in the query: condition:ptsd outcome:remission design:rct
@@ -227,13 +235,11 @@ def search(ctx: click.Context, query: tuple[str, ...], condition, outcome, desig
       kb search "is ketamine safe"
       kb search ptsd --status any          # drafts too
     """
-    from kb.search import SearchRequest
     from kb.search import search as run_search
 
     kb = _kb(ctx)
-    req = SearchRequest(query=" ".join(query), condition=list(condition), outcome=list(outcome), design=list(design),
-                        route=list(route), drug=list(drug), status=list(status), year=year, min_n=min_n, sort=sort,
-                        match=match, limit=limit, offset=offset, facets=not no_facets and fmt in ("table", "json"))
+    req = _search_request(query, filters, sort=sort, match=match, limit=limit, offset=offset,
+                          facets=not no_facets and fmt in ("table", "json"))
     with _progress("updating the index") as update:
         result = run_search(kb, req, progress=update)
     for note in result.notices:
@@ -602,8 +608,7 @@ def import_(ctx: click.Context, files: tuple[Path, ...], fmt, encoding, dry_run,
 @click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
 @_filter_options
 @click.pass_context
-def export(ctx: click.Context, query, fmt, output, force, condition, outcome, design, route, drug, status, year,
-           min_n) -> None:
+def export(ctx: click.Context, query, fmt, output, force, **filters) -> None:
     """Export the knowledge base, or a search's matches, for Zotero, EndNote, R or a spreadsheet.
 
     With no QUERY and no filter, every valid record is exported (records
@@ -632,16 +637,11 @@ def export(ctx: click.Context, query, fmt, output, force, condition, outcome, de
     """
     from kb.errors import NotFound, RecordExists
     from kb.export import export_text, select
-    from kb.search import SearchRequest
     from kb.yamlio import write_new
 
     kb = _kb(ctx)
-    filters = (query, condition, outcome, design, route, drug, status, year, min_n)
-    req = None
-    if any(f not in ((), None) for f in filters):
-        req = SearchRequest(query=" ".join(query), condition=list(condition), outcome=list(outcome),
-                            design=list(design), route=list(route), drug=list(drug), status=list(status), year=year,
-                            min_n=min_n, sort="year", limit=10_000_000, facets=False)
+    selects = any(f not in ((), None) for f in (query, *filters.values()))
+    req = _search_request(query, filters, sort="year", limit=10_000_000, facets=False) if selects else None
     studies, notices = select(kb, req)
     for note in notices:
         click.echo(f"note: {note}", err=True)
