@@ -669,12 +669,11 @@ def _print_results(kb: KnowledgeBase, result, fmt: str) -> None:
             click.echo(h.id)
     elif fmt == "csv":
         click.echo(render.results_csv(result), nl=False)
-    elif fmt in ("bibtex", "ris"):
-        from kb import citations
+    elif fmt in ("bibtex", "ris"):  # the same entries as kb export writes, in the hits' order
+        from kb.export import export_text
         from kb.store import load_study
 
-        studies = [load_study(kb, h.id) for h in result.hits]
-        click.echo(citations.to_bibtex(studies) if fmt == "bibtex" else citations.to_ris(studies), nl=False)
+        click.echo(export_text([load_study(kb, h.id) for h in result.hits], fmt, keep_order=True), nl=False)
     else:
         import shutil
 
