@@ -758,43 +758,9 @@ def stats(ctx: click.Context, fmt: str, drafts: bool) -> None:
     if fmt == "json":
         click.echo(json.dumps(result.as_dict(), indent=2))
         return
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+    from kb.render import stats_tables
 
-    console = Console(width=100)
-    if drafts:
-        console.print(f"[bold]{escape(kb.title)}[/bold]: {result.studies} draft records in {kb.studies_dir} "
-                      "(imported or scaffolded, not yet extracted; not counted as evidence)")
-    else:
-        console.print(f"[bold]{kb.title}[/bold]: {result.studies} studies in {kb.studies_dir}")
-        if result.drafts:
-            console.print(f"{result.drafts} draft {'record' if result.drafts == 1 else 'records'} not counted; "
-                          "`kb stats --drafts` lists them")
-    if invalid:
-        console.print(f"[red]{invalid} file(s) with errors left out; run `kb validate`[/red]")
-    if result.retracted:
-        console.print(f"[red]Retracted (never pooled): {', '.join(result.retracted)}[/red]")
-    for name, rows in result.tables.items():
-        if not rows:
-            continue
-        t = Table(title=f"by {name}", title_justify="left", show_edge=False, pad_edge=False)
-        t.add_column(name)
-        t.add_column("label")
-        t.add_column("studies", justify="right")
-        for term, label, n in rows:
-            t.add_row(term, label if label != term else "", str(n))
-        console.print(t)
-    if result.listing:
-        t = Table(title="drafts", title_justify="left", show_edge=False, pad_edge=False)
-        t.add_column("id", no_wrap=True)
-        t.add_column("year", no_wrap=True, min_width=4)
-        # one line each, cut to fit 100 columns; --format json has the whole titles
-        t.add_column("title", no_wrap=True, overflow="ellipsis", max_width=48)
-        t.add_column("conditions", no_wrap=True, overflow="ellipsis", max_width=20)
-        for d in result.listing:
-            t.add_row(d["id"], str(d["year"]), escape(d["title"] or ""), ", ".join(d["conditions"]))
-        console.print(t)
+    stats_tables(kb, result)
 
 
 @cli.command()
