@@ -186,14 +186,7 @@ def index(ctx: click.Context, rebuild: bool, jobs: int | None) -> None:
         report = SearchIndex(kb).refresh(rebuild=rebuild, jobs=jobs, progress=update)
     for p in report.problems:
         click.echo(p.format(), err=True)
-    if report.rebuilt:
-        click.echo(f"indexed {report.records} records in {report.seconds:.1f} s "
-                   f"({report.shards} shard{'s' * (report.shards != 1)}; {report.reason})")
-    elif report.added or report.changed or report.deleted:
-        click.echo(f"updated the index in {report.seconds:.2f} s: {report.added} added, {report.changed} changed, "
-                   f"{report.deleted} deleted; {report.records} records")
-    else:
-        click.echo(f"index up to date: {report.records} records (checked in {report.seconds:.2f} s)")
+    click.echo(report.summary())
     if report.problems:
         click.echo(f"{report.left_out} record file(s) with errors left out of the index; run `kb validate`", err=True)
 
