@@ -394,25 +394,6 @@ def _build(kb: KnowledgeBase, out, base_url, jobs, search, full, strict, quiet=F
                           include_drafts=include_drafts, progress=update)
 
 
-def _drafts_note(report) -> str:
-    if not report.drafts:
-        return ""
-    n = f"{report.drafts:,} draft{'' if report.drafts == 1 else 's'}"
-    return f" ({n} shown, marked DRAFT, never pooled)" if report.include_drafts else \
-        f" ({n} left out; --include-drafts previews them)"
-
-
-def _build_summary(report) -> str:
-    if report.up_to_date:
-        return (f"site up to date: {report.studies:,} studies{_drafts_note(report)}, {report.pages_total:,} pages in "
-                f"{report.out} (checked in {report.seconds:.2f} s)")
-    search = {"indexed": f"; search indexed in {report.search_seconds:.1f} s" if report.search_seconds is not None else "",
-              "unchanged": "; search index unchanged", "skipped": "; no search index (--no-search)"}[report.search]
-    return (f"{'built' if report.full else 'updated'} {report.out}: {report.studies:,} studies{_drafts_note(report)}, "
-            f"{report.analyses} analyses ({report.pooled} pooled from 2 or more trials), {report.pages_written:,} of {report.pages_total:,} pages written"
-            f"{f', {report.pages_removed} removed' if report.pages_removed else ''} in {report.seconds:.1f} s{search}")
-
-
 def _site_options(f):
     f = click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
                      help="Where the site goes (default: _site in the knowledge base).")(f)
@@ -466,7 +447,7 @@ def build(ctx: click.Context, out: Path | None, base_url: str | None, no_search:
         click.echo(f"{report.invalid} record file(s) with errors left out of the site; run `kb validate`", err=True)
     for n in report.notices:
         click.echo(f"note: {n}", err=True)
-    click.echo(_build_summary(report))
+    click.echo(report.summary())
 
 
 @cli.command()
@@ -495,14 +476,14 @@ def serve(ctx: click.Context, out: Path | None, base_url: str | None, no_search:
 
     kb = _kb(ctx)
     report = _build(kb, out, base_url, jobs, not no_search, False, False)
-    click.echo(_build_summary(report))
+    click.echo(report.summary())
 
     def rebuild() -> str:
         fresh = open_kb(kb.root)  # kb.yaml may have changed too
         r = _build(fresh, out, base_url, jobs, not no_search, False, False, quiet=True)
         for p in r.problems:
             click.echo(p.format(), err=True)
-        return _build_summary(r)
+        return r.summary()
 
     preview = Preview(kb, report.out, rebuild, host=host, port=port, on_event=click.echo)
     preview.start()
