@@ -553,6 +553,7 @@ def import_(ctx: click.Context, files: tuple[Path, ...], fmt, encoding, dry_run,
     from kb.importer import ImportFailed, import_files, text_report
 
     kb = _kb(ctx)
+
     def print_report(report) -> None:
         if report_fmt == "json":
             click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False, default=str))
