@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -50,11 +51,14 @@ def _kb(ctx: click.Context, required: bool = True) -> KnowledgeBase | None:
     return obj["kb"]
 
 
-def _progress(label: str, phased: bool = False):
-    """A rich progress bar on stderr when it is a terminal; otherwise nothing. ``phased``: the
-    update takes (phase, done, total) and the phase replaces the label (kb build)."""
-    if not sys.stderr.isatty():
-        return None, None
+@contextlib.contextmanager
+def _progress(label: str, phased: bool = False, quiet: bool = False):
+    """A rich progress bar on stderr while the block runs, when stderr is a terminal; yields the
+    update callback, or None (no terminal, or ``quiet``). ``phased``: the update takes
+    (phase, done, total) and the phase replaces the label (kb build)."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -68,7 +72,8 @@ def _progress(label: str, phased: bool = False):
     def update_phase(phase: str, done: int, total: int) -> None:
         bar.update(task, description=phase, completed=done, total=total)
 
-    return bar, update_phase if phased else update
+    with bar:  # started here, stopped on the way out (an error too), before anything is printed
+        yield update_phase if phased else update
 
 
 @click.group(cls=KbGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -110,6 +115,15 @@ def _filter_options(f):
     return f
 
 
+def _search_request(query: tuple[str, ...], filters: dict, **settings):
+    """The SearchRequest of QUERY and the `_filter_options` (``filters``, as click passes them);
+    ``settings``: sort, limit and the like."""
+    from kb.search import SearchRequest
+
+    return SearchRequest(query=" ".join(query), **{k: list(v) if isinstance(v, tuple) else v
+                                                   for k, v in filters.items()}, **settings)
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 1 on any warning).")
@@ -136,16 +150,10 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, fmt: str
 
     kb = _kb(ctx, required=not paths)
     targets = list(paths) or [kb.studies_dir]
-    bar, update = _progress("validating") if fmt == "text" else (None, None)
-    if bar:
-        bar.start()
-    try:
+    with _progress("validating", quiet=fmt != "text") as update:
         report = validate_paths(targets, kb.vocab if kb else None, kb_studies=kb.studies_dir if kb and paths else None,
                                 base=kb.root if kb and not paths else None, jobs=jobs, progress=update,
                                 keep_studies=False, summaries=summaries_dir(kb) if kb and not paths else None)
-    finally:
-        if bar:
-            bar.stop()
     if fmt == "json":
         click.echo(json.dumps(report.as_dict(strict), indent=2))
     else:
@@ -174,24 +182,11 @@ def index(ctx: click.Context, rebuild: bool, jobs: int | None) -> None:
     from kb.index import SearchIndex
 
     kb = _kb(ctx)
-    bar, update = _progress("indexing")
-    if bar:
-        bar.start()
-    try:
+    with _progress("indexing") as update:
         report = SearchIndex(kb).refresh(rebuild=rebuild, jobs=jobs, progress=update)
-    finally:
-        if bar:
-            bar.stop()
     for p in report.problems:
         click.echo(p.format(), err=True)
-    if report.rebuilt:
-        click.echo(f"indexed {report.records} records in {report.seconds:.1f} s "
-                   f"({report.shards} shard{'s' * (report.shards != 1)}; {report.reason})")
-    elif report.added or report.changed or report.deleted:
-        click.echo(f"updated the index in {report.seconds:.2f} s: {report.added} added, {report.changed} changed, "
-                   f"{report.deleted} deleted; {report.records} records")
-    else:
-        click.echo(f"index up to date: {report.records} records (checked in {report.seconds:.2f} s)")
+    click.echo(report.summary())
     if report.problems:
         click.echo(f"{report.left_out} record file(s) with errors left out of the index; run `kb validate`", err=True)
 
@@ -212,8 +207,7 @@ SEARCH_FORMATS = ("table", "json", "csv", "ids", "bibtex", "ris")
               help="json is a stable contract (see README); ids, bibtex and ris list the hits only.")
 @click.option("--no-facets", is_flag=True, help="Skip the facet counts.")
 @click.pass_context
-def search(ctx: click.Context, query: tuple[str, ...], condition, outcome, design, route, drug, status, year, min_n,
-           sort, match, limit, offset, fmt, no_facets) -> None:
+def search(ctx: click.Context, query: tuple[str, ...], sort, match, limit, offset, fmt, no_facets, **filters) -> None:
     """Search the records: free text, "phrases", AND/OR/NOT and field filters.
 
     Filters in the query: condition:ptsd outcome:remission design:rct
@@ -234,21 +228,13 @@ def search(ctx: click.Context, query: tuple[str, ...], condition, outcome, desig
       kb search "is ketamine safe"
       kb search ptsd --status any          # drafts too
     """
-    from kb.search import SearchRequest
     from kb.search import search as run_search
 
     kb = _kb(ctx)
-    req = SearchRequest(query=" ".join(query), condition=list(condition), outcome=list(outcome), design=list(design),
-                        route=list(route), drug=list(drug), status=list(status), year=year, min_n=min_n, sort=sort,
-                        match=match, limit=limit, offset=offset, facets=not no_facets and fmt in ("table", "json"))
-    bar, update = _progress("updating the index")
-    if bar:
-        bar.start()
-    try:
+    req = _search_request(query, filters, sort=sort, match=match, limit=limit, offset=offset,
+                          facets=not no_facets and fmt in ("table", "json"))
+    with _progress("updating the index") as update:
         result = run_search(kb, req, progress=update)
-    finally:
-        if bar:
-            bar.stop()
     for note in result.notices:
         click.echo(f"note: {note}", err=True)
     _print_results(kb, result, fmt)
@@ -403,34 +389,9 @@ def forest(ctx: click.Context, output: Path | None, force: bool, **opts) -> None
 def _build(kb: KnowledgeBase, out, base_url, jobs, search, full, strict, quiet=False, include_drafts=False):
     from kb.site import build_site
 
-    bar, update = (None, None) if quiet else _progress("building", phased=True)
-    if bar:
-        bar.start()
-    try:
+    with _progress("building", phased=True, quiet=quiet) as update:
         return build_site(kb, out, base_url=base_url, jobs=jobs, search=search, full=full, strict=strict,
                           include_drafts=include_drafts, progress=update)
-    finally:
-        if bar:
-            bar.stop()
-
-
-def _drafts_note(report) -> str:
-    if not report.drafts:
-        return ""
-    n = f"{report.drafts:,} draft{'' if report.drafts == 1 else 's'}"
-    return f" ({n} shown, marked DRAFT, never pooled)" if report.include_drafts else \
-        f" ({n} left out; --include-drafts previews them)"
-
-
-def _build_summary(report) -> str:
-    if report.up_to_date:
-        return (f"site up to date: {report.studies:,} studies{_drafts_note(report)}, {report.pages_total:,} pages in "
-                f"{report.out} (checked in {report.seconds:.2f} s)")
-    search = {"indexed": f"; search indexed in {report.search_seconds:.1f} s" if report.search_seconds is not None else "",
-              "unchanged": "; search index unchanged", "skipped": "; no search index (--no-search)"}[report.search]
-    return (f"{'built' if report.full else 'updated'} {report.out}: {report.studies:,} studies{_drafts_note(report)}, "
-            f"{report.analyses} analyses ({report.pooled} pooled from 2 or more trials), {report.pages_written:,} of {report.pages_total:,} pages written"
-            f"{f', {report.pages_removed} removed' if report.pages_removed else ''} in {report.seconds:.1f} s{search}")
 
 
 def _site_options(f):
@@ -486,7 +447,7 @@ def build(ctx: click.Context, out: Path | None, base_url: str | None, no_search:
         click.echo(f"{report.invalid} record file(s) with errors left out of the site; run `kb validate`", err=True)
     for n in report.notices:
         click.echo(f"note: {n}", err=True)
-    click.echo(_build_summary(report))
+    click.echo(report.summary())
 
 
 @cli.command()
@@ -515,14 +476,14 @@ def serve(ctx: click.Context, out: Path | None, base_url: str | None, no_search:
 
     kb = _kb(ctx)
     report = _build(kb, out, base_url, jobs, not no_search, False, False)
-    click.echo(_build_summary(report))
+    click.echo(report.summary())
 
     def rebuild() -> str:
         fresh = open_kb(kb.root)  # kb.yaml may have changed too
         r = _build(fresh, out, base_url, jobs, not no_search, False, False, quiet=True)
         for p in r.problems:
             click.echo(p.format(), err=True)
-        return _build_summary(r)
+        return r.summary()
 
     preview = Preview(kb, report.out, rebuild, host=host, port=port, on_event=click.echo)
     preview.start()
@@ -592,30 +553,23 @@ def import_(ctx: click.Context, files: tuple[Path, ...], fmt, encoding, dry_run,
     from kb.importer import ImportFailed, import_files, text_report
 
     kb = _kb(ctx)
-    bar, update_bar = _progress("importing", phased=True)
-    if bar:
-        bar.start()
-    try:
-        report = import_files(kb, list(files), fmt=fmt, encoding=encoding, dry_run=dry_run, update=update,
-                              all_or_nothing=all_or_nothing, progress=update_bar)
-    except ImportFailed as e:
-        if bar:
-            bar.stop()
-            bar = None
-        if e.report is not None and report_fmt == "json":
-            click.echo(json.dumps(e.report.as_dict(), indent=2, ensure_ascii=False, default=str))
-        elif e.report is not None:
-            for line in text_report(e.report, verbose):
+
+    def print_report(report) -> None:
+        if report_fmt == "json":
+            click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False, default=str))
+        else:
+            for line in text_report(report, verbose):
                 click.echo(line)
+
+    try:
+        with _progress("importing", phased=True) as update_bar:  # the bar is gone before the report prints
+            report = import_files(kb, list(files), fmt=fmt, encoding=encoding, dry_run=dry_run, update=update,
+                                  all_or_nothing=all_or_nothing, progress=update_bar)
+    except ImportFailed as e:
+        if e.report is not None:
+            print_report(e.report)
         raise
-    finally:
-        if bar:
-            bar.stop()
-    if report_fmt == "json":
-        click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False, default=str))
-    else:
-        for line in text_report(report, verbose):
-            click.echo(line)
+    print_report(report)
     if report.failures:
         ctx.exit(1)
 
@@ -629,8 +583,7 @@ def import_(ctx: click.Context, files: tuple[Path, ...], fmt, encoding, dry_run,
 @click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
 @_filter_options
 @click.pass_context
-def export(ctx: click.Context, query, fmt, output, force, condition, outcome, design, route, drug, status, year,
-           min_n) -> None:
+def export(ctx: click.Context, query, fmt, output, force, **filters) -> None:
     """Export the knowledge base, or a search's matches, for Zotero, EndNote, R or a spreadsheet.
 
     With no QUERY and no filter, every valid record is exported (records
@@ -659,16 +612,11 @@ def export(ctx: click.Context, query, fmt, output, force, condition, outcome, de
     """
     from kb.errors import NotFound, RecordExists
     from kb.export import export_text, select
-    from kb.search import SearchRequest
     from kb.yamlio import write_new
 
     kb = _kb(ctx)
-    filters = (query, condition, outcome, design, route, drug, status, year, min_n)
-    req = None
-    if any(f not in ((), None) for f in filters):
-        req = SearchRequest(query=" ".join(query), condition=list(condition), outcome=list(outcome),
-                            design=list(design), route=list(route), drug=list(drug), status=list(status), year=year,
-                            min_n=min_n, sort="year", limit=10_000_000, facets=False)
+    selects = any(f not in ((), None) for f in (query, *filters.values()))
+    req = _search_request(query, filters, sort="year", limit=10_000_000, facets=False) if selects else None
     studies, notices = select(kb, req)
     for note in notices:
         click.echo(f"note: {note}", err=True)
@@ -696,12 +644,11 @@ def _print_results(kb: KnowledgeBase, result, fmt: str) -> None:
             click.echo(h.id)
     elif fmt == "csv":
         click.echo(render.results_csv(result), nl=False)
-    elif fmt in ("bibtex", "ris"):
-        from kb import citations
+    elif fmt in ("bibtex", "ris"):  # the same entries as kb export writes, in the hits' order
+        from kb.export import export_text
         from kb.store import load_study
 
-        studies = [load_study(kb, h.id) for h in result.hits]
-        click.echo(citations.to_bibtex(studies) if fmt == "bibtex" else citations.to_ris(studies), nl=False)
+        click.echo(export_text([load_study(kb, h.id) for h in result.hits], fmt, keep_order=True), nl=False)
     else:
         import shutil
 
@@ -786,43 +733,9 @@ def stats(ctx: click.Context, fmt: str, drafts: bool) -> None:
     if fmt == "json":
         click.echo(json.dumps(result.as_dict(), indent=2))
         return
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+    from kb.render import stats_tables
 
-    console = Console(width=100)
-    if drafts:
-        console.print(f"[bold]{escape(kb.title)}[/bold]: {result.studies} draft records in {kb.studies_dir} "
-                      "(imported or scaffolded, not yet extracted; not counted as evidence)")
-    else:
-        console.print(f"[bold]{kb.title}[/bold]: {result.studies} studies in {kb.studies_dir}")
-        if result.drafts:
-            console.print(f"{result.drafts} draft {'record' if result.drafts == 1 else 'records'} not counted; "
-                          "`kb stats --drafts` lists them")
-    if invalid:
-        console.print(f"[red]{invalid} file(s) with errors left out; run `kb validate`[/red]")
-    if result.retracted:
-        console.print(f"[red]Retracted (never pooled): {', '.join(result.retracted)}[/red]")
-    for name, rows in result.tables.items():
-        if not rows:
-            continue
-        t = Table(title=f"by {name}", title_justify="left", show_edge=False, pad_edge=False)
-        t.add_column(name)
-        t.add_column("label")
-        t.add_column("studies", justify="right")
-        for term, label, n in rows:
-            t.add_row(term, label if label != term else "", str(n))
-        console.print(t)
-    if result.listing:
-        t = Table(title="drafts", title_justify="left", show_edge=False, pad_edge=False)
-        t.add_column("id", no_wrap=True)
-        t.add_column("year", no_wrap=True, min_width=4)
-        # one line each, cut to fit 100 columns; --format json has the whole titles
-        t.add_column("title", no_wrap=True, overflow="ellipsis", max_width=48)
-        t.add_column("conditions", no_wrap=True, overflow="ellipsis", max_width=20)
-        for d in result.listing:
-            t.add_row(d["id"], str(d["year"]), escape(d["title"] or ""), ", ".join(d["conditions"]))
-        console.print(t)
+    stats_tables(kb, result)
 
 
 @cli.command()

@@ -127,9 +127,10 @@ def split(fmt: str, text: str) -> dict[str, str]:
     return out
 
 
-def export_text(studies: Iterable[Study], fmt: str) -> str:
-    """The studies in ``fmt`` (any of EXPORT_FORMATS), in id order."""
-    studies = sorted(studies, key=lambda s: s.id)
+def export_text(studies: Iterable[Study], fmt: str, keep_order: bool = False) -> str:
+    """The studies in ``fmt`` (any of EXPORT_FORMATS), in id order, or in the order given with
+    ``keep_order`` (kb search lists its hits by rank)."""
+    studies = list(studies) if keep_order else sorted(studies, key=lambda s: s.id)
     if fmt == "csl-json":
         return json.dumps([csl_item(s) for s in studies], indent=2, ensure_ascii=False) + "\n"
     if fmt == "metapsy":

@@ -366,6 +366,16 @@ class RefreshReport:
     def left_out(self) -> int:
         return len({p.file for p in self.problems})
 
+    def summary(self) -> str:
+        """One line: what the refresh did (kb index prints it)."""
+        if self.rebuilt:
+            return (f"indexed {self.records} records in {self.seconds:.1f} s "
+                    f"({self.shards} shard{'s' * (self.shards != 1)}; {self.reason})")
+        if self.added or self.changed or self.deleted:
+            return (f"updated the index in {self.seconds:.2f} s: {self.added} added, {self.changed} changed, "
+                    f"{self.deleted} deleted; {self.records} records")
+        return f"index up to date: {self.records} records (checked in {self.seconds:.2f} s)"
+
 
 # -- building -------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""`kb show`: one record as readable text, YAML, JSON or an HTML page."""
+"""Terminal text: `kb show` (one record as readable text, YAML, JSON or an HTML page), `kb search`'s
+results, `kb meta`'s analyses and `kb stats`'s tables."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from .config import KnowledgeBase
 
 if TYPE_CHECKING:
     from .records import Study
+    from .stats import Stats
 
 FORMATS = ("text", "yaml", "json", "html")
 
@@ -337,3 +339,46 @@ def _p(p: float | None) -> str:
     if p is None:
         return "n/a"
     return "< 0.0001" if p < 0.0001 else f"{p:.4f}"
+
+
+def stats_tables(kb: KnowledgeBase, result: Stats) -> None:
+    """`kb stats`'s tables, printed with rich (100 columns): the counts by each vocabulary field, or with
+    scope drafts the draft records' counts and one line per draft."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(width=100)
+    invalid = result.invalid_files
+    if result.scope == "drafts":
+        console.print(f"[bold]{escape(kb.title)}[/bold]: {result.studies} draft records in {kb.studies_dir} "
+                      "(imported or scaffolded, not yet extracted; not counted as evidence)")
+    else:
+        console.print(f"[bold]{kb.title}[/bold]: {result.studies} studies in {kb.studies_dir}")
+        if result.drafts:
+            console.print(f"{result.drafts} draft {'record' if result.drafts == 1 else 'records'} not counted; "
+                          "`kb stats --drafts` lists them")
+    if invalid:
+        console.print(f"[red]{invalid} file(s) with errors left out; run `kb validate`[/red]")
+    if result.retracted:
+        console.print(f"[red]Retracted (never pooled): {', '.join(result.retracted)}[/red]")
+    for name, rows in result.tables.items():
+        if not rows:
+            continue
+        t = Table(title=f"by {name}", title_justify="left", show_edge=False, pad_edge=False)
+        t.add_column(name)
+        t.add_column("label")
+        t.add_column("studies", justify="right")
+        for term, label, n in rows:
+            t.add_row(term, label if label != term else "", str(n))
+        console.print(t)
+    if result.listing:
+        t = Table(title="drafts", title_justify="left", show_edge=False, pad_edge=False)
+        t.add_column("id", no_wrap=True)
+        t.add_column("year", no_wrap=True, min_width=4)
+        # one line each, cut to fit 100 columns; --format json has the whole titles
+        t.add_column("title", no_wrap=True, overflow="ellipsis", max_width=48)
+        t.add_column("conditions", no_wrap=True, overflow="ellipsis", max_width=20)
+        for d in result.listing:
+            t.add_row(d["id"], str(d["year"]), escape(d["title"] or ""), ", ".join(d["conditions"]))
+        console.print(t)

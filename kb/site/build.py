@@ -61,6 +61,24 @@ class BuildReport:
     def invalid(self) -> int:
         return len({p.file for p in self.problems})
 
+    def summary(self) -> str:
+        """One line: what the build did (kb build and kb serve print it)."""
+        if self.up_to_date:
+            return (f"site up to date: {self.studies:,} studies{self._drafts_note()}, {self.pages_total:,} pages in "
+                    f"{self.out} (checked in {self.seconds:.2f} s)")
+        search = {"indexed": f"; search indexed in {self.search_seconds:.1f} s" if self.search_seconds is not None else "",
+                  "unchanged": "; search index unchanged", "skipped": "; no search index (--no-search)"}[self.search]
+        return (f"{'built' if self.full else 'updated'} {self.out}: {self.studies:,} studies{self._drafts_note()}, "
+                f"{self.analyses} analyses ({self.pooled} pooled from 2 or more trials), {self.pages_written:,} of {self.pages_total:,} pages written"
+                f"{f', {self.pages_removed} removed' if self.pages_removed else ''} in {self.seconds:.1f} s{search}")
+
+    def _drafts_note(self) -> str:
+        if not self.drafts:
+            return ""
+        n = f"{self.drafts:,} draft{'' if self.drafts == 1 else 's'}"
+        return f" ({n} shown, marked DRAFT, never pooled)" if self.include_drafts else \
+            f" ({n} left out; --include-drafts previews them)"
+
 
 def build_site(kb: KnowledgeBase, out: str | Path | None = None, *, base_url: str | None = None,
                jobs: int | None = None, search: bool = True, full: bool = False, strict: bool = False,
