@@ -47,7 +47,9 @@ def compute_stats(kb: KnowledgeBase, studies: list[Study], invalid_files: int = 
     studies = draft_records if drafts else evidence
 
     def table(category: str | None, counter: Counter, order: list[str] | None = None) -> list[tuple[str, str, int]]:
-        keys = order if order is not None else [k for k, _ in counter.most_common()]
+        # most frequent first; ties in vocabulary order (then by name), never in set or hash order
+        rank = {t: i for i, t in enumerate(vocab.terms(category))} if category in vocab.categories else {}
+        keys = order if order is not None else sorted(counter, key=lambda k: (-counter[k], rank.get(k, len(rank)), str(k)))
         return [(k, vocab.label(category, k) if category else k, counter[k]) for k in keys if counter[k]]
 
     cond = Counter(t for s in studies for t in set(s.condition_terms))
