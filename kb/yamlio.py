@@ -10,13 +10,13 @@ line and column.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
+
+from .files import atomic_write
 
 try:
     from yaml import CSafeDumper as _Dumper
@@ -487,23 +487,10 @@ def write_new(path: Path, text: str, *, overwrite: bool = False, fsync: bool = T
     from .errors import RecordExists
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+        with atomic_write(path, "w", encoding="utf-8", newline="\n", fsync=fsync, overwrite=overwrite,
+                          exclusive=True) as fh:
             fh.write(text)
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # atomic create-if-absent
-            except FileExistsError:
-                raise RecordExists(f"{path} already exists; not overwriting it",
-                                   hint="choose another id, or edit the existing file") from None
-            os.unlink(tmp)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    except FileExistsError:
+        raise RecordExists(f"{path} already exists; not overwriting it",
+                           hint="choose another id, or edit the existing file") from None
