@@ -418,6 +418,17 @@ def _syntax_hint(problem: str) -> str | None:
     return None
 
 
+def load_plain(text: str | bytes) -> Any:
+    """``text`` as PyYAML's safe loader reads it, without the checks of :func:`parse` (the last of
+    duplicate keys wins; dates become dates). For reading files leniently: kb import counts a record
+    that does not validate, or even parse as a record, as long as it reads as YAML. Raises YAMLError."""
+    return yaml.load(text, Loader=_Loader)
+
+
+YAMLError = yaml.YAMLError
+"""What :func:`load_plain` raises on text that is not YAML."""
+
+
 def load(path: str | Path, raw: bytes | None = None) -> Loaded:
     return parse(read_text(Path(path), raw))
 
