@@ -220,14 +220,10 @@ def tag(name: str, value: object) -> str:
     return f"{name}={str(value).lower()}"
 
 
-def _surname(author: str) -> str:
-    from .scaffold import surname
-
-    return surname(author).lower()
-
-
 def document(study: Study, relpath: str, vocab) -> dict:  # noqa: C901 - a flat list of fields
     """The index document for one record."""
+    from .records import surname  # here, not at the top: the search path must not import the schema
+
     label = vocab.label
     body: list[str] = []
     add = body.append
@@ -282,7 +278,7 @@ def document(study: Study, relpath: str, vocab) -> dict:  # noqa: C901 - a flat 
     tags += [tag("comparator", c) for c in comparators]
     if study.intervention:
         tags += [tag("route", study.intervention.route), tag("drug", study.intervention.drug)]
-    tags += [tag("author", _surname(a)) for a in study.authors]
+    tags += [tag("author", surname(a).lower()) for a in study.authors]
     if study.doi:
         tags.append(tag("doi", study.doi))
     if study.pmid:
