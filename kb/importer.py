@@ -405,7 +405,7 @@ def _record_value(ref: Reference, name: str) -> Any:
     return value
 
 
-def _fills(existing: dict, ref: Reference) -> dict[str, Any]:
+def fields_to_fill(existing: dict, ref: Reference) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in BIB_FIELDS:
         value = _record_value(ref, name)
@@ -537,14 +537,14 @@ def _record_duplicate(report: ImportReport, ref: Reference, where: str, match: M
     if in_kb:
         existing = other.payload if isinstance(other.payload, dict) else {}
         entry, fills, sources = pending.setdefault(other.path, (other, {}, {}))
-        for name, value in _fills(existing, ref).items():
+        for name, value in fields_to_fill(existing, ref).items():
             if name not in fills:
                 fills[name] = value
                 sources[name] = where
     elif isinstance(other.payload, Draft):  # a draft of this import: fill its empty fields before it is written
         draft = other.payload
         data = yamlio.load_plain(draft.text)
-        fills = _fills(data, ref)
+        fills = fields_to_fill(data, ref)
         if fills:
             draft.text = yamlio.dump(_ordered({**data, **fills}))
             draft.warnings.append("filled " + ", ".join(fills) + f" from {where}")
