@@ -5,11 +5,10 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from .records import NAME_SUFFIX, Study
+from .records import Study, split_author, split_suffix
 
 DESIGN_TYPES_RIS = {"consensus-statement": "JOUR", "guideline": "JOUR"}
 _BIB_SPECIAL = re.compile(r"([&%$#_{}])")
-_INITIALS = re.compile(r"[A-Z]{1,4}")  # compiled once: these run for every author of every record
 
 
 def _line(text: str) -> str:
@@ -24,26 +23,9 @@ def _bib_escape(text: str) -> str:
     return text.replace("~", "\\textasciitilde{}").replace("^", "\\textasciicircum{}")
 
 
-def _split_author(author: str) -> tuple[str, str]:
-    """'Murrough JW' -> ('Murrough', 'JW'); a name without initials -> (name, '').
-    A generational suffix stays with the surname: 'Zarate CA Jr' -> ('Zarate', 'CA') via split_suffix."""
-    parts = split_suffix(author)[0].split()
-    if len(parts) > 1 and _INITIALS.fullmatch(parts[-1]):
-        return " ".join(parts[:-1]), parts[-1]
-    return author, ""
-
-
-def split_suffix(author: str) -> tuple[str, str]:
-    """'Zarate CA Jr' -> ('Zarate CA', 'Jr'); a name without a suffix -> (name, '')."""
-    parts = author.split()
-    if len(parts) > 2 and NAME_SUFFIX.fullmatch(parts[-1]):
-        return " ".join(parts[:-1]), parts[-1].rstrip(".")
-    return author, ""
-
-
 def _bib_author(author: str) -> str:
     """'Murrough JW' -> 'Murrough, J. W.'; 'Zarate CA Jr' -> 'Zarate, Jr., C. A.' (BibTeX's von Last, Jr, First)"""
-    surname, initials = _split_author(author)
+    surname, initials = split_author(author)
     suffix = split_suffix(author)[1]
     if not initials:
         return author
@@ -95,7 +77,7 @@ def to_ris(studies: list[Study]) -> str:
         lines.append(f"TY  - {DESIGN_TYPES_RIS.get(s.design, 'JOUR')}")
         lines.append(f"ID  - {s.id}")
         for a in s.authors:
-            surname, initials = _split_author(a)
+            surname, initials = split_author(a)
             suffix = split_suffix(a)[1]
             end = f", {suffix}." if suffix in ("Jr", "Sr") else f", {suffix}" if suffix else ""
             lines.append(f"AU  - {surname}, {'.'.join(initials)}.{end}" if initials else f"AU  - {a}")

@@ -1,12 +1,15 @@
-"""Finding a knowledge base folder and reading its kb.yaml."""
+"""Finding a knowledge base folder and reading its kb.yaml.
+
+kb.yaml is read by :mod:`kb.yamlio`, as records are: the same limits (size, UTF-8, duplicate keys,
+alias bombs, tags) and errors that name the file, the line and the key.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from . import yamlio
 from .errors import ConfigError, NoKnowledgeBase
 from .protocol import DEFAULT as DEFAULT_PROTOCOL, Protocol, parse as parse_protocol
 from .vocab import Vocabulary, load_vocabulary
@@ -14,6 +17,7 @@ from .vocab import Vocabulary, load_vocabulary
 CONFIG_NAME = "kb.yaml"
 STUDIES_DIR = "studies"
 KNOWN_KEYS = {"title", "description", "base_url", "vocabulary", "language", "synthesis"}
+TEXT_KEYS = ("title", "description", "base_url", "language")  # one line of text each (or absent)
 
 
 @dataclass
@@ -42,21 +46,44 @@ class KnowledgeBase:
         return self.root / ".kb"
 
 
+# kb.yaml's own hints where yamlio's speak of records (by YamlProblem code)
+_HINTS = {
+    "too-large": "kb.yaml holds a few settings; keep data tables out of it",
+    "alias-bomb": "remove the &anchor/*alias chain; kb.yaml does not need aliases",
+    "recursive-alias": "remove the *alias; kb.yaml does not need aliases",
+}
+
+
+def _config_error(path: Path, line: int, column: int, key: str, message: str, hint: str | None) -> ConfigError:
+    return ConfigError(f"{path}:{line}:{column}: {key + ': ' if key else ''}{message}", hint=hint)
+
+
 def _read_config(path: Path) -> dict:
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: YAML syntax error: {getattr(e, 'problem', e)}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: kb.yaml must be a mapping (title:, base_url:, vocabulary:)")
+        loaded = yamlio.parse(yamlio.read_text(path))
+    except yamlio.YamlProblem as e:
+        if e.code == "empty":
+            return {}
+        message = e.message.replace("more than one YAML document (---) in a record file",
+                                    "more than one YAML document (---) in kb.yaml")
+        if e.code == "too-large":
+            message = message.split(";")[0] + f"; kb.yaml may be at most {yamlio.MAX_BYTES / 1e6:.0f} MB"
+        if e.code == "not-mapping":
+            message = "kb.yaml must be a mapping (title:, base_url:, vocabulary:)"
+        hint = _HINTS.get(e.code, e.hint)
+        if hint:
+            hint = hint.replace("records hold", "kb.yaml holds").replace("records are", "kb.yaml is")
+        else:
+            hint = "kb.yaml is plain YAML: `key: value` lines, as `kb init` writes it"
+        raise _config_error(path, e.line, e.column, e.field, message, hint) from None
+    data = loaded.data
+    for key in TEXT_KEYS:
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
+            kind = {"list": "a list", "dict": "a mapping", "bool": "true or false"}.get(type(value).__name__,
+                                                                                     type(value).__name__)
+            raise _config_error(path, *yamlio.locate(loaded.node, (key,)), key, f"must be text, not {kind}",
+                                f'write it on one line, quoted when in doubt: {key}: "..."')
     unknown = set(data) - KNOWN_KEYS
     if unknown:
         raise ConfigError(

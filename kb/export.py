@@ -16,8 +16,8 @@ import json
 import re
 from typing import Iterable
 
-from .citations import _split_author, bibtex_key, split_suffix, to_bibtex, to_ris
-from .records import Study, surname
+from .citations import bibtex_key, to_bibtex, to_ris
+from .records import Study, split_author, split_suffix, surname
 
 FORMATS = ("json", "csv", "bibtex", "ris")
 FILE_NAMES = {"json": "studies.json", "csv": "studies.csv", "bibtex": "studies.bib", "ris": "studies.ris"}
@@ -146,7 +146,7 @@ CSL_TYPES = {"guideline": "report", "consensus-statement": "article-journal"}
 
 
 def _csl_name(author: str) -> dict[str, str]:
-    surname, initials = _split_author(author)
+    surname, initials = split_author(author)
     if not initials:
         return {"literal": author}
     name = {"family": surname, "given": " ".join(f"{c}." for c in initials)}

@@ -1,4 +1,5 @@
-"""Record files on disk: finding them, their content hashes, and the manifest of their states.
+"""Files on disk: finding the record files, their content hashes, the manifest of their states,
+writing a file whole or not at all, and the pools of worker processes that read them.
 
 The search index keeps a manifest of the record files it holds (``.kb/index/manifest.marshal`` with
 ``stamps.marshal`` beside it): a file whose size and mtime match it is unchanged; any other file is
@@ -7,11 +8,13 @@ hashed, and only a different hash counts as a change.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import marshal
 import os
 from collections import namedtuple
 from pathlib import Path
+from typing import IO, Any, Iterator
 
 FileState = namedtuple("FileState", "size mtime_ns sha1 ok", defaults=(True,))
 FileState.__doc__ = "(size, mtime_ns, sha1, ok) of a record file as indexed; ok is False when it has errors."
@@ -72,25 +75,95 @@ class gc_paused:
             gc.enable()
 
 
+@contextlib.contextmanager
+def atomic_write(path: Path, mode: str = "wb", *, fsync: bool = False, overwrite: bool = True,
+                 exclusive: bool = False, encoding: str | None = None, newline: str | None = None) -> Iterator[IO]:
+    """``with atomic_write(path) as fh: fh.write(data)``: a reader sees the old file or the new one, never half a file.
+
+    The block writes a temporary file in the same folder (``.<name>.<pid>.tmp``), which is renamed
+    over ``path`` when the block ends without an error; on any error (an interrupt too) it is
+    removed and ``path`` stays as it was. ``mode`` is ``"wb"`` or ``"w"`` (with ``encoding`` and
+    ``newline`` as for :func:`open`).
+
+    - ``fsync``: flush the file to the disk before it takes its place.
+    - ``overwrite=False``: never replace an existing file; the temporary file is linked into place
+      (atomic create-if-absent) and :class:`FileExistsError` is raised if ``path`` exists.
+    - ``exclusive``: make the temporary file with :func:`tempfile.mkstemp` (a random name no other
+      writer can take, and mkstemp's owner-only permissions, which the file then keeps).
+    """
+    path = Path(path)
+    if exclusive:
+        import tempfile
+
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp = Path(name)
+    else:
+        fd, tmp = None, path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with (open(tmp, mode, encoding=encoding, newline=newline) if fd is None
+              else os.fdopen(fd, mode, encoding=encoding, newline=newline)) as fh:
+            fd = None
+            yield fh
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # atomic create-if-absent: FileExistsError when path exists
+            os.unlink(tmp)
+    except BaseException:
+        if fd is not None:  # mkstemp's file was never opened
+            os.close(fd)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_marshal(path: Path) -> Any:
+    """The plain data of a marshal file (kb's own caches: only ever data kb wrote)."""
+    with open(path, "rb") as fh:
+        return marshal.loads(fh.read())  # marshal.load(fh) reads in small pieces: 3-5x slower
+
+
+def write_marshal(path: Path, data: Any) -> None:
+    """Write plain data as a marshal file (4x faster than pickle for plain data), atomically."""
+    with atomic_write(path) as fh:
+        marshal.dump(data, fh)
+
+
 def read_stamps(manifest_path: Path) -> dict:
     """relative path -> (size, mtime_ns): all a no-change check needs."""
-    with open(manifest_path.with_name("stamps.marshal"), "rb") as fh:
-        return marshal.loads(fh.read())  # marshal.load(fh) reads in small pieces: 5x slower
+    return read_marshal(manifest_path.with_name("stamps.marshal"))
 
 
 def read_manifest(manifest_path: Path) -> dict:
     """relative path -> (size, mtime_ns, sha1, ok) tuples (cheap to load: no objects built)."""
     stamps = read_stamps(manifest_path)
-    with open(manifest_path, "rb") as fh:
-        info = marshal.loads(fh.read())
+    info = read_marshal(manifest_path)
     return {rel: (*stamps[rel], *info[rel]) for rel in info}
 
 
 def write_manifest(path: Path, manifest: dict[str, FileState]) -> None:
     """Two files: the stamps (for the no-change check) and the hashes and status."""
-    for target, data in ((path.with_name("stamps.marshal"), {r: (f[0], f[1]) for r, f in manifest.items()}),
-                         (path, {r: (f[2], f[3]) for r, f in manifest.items()})):
-        tmp = target.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
-            marshal.dump(data, fh)
-        os.replace(tmp, target)
+    write_marshal(path.with_name("stamps.marshal"), {r: (f[0], f[1]) for r, f in manifest.items()})
+    write_marshal(path, {r: (f[2], f[3]) for r, f in manifest.items()})
+
+
+# -- pools of worker processes ---------------------------------------------------------------
+
+
+def fork_context():
+    """The multiprocessing context for kb's worker processes: fork where the platform has it (a
+    worker starts with everything this process has loaded, at no cost), else the platform's default."""
+    import multiprocessing as mp  # here, not at the top: a cold search never needs it
+
+    return mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+
+
+def worker_pool(max_workers: int, **kwargs):
+    """A :class:`concurrent.futures.ProcessPoolExecutor` of ``max_workers`` processes started by
+    :func:`fork_context` (``kwargs``: its initializer and initargs)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=max_workers, mp_context=fork_context(), **kwargs)

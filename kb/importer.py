@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 from pydantic import ValidationError
 
 from . import formats, yamlio
@@ -28,11 +27,6 @@ from .records import FIELD_NAMES, Study, record_data, validate_data
 from .scaffold import make_id
 from .validate import record_files
 from .vocab import Vocabulary
-
-try:
-    from yaml import CSafeLoader as _Loader
-except ImportError:  # pragma: no cover
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
 # Bibliographic fields an import may fill, in record order: a reference's fields but the year, which
 # identifies the record (a different year is a different record, not a gap to fill)
@@ -303,8 +297,8 @@ def entry_of_ref(ref: Reference, label: str) -> Entry:
 
 def _raw_data(path: Path) -> dict | None:
     try:
-        data = yaml.load(path.read_bytes(), Loader=_Loader)
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        data = yamlio.load_plain(path.read_bytes())
+    except (OSError, yamlio.YAMLError, UnicodeDecodeError):
         return None
     return data if isinstance(data, dict) else None
 
@@ -353,7 +347,7 @@ def fill_fields(text: str, fills: dict[str, Any]) -> str:
     Every other line of the file stays byte for byte as it was, comments included. Raises
     ValueError when the file's layout is not a plain block mapping, or when the result would not
     read back as the old data plus the fills."""
-    old = yaml.load(text, Loader=_Loader)
+    old = yamlio.load_plain(text)
     if not isinstance(old, dict):
         raise ValueError("the record is not a YAML mapping")
     lines = text.splitlines(keepends=True)
@@ -397,7 +391,7 @@ def fill_fields(text: str, fills: dict[str, Any]) -> str:
     for start, end, piece in sorted(edits, key=lambda e: (e[0], e[1]), reverse=True):
         lines[start:end] = [piece]
     new_text = "".join(lines)
-    new = yaml.load(new_text, Loader=_Loader)
+    new = yamlio.load_plain(new_text)
     if new != {**old, **fills}:
         raise ValueError("the edited record would not read back as intended")
     return new_text
@@ -411,7 +405,7 @@ def _record_value(ref: Reference, name: str) -> Any:
     return value
 
 
-def _fills(existing: dict, ref: Reference) -> dict[str, Any]:
+def fields_to_fill(existing: dict, ref: Reference) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in BIB_FIELDS:
         value = _record_value(ref, name)
@@ -543,14 +537,14 @@ def _record_duplicate(report: ImportReport, ref: Reference, where: str, match: M
     if in_kb:
         existing = other.payload if isinstance(other.payload, dict) else {}
         entry, fills, sources = pending.setdefault(other.path, (other, {}, {}))
-        for name, value in _fills(existing, ref).items():
+        for name, value in fields_to_fill(existing, ref).items():
             if name not in fills:
                 fills[name] = value
                 sources[name] = where
     elif isinstance(other.payload, Draft):  # a draft of this import: fill its empty fields before it is written
         draft = other.payload
-        data = yaml.load(draft.text, Loader=_Loader)
-        fills = _fills(data, ref)
+        data = yamlio.load_plain(draft.text)
+        fills = fields_to_fill(data, ref)
         if fills:
             draft.text = yamlio.dump(_ordered({**data, **fills}))
             draft.warnings.append("filled " + ", ".join(fills) + f" from {where}")
@@ -588,7 +582,7 @@ def _write(kb: KnowledgeBase, report: ImportReport, tick, fsync: bool) -> None:
         for path, fills in by_path.items():
             try:
                 new_text = fill_fields(path.read_text(encoding="utf-8"), fills)
-            except (ValueError, OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            except (ValueError, OSError, UnicodeDecodeError, yamlio.YAMLError) as e:
                 failed_updates.add(path)
                 report.failures.append(FailedRecord(f"{path}", f"not updated: {e}",
                                                     "fill the fields by hand; the file was left as it was"))

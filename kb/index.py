@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING
 from . import engine
 from .config import KnowledgeBase
 from .errors import KbError
-from .files import FileState, gc_paused, read_manifest, read_stamps, scan, sha1, write_manifest
+from .files import (FileState, atomic_write, fork_context, gc_paused, read_manifest, read_stamps, scan, sha1,
+                    worker_pool, write_manifest)
 
 if TYPE_CHECKING:  # the search path must not import the schema (pydantic): it is slow to load
     from .records import Study
@@ -219,14 +220,10 @@ def tag(name: str, value: object) -> str:
     return f"{name}={str(value).lower()}"
 
 
-def _surname(author: str) -> str:
-    from .scaffold import surname
-
-    return surname(author).lower()
-
-
 def document(study: Study, relpath: str, vocab) -> dict:  # noqa: C901 - a flat list of fields
     """The index document for one record."""
+    from .records import surname  # here, not at the top: the search path must not import the schema
+
     label = vocab.label
     body: list[str] = []
     add = body.append
@@ -281,7 +278,7 @@ def document(study: Study, relpath: str, vocab) -> dict:  # noqa: C901 - a flat 
     tags += [tag("comparator", c) for c in comparators]
     if study.intervention:
         tags += [tag("route", study.intervention.route), tag("drug", study.intervention.drug)]
-    tags += [tag("author", _surname(a)) for a in study.authors]
+    tags += [tag("author", surname(a).lower()) for a in study.authors]
     if study.doi:
         tags.append(tag("doi", study.doi))
     if study.pmid:
@@ -458,10 +455,8 @@ class SearchIndex:
         return None
 
     def _save(self, path: Path, obj: Any) -> None:
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
+        with atomic_write(path) as fh:
             pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
 
     def changes(self, manifest: dict, current: dict | None = None) -> Changes:
         """What differs between studies/ and the manifest (by content hash).
@@ -555,9 +550,6 @@ class SearchIndex:
         return report
 
     def _build(self, *, jobs: int | None, progress: Callable[[int, int], None] | None) -> RefreshReport:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor  # here, not at the top: a cold search never needs it
-
         files = sorted(scan(self.kb.studies_dir))
         jobs = jobs or os.cpu_count() or 1
         shards = max(1, min(jobs, len(files) // PARALLEL_MIN or 1))
@@ -578,10 +570,9 @@ class SearchIndex:
             if progress:
                 progress(len(files), len(files))
         else:
-            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-            _PROGRESS = ctx.Value("i", 0)
+            _PROGRESS = fork_context().Value("i", 0)
             try:
-                with ProcessPoolExecutor(max_workers=shards, mp_context=ctx) as pool:
+                with worker_pool(shards) as pool:
                     futures = [pool.submit(_shard_task, t) for t in tasks]
                     while not all(f.done() for f in futures):
                         if progress:
@@ -665,9 +656,8 @@ class SearchIndex:
         report.problems = problems
         meta["invalid"] = len(manifest) - report.records
         meta["records"] = report.records
-        tmp = self.meta_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, self.meta_path)
+        with atomic_write(self.meta_path, "w") as fh:
+            fh.write(json.dumps(meta))
         return report
 
     # -- reading ------------------------------------------------------------------------

@@ -52,18 +52,37 @@ REGISTRIES: dict[str, re.Pattern[str]] = {
     "NTR": re.compile(r"^NL-?OMON\d+$|^NTR\d{3,5}$"),
 }
 
+# The one rule for the parts of an author's name, as records write it ("Surname Initials [Suffix]"):
+# surname() for labels, ids, the index and dedup; split_author() and split_suffix() for citations.
+
+
 def surname(author: str) -> str:
     """'Murrough JW' -> 'Murrough'; 'aan het Rot M' -> 'aan het Rot'; 'Zarate CA Jr' -> 'Zarate';
     'Smith, John' -> 'Smith'."""
     author = author.strip()
     if "," in author:
         return author.split(",", 1)[0].strip()
-    parts = author.split()
-    if len(parts) > 2 and NAME_SUFFIX.fullmatch(parts[-1]):
-        parts = parts[:-1]
+    parts = split_suffix(author)[0].split()
     if len(parts) > 1 and _INITIALS.fullmatch(parts[-1].replace(".", "")):
         parts = parts[:-1]
     return " ".join(parts)
+
+
+def split_suffix(author: str) -> tuple[str, str]:
+    """'Zarate CA Jr' -> ('Zarate CA', 'Jr'); a name without a generational suffix -> (name, '')."""
+    parts = author.split()
+    if len(parts) > 2 and NAME_SUFFIX.fullmatch(parts[-1]):
+        return " ".join(parts[:-1]), parts[-1].rstrip(".")
+    return author, ""
+
+
+def split_author(author: str) -> tuple[str, str]:
+    """(surname, initials) for a citation: 'Murrough JW' -> ('Murrough', 'JW'); 'Zarate CA Jr' ->
+    ('Zarate', 'CA') (the suffix: split_suffix). Initials are only plain capitals ('JW', not 'J.W.')
+    after a name without a comma; otherwise they are '' and a citation writes the name as it is."""
+    parts = split_suffix(author)[0].split()
+    plain = "," not in author and len(parts) > 1 and _INITIALS.fullmatch(parts[-1])
+    return surname(author), parts[-1] if plain else ""
 
 
 def label_from_id(rid: str) -> str:

@@ -512,9 +512,9 @@ def check_files(files: list[Path], vocab: Vocabulary, *, base: Path | None = Non
             if progress:
                 progress(len(out), len(items))
         return out
-    import multiprocessing as mp
+    from .files import fork_context
 
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    ctx = fork_context()
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
                              initargs=(vocab, keep_studies)) as pool:
         for res in pool.map(_work, batches):

@@ -13,14 +13,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Iterable, Mapping
 
-import yaml
-
+from . import yamlio
 from .errors import ConfigError
-
-try:  # libyaml's C loader is several times faster; fall back when absent.
-    from yaml import CSafeLoader as _SafeLoader
-except ImportError:  # pragma: no cover - depends on the PyYAML build
-    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
 
 
 @dataclass
@@ -194,7 +188,7 @@ def default_categories() -> dict[str, dict[str, Term]]:
     global _DEFAULT
     if _DEFAULT is None:
         text = resources.files("kb").joinpath("data/vocabulary.yaml").read_text(encoding="utf-8")
-        _DEFAULT = _parse(yaml.load(text, Loader=_SafeLoader), "kb/data/vocabulary.yaml")
+        _DEFAULT = _parse(yamlio.parse(text).data, "kb/data/vocabulary.yaml")
     return _DEFAULT
 
 

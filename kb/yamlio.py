@@ -10,13 +10,13 @@ line and column.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
+
+from .files import atomic_write
 
 try:
     from yaml import CSafeDumper as _Dumper
@@ -418,6 +418,17 @@ def _syntax_hint(problem: str) -> str | None:
     return None
 
 
+def load_plain(text: str | bytes) -> Any:
+    """``text`` as PyYAML's safe loader reads it, without the checks of :func:`parse` (the last of
+    duplicate keys wins; dates become dates). For reading files leniently: kb import counts a record
+    that does not validate, or even parse as a record, as long as it reads as YAML. Raises YAMLError."""
+    return yaml.load(text, Loader=_Loader)
+
+
+YAMLError = yaml.YAMLError
+"""What :func:`load_plain` raises on text that is not YAML."""
+
+
 def load(path: str | Path, raw: bytes | None = None) -> Loaded:
     return parse(read_text(Path(path), raw))
 
@@ -487,23 +498,10 @@ def write_new(path: Path, text: str, *, overwrite: bool = False, fsync: bool = T
     from .errors import RecordExists
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+        with atomic_write(path, "w", encoding="utf-8", newline="\n", fsync=fsync, overwrite=overwrite,
+                          exclusive=True) as fh:
             fh.write(text)
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # atomic create-if-absent
-            except FileExistsError:
-                raise RecordExists(f"{path} already exists; not overwriting it",
-                                   hint="choose another id, or edit the existing file") from None
-            os.unlink(tmp)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    except FileExistsError:
+        raise RecordExists(f"{path} already exists; not overwriting it",
+                           hint="choose another id, or edit the existing file") from None

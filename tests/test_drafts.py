@@ -244,11 +244,11 @@ def test_a_preview_passes_axe_in_a_browser(runner, draft_kb, tmp_path, page, axe
     import threading
     from http.server import ThreadingHTTPServer
 
-    from .test_site_browser import _describe, _Handler
+    from .test_site_browser import describe_violations, SiteHandler
 
     out = tmp_path / "preview"
     build(runner, draft_kb, out, "--include-drafts")
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(out)))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SiteHandler, directory=str(out)))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
@@ -259,7 +259,7 @@ def test_a_preview_passes_axe_in_a_browser(runner, draft_kb, tmp_path, page, axe
             page.add_script_tag(path=str(axe_path))
             results = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
             serious = [v for v in results["violations"] if v.get("impact") in {"serious", "critical"}]
-            assert not serious, _describe(serious, rel)
+            assert not serious, describe_violations(serious, rel)
             assert not page.errors, page.errors.text()
     finally:
         httpd.shutdown()

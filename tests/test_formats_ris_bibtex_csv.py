@@ -522,7 +522,7 @@ def test_bibtex_latex_shortcut_decodes_as_pylatexenc_does():
         for key in ("Title", "Journal", "Abstract", "Keywords", "Keywords-Plus"):
             if key in entry:
                 value = entry[key]
-                assert bibtex._text(value) == clean(bibtex._latex(bibtex._unwrap(value))), (entry.key, key)
+                assert bibtex.field_text(value) == clean(bibtex.decode_latex(bibtex.unwrap(value))), (entry.key, key)
                 checked += 1
     assert checked > 400
 

@@ -395,10 +395,10 @@ def test_registration_numbers_in_abstracts():
 
 
 def test_filled_title_drops_pubmeds_final_period_as_drafts_do():
-    from kb.importer import _fills
+    from kb.importer import fields_to_fill
 
     ref = Reference(number=1, title="Ketamine for depression.", year=2020, authors=["Smith J"])
-    assert _fills({"title": None, "year": 2020}, ref)["title"] == "Ketamine for depression"
+    assert fields_to_fill({"title": None, "year": 2020}, ref)["title"] == "Ketamine for depression"
 
 
 def test_dedup_rules():

@@ -61,7 +61,7 @@ def _missing(reason: str):
 
 # --- the site, served ------------------------------------------------------------------------
 
-class _Handler(SimpleHTTPRequestHandler):
+class SiteHandler(SimpleHTTPRequestHandler):
     """Serves the built site at / and again under /sub/."""
 
     def translate_path(self, path: str) -> str:
@@ -89,7 +89,7 @@ def site(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(site: Path):
     """``http://127.0.0.1:PORT/``: the site at the root, and the same site under /sub/."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(site)))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SiteHandler, directory=str(site)))
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, name="site-server", daemon=True)
     thread.start()
@@ -366,7 +366,7 @@ AXE_PAGES = {
 }
 
 
-def _describe(violations: list[dict], path: str) -> str:
+def describe_violations(violations: list[dict], path: str) -> str:
     lines = []
     for v in violations:
         lines.append(f"[{v['impact']}] {v['id']} on {path}: {v['help']} ({v['helpUrl']})")
@@ -388,11 +388,11 @@ def test_accessibility_axe(page, base, axe_path, path):
     results = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
     violations = results["violations"]
     if violations:  # shown with -rA or on failure: the minor ones are worth knowing too
-        print(_describe(violations, path))
+        print(describe_violations(violations, path))
     serious = [v for v in violations if v.get("impact") in {"serious", "critical"}]
     assert not serious, (
         f"axe-core {results.get('testEngine', {}).get('version', '')} found serious or critical "
-        f"accessibility violations on {path} (fix them in templates/):\n" + _describe(serious, path))
+        f"accessibility violations on {path} (fix them in templates/):\n" + describe_violations(serious, path))
     assert_no_errors(page)
 
 
@@ -566,7 +566,7 @@ def test_search_hits_insert_record_text_as_text(page, tmp_path):
     out = tmp_path / "site"
     result = CliRunner().invoke(cli, ["--kb", str(kb), "build", "-o", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(out)))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SiteHandler, directory=str(out)))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
@@ -596,7 +596,7 @@ def test_search_hit_of_a_draft_shows_the_draft_badge(page, tmp_path):
         build.append("--include-drafts")
     result = runner.invoke(cli, build, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(out)))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SiteHandler, directory=str(out)))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:

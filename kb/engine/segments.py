@@ -7,11 +7,11 @@ pickle; IndexCache joins the segments of every shard into one view in global doc
 
 from __future__ import annotations
 
-import os
 import pickle
 import sys
 from array import array
 
+from ..files import atomic_write
 from .postings import leaves
 
 FACETS = ("condition", "outcome", "design", "year")
@@ -73,11 +73,9 @@ class SegmentCache:
             self.bits[term] = bitset(docs, size)
         data = {"ids": "\n".join(ids), **{c: self.cols[c].tobytes() for c in self.COLUMNS},
                 "bits": {t: b.to_bytes((size >> 3) + 1, "little") for t, b in self.bits.items()}}
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         try:
-            with open(tmp, "wb") as fh:
+            with atomic_write(path) as fh:
                 pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, path)
         except OSError:
             pass  # a read-only index still searches; it just recomputes
 

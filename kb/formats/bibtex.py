@@ -162,7 +162,7 @@ def _broken(raw: str, block: ParsingFailedBlock, line: int) -> str:
     return f"{name} could not be read: {_why(block)}"
 
 
-def _unwrap(value: str) -> str:
+def unwrap(value: str) -> str:
     """A value without the braces Web of Science puts round it twice ({{Title}} -> Title)."""
     value = value.strip()
     while value.startswith("{") and value.endswith("}") and _pairs(value):
@@ -183,21 +183,21 @@ def _pairs(value: str) -> bool:
     return depth == 0
 
 
-def _text(value, name: bool = False) -> str | None:
+def field_text(value, name: bool = False) -> str | None:
     """A field value as plain Unicode text: LaTeX decoded, plain text kept as written."""
     if value is None:
         return None
     raw = str(value).replace("~", " ") if name else str(value)  # in a name, "~" is always a tie
-    value = _unwrap(raw)
+    value = unwrap(raw)
     if not _MARKUP.search(raw):
         return clean(value)  # not LaTeX: "59%", "A & B", "--" and "~5 km" are text
     simple = _SIMPLE.sub(lambda m: _SIMPLE_TEXT[m.group(0)], value)
     if not _MARKUP.search(simple):
         return clean(_TYPO.sub(lambda m: _TYPO_TEXT[m.group(0)], simple))
-    return clean(_latex(value))
+    return clean(decode_latex(value))
 
 
-def _latex(value: str) -> str:
+def decode_latex(value: str) -> str:
     """pylatexenc's decoding, keeping what it would lose: "~" (a tie in LaTeX, but "approximately" in an
     abstract), a bare % (a comment in LaTeX, a per cent sign in exports) and \\^{} (a caret)."""
     value = value.replace("~", "\ue000")
@@ -217,7 +217,7 @@ def _name(raw: str) -> str:
     'Ludwig van Beethoven' -> 'van Beethoven, Ludwig'; 'Zarate, Jr., C. A.' ('Last, Jr, First') ->
     'Zarate, C. A., Jr.'; 'Thompson, III, Frank R.' -> 'Thompson, Frank R., 3rd' (the suffix as PubMed
     writes it). 'Last, First' names and 'Liu R.' forms are left as they are."""
-    text = _text(raw, name=True) or ""
+    text = field_text(raw, name=True) or ""
     commas = text.count(",")
     if commas == 1 or (commas == 0 and len(text.split()) < 3):
         return text
@@ -237,7 +237,7 @@ def _name(raw: str) -> str:
 def _terms(values: Iterable[str]) -> list[str]:
     out: list[str] = []
     for v in values:
-        text = _text(v) or ""
+        text = field_text(v) or ""
         out.extend(clean(t) or "" for t in re.split(r";" if ";" in text else r",", text))
     return keyword_list([t for t in out if t])
 
@@ -259,37 +259,37 @@ def _reference(number: int, line: int, entry: Entry, duplicate: bool = False) ->
         repeated = sorted(k for k, v in fields.items() if len(v) > 1)
         ref.warnings.append(f"fields given twice: {', '.join(repeated)}; the first of each was used "
                             "(keywords were merged)")
-    ref.title = clean_title(_text(first("title")))
+    ref.title = clean_title(field_text(first("title")))
     names = split_multiple_persons_names(str(first("author") or ""))  # on " and " outside braces
     ref.authors, ref.authors_truncated = authors_from(_name(n) for n in names)
-    ref.year = year(_text(first("year"))) or year(_text(first("date")))
-    ref.journal = _text(first("journal", "journaltitle", "booktitle"))
-    ref.volume = _text(first("volume"))
-    ref.issue = _text(first("number", "issue"))
-    raw_pages = _unwrap(str(first("pages") or ""))
+    ref.year = year(field_text(first("year"))) or year(field_text(first("date")))
+    ref.journal = field_text(first("journal", "journaltitle", "booktitle"))
+    ref.volume = field_text(first("volume"))
+    ref.issue = field_text(first("number", "issue"))
+    raw_pages = unwrap(str(first("pages") or ""))
     ref.pages = pages(re.sub(r"\s*(?:-{1,3}|\u2013|\u2014)\s*", "-", raw_pages) or None)
     for v in fields.get("doi", []):
-        ref.doi = doi(_unwrap(str(v)))
+        ref.doi = doi(unwrap(str(v)))
         if ref.doi:
             break
     else:
         if fields.get("doi"):
-            ref.warnings.append(f"doi '{_unwrap(str(fields['doi'][0]))[:60]}' is not a DOI; left out")
-    found = ids_from_urls(_unwrap(str(v)) for v in fields.get("url", []) + fields.get("link", []))
+            ref.warnings.append(f"doi '{unwrap(str(fields['doi'][0]))[:60]}' is not a DOI; left out")
+    found = ids_from_urls(unwrap(str(v)) for v in fields.get("url", []) + fields.get("link", []))
     ref.doi = ref.doi or found.get("doi")
-    note = " ".join(_unwrap(str(v)) for v in fields.get("note", []) + fields.get("extra", []))
+    note = " ".join(unwrap(str(v)) for v in fields.get("note", []) + fields.get("extra", []))
     for v in fields.get("pmid", []) + fields.get("pubmed_id", []) + fields.get("pubmed", []):
-        ref.pmid = pmid(_unwrap(str(v)))
+        ref.pmid = pmid(unwrap(str(v)))
         if ref.pmid:
             break
     if not ref.pmid and str(first("eprinttype") or "").strip("{} ").lower() == "pubmed":
-        ref.pmid = pmid(_unwrap(str(first("eprint") or "")))
+        ref.pmid = pmid(unwrap(str(first("eprint") or "")))
     m = re.search(r"\bPMID:?\s*(\d{1,9})\b", note)
     ref.pmid = ref.pmid or (pmid(m.group(1)) if m else None) or found.get("pmid")
-    ref.pmcid = pmcid(_unwrap(str(first("pmcid") or ""))) or found.get("pmcid")
+    ref.pmcid = pmcid(unwrap(str(first("pmcid") or ""))) or found.get("pmcid")
     m = re.search(r"\bPMCID:?\s*(PMC\d{1,9})\b", note)
     ref.pmcid = ref.pmcid or (pmcid(m.group(1)) if m else None)
-    ref.abstract = _text(first("abstract"))
+    ref.abstract = field_text(first("abstract"))
     ref.keywords = _terms(v for name in ("author_keywords", "keywords", "keywords-plus", "mesh")
                           for v in fields.get(name, []))
     ref.registrations = registrations_in(ref.abstract)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..config import KnowledgeBase
 from ..errors import BadRequest, SiteError
+from ..files import atomic_write, fork_context
 from ..export import FILE_NAMES, FORMATS, SplitError, assemble, split
 from ..templating import default_templates_dir
 
@@ -69,9 +70,8 @@ class Writer:
         target = self.out / rel
         if not unchanged(str(target), data, sha, self.previous.get(rel)):
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, target)
+            with atomic_write(target) as fh:
+                fh.write(data)
             self.written += 1
 
 
@@ -147,9 +147,7 @@ class DownloadsProcess:
     and a pipe: no helper thread in this process, which forks workers after it."""
 
     def __init__(self):
-        import multiprocessing as mp
-
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+        ctx = fork_context()
         self.conn, child_end = ctx.Pipe()
         self.proc = ctx.Process(target=_side_main, args=(child_end,), name="kb-downloads", daemon=True)
         self.proc.start()
@@ -217,9 +215,8 @@ def _stream_download(out: Path, writer: Writer, name: str, fmt: str, spooled: li
     head, tail = {"json": ("[\n", "\n]\n"), "csv": (assemble("csv", []), "\n")}.get(fmt, ("", "\n"))
     h = hashlib.sha1()
     target = out / name
-    tmp = target.with_name(f".{target.name}.tmp")
     first = True
-    with open(tmp, "wb") as fh:
+    with atomic_write(target) as fh:
         def put(data: bytes) -> None:
             h.update(data)
             fh.write(data)
@@ -242,7 +239,6 @@ def _stream_download(out: Path, writer: Writer, name: str, fmt: str, spooled: li
             put(fh_empty)
         else:
             put(tail.encode())
-    os.replace(tmp, target)
     writer.pages[name] = h.hexdigest()
     writer.written += 1
 

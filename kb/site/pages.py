@@ -336,14 +336,12 @@ def write_aggregate_pages(site: Site, env, common: dict, writer: Writer, jobs: i
     jobs = jobs or os.cpu_count() or 1
     done = 0
     if jobs > 1 and len(site.digests) >= AGGREGATE_PARALLEL:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+        from ..files import worker_pool
 
         _P.update(pages=pages, writer=writer)  # inherited by the forked workers
         theirs = [t for i, t in enumerate(tasks) if i % jobs != 0]
         mine = [t for i, t in enumerate(tasks) if i % jobs == 0]
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        with ProcessPoolExecutor(max_workers=jobs - 1, mp_context=ctx) as pool:
+        with worker_pool(jobs - 1) as pool:
             futures = [pool.submit(_render_task, t) for t in theirs]
             for rel, kind, arg in mine:
                 writer.put(rel, pages.render(kind, arg))

@@ -302,15 +302,12 @@ def render_studies(kb, out: Path, todo: list[str], old_page_sha: dict, known_ids
             if progress:
                 progress("studies", len(results), len(todo))
         return results
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    from ..files import worker_pool
 
     # jobs - 1 forked workers take the first batches; this process works through the rest meanwhile
     # (a parent that only waited would still compete for a core while unpickling results)
     split = len(batches) * (jobs - 1) // jobs
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    with ProcessPoolExecutor(max_workers=jobs - 1, mp_context=ctx, initializer=_worker_init,
-                             initargs=(kb, str(out), known_ids, spool, drafts)) as pool:
+    with worker_pool(jobs - 1, initializer=_worker_init, initargs=(kb, str(out), known_ids, spool, drafts)) as pool:
         futures = [pool.submit(_process, b) for b in batches[:split]]
         _worker_init(kb, str(out), known_ids, spool, drafts)
         mine: list[dict] = []
