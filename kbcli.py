@@ -145,7 +145,7 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, fmt: str
       kb validate studies/murrough-2013.yaml --strict
       kb validate --format json > problems.json
     """
-    from kb.store import summaries_dir
+    from kb.load import summaries_dir
     from kb.validate import validate_paths
 
     kb = _kb(ctx, required=not paths)
@@ -348,7 +348,7 @@ def meta(ctx: click.Context, fmt: str, **opts) -> None:
     if fmt == "json":
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
     else:
-        from kb import render
+        from kb import terminal as render
 
         render.meta_answer_text(result, click.echo, click.style)
 
@@ -635,7 +635,7 @@ def export(ctx: click.Context, query, fmt, output, force, **filters) -> None:
 
 
 def _print_results(kb: KnowledgeBase, result, fmt: str) -> None:
-    from kb import render
+    from kb import terminal as render
 
     if fmt == "json":
         click.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
@@ -646,7 +646,7 @@ def _print_results(kb: KnowledgeBase, result, fmt: str) -> None:
         click.echo(render.results_csv(result), nl=False)
     elif fmt in ("bibtex", "ris"):  # the same entries as kb export writes, in the hits' order
         from kb.export import export_text
-        from kb.store import load_study
+        from kb.load import load_study
 
         click.echo(export_text([load_study(kb, h.id) for h in result.hits], fmt, keep_order=True), nl=False)
     else:
@@ -697,8 +697,8 @@ def show(ctx: click.Context, study_id: str, fmt: str) -> None:
       kb show murrough-2013
       kb show parsaik-2015 --format json
     """
-    from kb.render import show as render
-    from kb.store import load_study
+    from kb.terminal import show as render
+    from kb.load import load_study
 
     kb = _kb(ctx)
     click.echo(render(kb, load_study(kb, study_id), fmt), nl=False)
@@ -724,7 +724,7 @@ def stats(ctx: click.Context, fmt: str, drafts: bool) -> None:
       kb stats --drafts
     """
     from kb.stats import compute_stats
-    from kb.store import load_studies
+    from kb.load import load_studies
 
     kb = _kb(ctx)
     report = load_studies(kb)
@@ -733,7 +733,7 @@ def stats(ctx: click.Context, fmt: str, drafts: bool) -> None:
     if fmt == "json":
         click.echo(json.dumps(result.as_dict(), indent=2))
         return
-    from kb.render import stats_tables
+    from kb.terminal import stats_tables
 
     stats_tables(kb, result)
 

@@ -255,7 +255,7 @@ def select(kb, req=None, progress=None) -> tuple[list[Study], list[str]]:
     """The studies to export: every valid record when ``req`` (a SearchRequest) selects nothing,
     else the search's matches, drafts included unless ``req.status`` says otherwise. Returns
     (studies, notices)."""
-    from .store import load_studies, load_study
+    from .load import load_studies, load_study
 
     if req is None:
         report = load_studies(kb, progress)

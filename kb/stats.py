@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from .config import KnowledgeBase
 from .records import Study
-from .store import split_drafts
+from .load import split_drafts
 
 
 @dataclass

@@ -93,7 +93,7 @@ def answer_question(kb, req: MetaRequest, data_file: Path | None = None) -> dict
     if data_file is not None:
         rows, excluded = rows_from_csv(data_file)
         return analyse_rows(rows, excluded, req, None, None, str(data_file))
-    from .store import load_studies, load_summaries
+    from .load import load_studies, load_summaries
 
     report = load_studies(kb)
     summaries = load_summaries(kb)

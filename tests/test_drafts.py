@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from kb.config import open_kb
-from kb.store import load_studies, split_drafts
+from kb.load import load_studies, split_drafts
 
 from .conftest import FIXTURES, bundled_copy, invoke, shared_data
 from .test_site_browser import axe_path, browser, page  # noqa: F401 - fixtures of the browser test

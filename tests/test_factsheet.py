@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from kb.config import open_kb
-from kb.store import load_studies
+from kb.load import load_studies
 
 from .conftest import ROOT, SHARED
 

@@ -20,7 +20,7 @@ from kb.biblio import Reference, registrations_in
 from kb.config import open_kb
 from kb.dedup import Entry, Index
 from kb.importer import ConditionSuggester, design_of, fill_fields, import_files
-from kb.store import load_studies
+from kb.load import load_studies
 
 from .conftest import ROOT, bundled_copy, invoke, new_kb
 

@@ -159,7 +159,7 @@ def test_every_bundled_analysis_stays_inside_its_window():
             w = a["window"]
             for s in a["studies"]:
                 seen += 1
-                days = next(o.timepoint_days for st in [__import__("kb.store", fromlist=["load_study"]).load_study(kb, s["id"])]
+                days = next(o.timepoint_days for st in [__import__("kb.load", fromlist=["load_study"]).load_study(kb, s["id"])]
                             for o in st.outcomes if o.outcome == outcome and o.timepoint == s["timepoint"])
                 assert w["from_days"] <= days < (w["to_days"] or float("inf")), (outcome, s["id"], days, w)
     assert seen >= 8

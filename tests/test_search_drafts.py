@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from kb.config import open_kb
-from kb.store import load_studies
+from kb.load import load_studies
 
 from .conftest import FIXTURES, bundled_copy, invoke, shared_data
 

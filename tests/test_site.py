@@ -522,7 +522,7 @@ def test_page_contexts(tmp_path):
                                     adverse_events={"events": ["dissociation", "nausea"]}),
                               trial("gamma-2010", [binary("response", 9, 30, 5, 30)], conditions=["ptsd", "depression"])])
     kb = open_kb(root)
-    from kb.store import load_studies
+    from kb.load import load_studies
 
     studies = load_studies(kb).studies
     site = site_mod.Site(kb=kb, info=site_mod.build_info(kb, None, "2026-01-01"),

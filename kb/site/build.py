@@ -362,7 +362,7 @@ class Build:
     # -- 4. the analyses and the pages that span studies -------------------------------------
 
     def load_site(self) -> None:
-        from ..store import load_summaries
+        from ..load import load_summaries
 
         drafts = self.drafts
         self.site = analyses.Site(kb=self.kb, info=self.info, digests={d["id"]: d for d in self.digests.values()

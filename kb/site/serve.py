@@ -12,7 +12,7 @@ from typing import Callable
 from ..config import KnowledgeBase
 from ..errors import BadRequest, KbError
 from ..files import scan
-from ..store import summaries_dir
+from ..load import summaries_dir
 
 
 def watched_state(kb: KnowledgeBase) -> tuple:

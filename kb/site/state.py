@@ -99,7 +99,7 @@ def theme_key(kb: KnowledgeBase) -> str:
 
 def summaries_key(kb: KnowledgeBase) -> str:
     """The key of the condition summaries (summaries/*.yaml), which the pages that span studies show."""
-    from ..store import summaries_dir
+    from ..load import summaries_dir
 
     h = hashlib.sha1()
     folder = summaries_dir(kb)
