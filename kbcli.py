@@ -188,7 +188,7 @@ def index(ctx: click.Context, rebuild: bool, jobs: int | None) -> None:
         click.echo(p.format(), err=True)
     click.echo(report.summary())
     if report.problems:
-        click.echo(f"{report.left_out} record file(s) with errors left out of the index; run `kb validate`", err=True)
+        click.echo(f"{report.files_left_out} record file(s) with errors left out of the index; run `kb validate`", err=True)
 
 
 SEARCH_FORMATS = ("table", "json", "csv", "ids", "bibtex", "ris")
@@ -444,7 +444,7 @@ def build(ctx: click.Context, out: Path | None, base_url: str | None, no_search:
     for p in report.problems:
         click.echo(p.format(), err=True)
     if report.problems:
-        click.echo(f"{report.invalid} record file(s) with errors left out of the site; run `kb validate`", err=True)
+        click.echo(f"{report.files_left_out} record file(s) with errors left out of the site; run `kb validate`", err=True)
     for n in report.notices:
         click.echo(f"note: {n}", err=True)
     click.echo(report.summary())

@@ -1,4 +1,10 @@
-"""Domain exceptions. The CLI maps each to one clear message and an exit code."""
+"""Domain exceptions. The CLI maps each to one clear message and an exit code; and the part of a
+report that keeps the problems of the record files a command left out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
 
 
 class KbError(Exception):
@@ -43,3 +49,15 @@ class RecordError(KbError):
 
 class SiteError(KbError):
     """The site cannot be built (exit 1)."""
+
+
+@dataclass
+class LeftOut:
+    """The problems (kb.validate.Problem) of the record files a command left out for their errors:
+    kb index's and kb build's reports keep them, and say how many files they name."""
+
+    problems: list[Any] = field(default_factory=list, kw_only=True)  # kw_only: subclasses may have required fields
+
+    @property
+    def files_left_out(self) -> int:
+        return len({p.file for p in self.problems})

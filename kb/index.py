@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 from . import engine
 from .config import KnowledgeBase
-from .errors import KbError
+from .errors import KbError, LeftOut
 from .files import (FileState, atomic_write, fork_context, gc_paused, read_manifest, read_stamps, scan, sha1,
                     worker_pool, write_manifest)
 
@@ -343,7 +343,7 @@ class Check:
 
 
 @dataclass
-class RefreshReport:
+class RefreshReport(LeftOut):
     rebuilt: bool = False
     reason: str | None = None
     added: int = 0
@@ -352,16 +352,11 @@ class RefreshReport:
     records: int = 0
     shards: int = 1
     seconds: float = 0.0
-    problems: list[Problem] = field(default_factory=list)  # errors that kept records out
     notices: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         """True when the refresh changed the index."""
         return bool(self.rebuilt or self.added or self.changed or self.deleted)
-
-    @property
-    def left_out(self) -> int:
-        return len({p.file for p in self.problems})
 
     def summary(self) -> str:
         """One line: what the refresh did (kb index prints it)."""

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import KnowledgeBase
-from ..errors import SiteError
+from ..errors import LeftOut, SiteError
 from ..export import FILE_NAMES, FORMATS
 from ..files import gc_paused, scan
 from ..templating import make_env
@@ -37,7 +37,7 @@ from .studies import listed
 
 
 @dataclass
-class BuildReport:
+class BuildReport(LeftOut):
     out: Path
     studies: int = 0  # the evidence (drafts are never counted)
     drafts: int = 0  # draft records: left out, or shown marked with include_drafts
@@ -48,7 +48,6 @@ class BuildReport:
     pages_removed: int = 0
     analyses: int = 0  # results shown (one per condition, outcome, time window and comparator class)
     pooled: int = 0  # of them, those pooled from two or more trials
-    problems: list[Problem] = field(default_factory=list)
     full: bool = False
     up_to_date: bool = False
     search: str = "skipped"  # indexed | unchanged | skipped
@@ -56,10 +55,6 @@ class BuildReport:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
     seconds: float = 0.0
     notices: list[str] = field(default_factory=list)
-
-    @property
-    def invalid(self) -> int:
-        return len({p.file for p in self.problems})
 
     def summary(self) -> str:
         """One line: what the build did (kb build and kb serve print it)."""
@@ -345,7 +340,7 @@ class Build:
                 report.problems.extend(Problem(*p) for p in probs)
         report.parsed = len(self.results)
         if self.strict and report.problems:
-            raise SiteError(f"{report.invalid} record file(s) have errors: nothing published",
+            raise SiteError(f"{report.files_left_out} record file(s) have errors: nothing published",
                             hint="run `kb validate`, or build without --strict to leave them out")
 
     def refuse_duplicate_ids(self) -> None:
