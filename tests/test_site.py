@@ -701,6 +701,19 @@ def test_an_empty_knowledge_base_builds_and_stays_up_to_date(tmp_path, runner):
     assert check_links(tmp_path / "empty/_site") == []
 
 
+def interrupt_build(monkeypatch, kb, out, page: bytes) -> None:
+    """A build killed while it writes the study pages: alpha-2001's page is left as ``page``."""
+    def killed(*args, **kwargs):
+        (out / "studies/alpha-2001.html").write_bytes(page)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(site_studies, "render_studies", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build_site(kb, out, search=False)
+    monkeypatch.undo()
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+
+
 def test_an_interrupted_build_is_redone_in_full(tmp_path, monkeypatch):
     """A build killed while writing pages leaves no state vouching for them: the next one is full."""
     monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
@@ -711,15 +724,7 @@ def test_an_interrupted_build_is_redone_in_full(tmp_path, monkeypatch):
     text = (root / "studies/alpha-2001.yaml").read_text()
     (root / "studies/alpha-2001.yaml").write_text(text.replace("One.", "Two."))
 
-    def killed(*args, **kwargs):
-        (out / "studies/alpha-2001.html").write_bytes(good[:100])  # half a page, then the process dies
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(site_studies, "render_studies", killed)
-    with pytest.raises(KeyboardInterrupt):
-        build_site(kb, out, search=False)
-    monkeypatch.undo()
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    interrupt_build(monkeypatch, kb, out, good[:100])  # half a page, then the process dies
     (root / "studies/alpha-2001.yaml").write_text(text)  # back as it was: only the half page differs
     report = build_site(kb, out, search=False)
     assert report.full and (out / "studies/alpha-2001.html").read_bytes() == good
@@ -731,15 +736,7 @@ def test_an_interrupted_first_build_can_be_run_again(tmp_path, monkeypatch):
     root = make_kb(tmp_path, [trial("alpha-2001", [binary("response", 12, 20, 4, 20)])])
     kb, out = open_kb(root), tmp_path / "out"
 
-    def killed(kb, out, *args, **kwargs):
-        (out / "studies/alpha-2001.html").write_bytes(b"<html>half a page")
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(site_studies, "render_studies", killed)
-    with pytest.raises(KeyboardInterrupt):
-        build_site(kb, out, search=False)
-    monkeypatch.undo()
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    interrupt_build(monkeypatch, kb, out, b"<html>half a page")
     report = build_site(kb, out, search=False)
     assert report.full and b"half a page" not in (out / "studies/alpha-2001.html").read_bytes()
     build_site(kb, tmp_path / "clean", search=False)
