@@ -92,6 +92,8 @@ def as_text(kb: KnowledgeBase, s: Study) -> str:
             extra = ", ".join(x for x in (o.instrument, o.timepoint) if x)
             head += f" ({extra})" if extra else ""
             out.append(head)
+            if o.definition:
+                out.append(textwrap.fill(f"event: {o.definition}", 88, initial_indent=" " * 6, subsequent_indent=" " * 8))
             if o.data:
                 flag = f" [counts {o.counts}]" if o.counts else ""
                 out.append(f"      {_data_line(o)}{flag}{'' if o.pool else ' [not pooled]'}")
