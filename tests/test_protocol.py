@@ -163,3 +163,19 @@ def test_every_bundled_analysis_stays_inside_its_window():
                             for o in st.outcomes if o.outcome == outcome and o.timepoint == s["timepoint"])
                 assert w["from_days"] <= days < (w["to_days"] or float("inf")), (outcome, s["id"], days, w)
     assert seen >= 8
+
+
+def test_a_changed_protocol_rebuilds_the_site(tmp_path):
+    """The time windows are part of what every page depends on: changing them in kb.yaml rebuilds."""
+    from kb.config import open_kb
+    from kb.site import build_site
+
+    root = kb_with(tmp_path, WINDOWS)
+    out = tmp_path / "out"
+    build_site(open_kb(root), out, search=False)
+    assert "about 24 h" in (out / "conditions/depression.html").read_text(encoding="utf-8")
+    (root / "kb.yaml").write_text(yaml.safe_dump({"title": "Test KB", "synthesis": {
+        "windows": [{"id": "any-time", "label": "any time after the infusion", "from_days": 0}]}}))
+    report = build_site(open_kb(root), out, search=False)
+    page = (out / "conditions/depression.html").read_text(encoding="utf-8")
+    assert report.full and "any time after the infusion" in page and "about 24 h" not in page

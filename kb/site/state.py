@@ -85,10 +85,12 @@ def build_info(kb: KnowledgeBase, base_url: str | None, latest: str | None) -> S
 
 def theme_key(kb: KnowledgeBase) -> str:
     """The key of what every page depends on beyond its record: the site and kb versions, kb.yaml's title,
-    description and language, the vocabulary, and every template (kb's and the knowledge base's own)."""
+    description and language, the vocabulary, the analysis protocol (a study's rows depend on its time
+    windows and comparator classes), and every template (kb's and the knowledge base's own)."""
     h = hashlib.sha1()
     h.update(f"{SITE_VERSION}|{__version__}|{kb.title}|{kb.description}|{kb.language}".encode())
     h.update(json.dumps(kb.vocab.as_dict(), sort_keys=True).encode())
+    h.update(json.dumps(kb.protocol.as_dict(), sort_keys=True, default=str).encode())
     for folder in (default_templates_dir(), kb.templates_dir):
         if folder.is_dir():
             for p in sorted(folder.rglob("*")):
