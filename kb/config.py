@@ -6,17 +6,19 @@ alias bombs, tags) and errors that name the file, the line and the key.
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import yamlio
 from .errors import ConfigError, NoKnowledgeBase
-from .protocol import DEFAULT as DEFAULT_PROTOCOL, Protocol, parse as parse_protocol
+from .protocol import DEFAULT as DEFAULT_PROTOCOL, Protocol, parse as parse_protocol, parse_eligibility
 from .vocab import Vocabulary, load_vocabulary
 
 CONFIG_NAME = "kb.yaml"
 STUDIES_DIR = "studies"
-KNOWN_KEYS = {"title", "description", "base_url", "vocabulary", "language", "synthesis"}
+KNOWN_KEYS = {"title", "description", "base_url", "vocabulary", "language", "synthesis", "eligibility"}
 TEXT_KEYS = ("title", "description", "base_url", "language")  # one line of text each (or absent)
 
 
@@ -124,5 +126,6 @@ def open_kb(path: str | Path | None = None, *, search_parents: bool = True) -> K
         base_url=cfg.get("base_url"),
         language=str(cfg.get("language") or "en"),
         vocab=vocab,
-        protocol=parse_protocol(cfg.get("synthesis"), str(cfg_path), vocab),
+        protocol=dataclasses.replace(parse_protocol(cfg.get("synthesis"), str(cfg_path), vocab),
+                                     eligibility=parse_eligibility(cfg.get("eligibility"), str(cfg_path))),
     )

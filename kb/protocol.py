@@ -80,6 +80,7 @@ class Protocol:
     classes: tuple[ComparatorClass, ...] = DEFAULT_CLASSES
     instrument_preference: tuple[str, ...] = DEFAULT_INSTRUMENT_PREFERENCE
     assumed_risk: dict = field(default_factory=dict)  # outcome -> proportion (0..1)
+    eligibility: tuple[tuple[str, str], ...] = ()  # (criterion, text), kb.yaml's eligibility:, in ELIGIBILITY order
 
     def window(self, window_id: str) -> Window | None:
         return next((w for w in self.windows if w.id == window_id), None)
@@ -101,10 +102,43 @@ class Protocol:
     def as_dict(self) -> dict:
         return {"windows": [w.as_dict() for w in self.windows],
                 "comparator_classes": {c.id: {"label": c.label, "comparators": list(c.comparators)} for c in self.classes},
-                "instrument_preference": list(self.instrument_preference), "assumed_risk": dict(self.assumed_risk)}
+                "instrument_preference": list(self.instrument_preference), "assumed_risk": dict(self.assumed_risk),
+                "eligibility": dict(self.eligibility)}
 
 
 DEFAULT = Protocol()
+
+# What a knowledge base's eligibility criteria say (kb.yaml `eligibility:`), in the order a protocol
+# states them; the methods page shows them with the date of the commit that last changed them.
+ELIGIBILITY = {
+    "question": "Review question",
+    "population": "Population",
+    "interventions": "Interventions",
+    "comparators": "Comparators",
+    "designs": "Study designs",
+    "outcomes": "Outcomes",
+    "exclusions": "Not eligible",
+}
+
+
+def parse_eligibility(data: object, origin: str) -> tuple[tuple[str, str], ...]:
+    """kb.yaml's ``eligibility:`` section: criterion -> text, criteria from :data:`ELIGIBILITY`."""
+    if data is None:
+        return ()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: eligibility must map criteria to text", hint="criteria: " + ", ".join(ELIGIBILITY))
+    unknown = set(data) - set(ELIGIBILITY)
+    if unknown:
+        raise ConfigError(f"{origin}: eligibility: unknown criterion {', '.join(sorted(map(str, unknown)))}",
+                          hint="criteria: " + ", ".join(ELIGIBILITY))
+    out = []
+    for key in ELIGIBILITY:
+        if key in data:
+            text = data[key]
+            if not isinstance(text, str) or not text.strip():
+                raise ConfigError(f"{origin}: eligibility.{key} must be text", hint="write it as one paragraph")
+            out.append((key, " ".join(text.split())))
+    return tuple(out)
 
 
 def _num(value, where: str) -> float:

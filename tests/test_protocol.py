@@ -179,3 +179,27 @@ def test_a_changed_protocol_rebuilds_the_site(tmp_path):
     report = build_site(open_kb(root), out, search=False)
     page = (out / "conditions/depression.html").read_text(encoding="utf-8")
     assert report.full and "any time after the infusion" in page and "about 24 h" not in page
+
+
+def test_eligibility_is_shown_with_the_date_of_its_last_change(tmp_path, runner):
+    import subprocess
+
+    from kb.config import open_kb
+    from kb.site import build_site
+
+    root = kb_with(tmp_path, WINDOWS)
+    (root / "kb.yaml").write_text(yaml.safe_dump({"title": "Test KB", "eligibility": {
+        "question": "Does ketamine work?", "designs": "Randomised trials."}}))
+    git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "protocol", "--date", "2026-01-02T03:04:05Z"], check=True,
+                   env={**__import__("os").environ, "GIT_COMMITTER_DATE": "2026-01-02T03:04:05Z"})
+    build_site(open_kb(root), tmp_path / "out", search=False)
+    page = (tmp_path / "out/methods.html").read_text(encoding="utf-8")
+    assert "<dt>Review question</dt><dd>Does ketamine work?</dd>" in page
+    assert "<dt>Study designs</dt><dd>Randomised trials.</dd>" in page
+    assert "Last changed on 2026-01-02 (" in page
+    (root / "kb.yaml").write_text(yaml.safe_dump({"title": "Test KB", "eligibility": {"setting": "x"}}))
+    res = invoke(runner, "--kb", root, "meta", "--outcome", "response")
+    assert res.exit_code != 0 and "unknown criterion setting" in res.output and "criteria: question" in res.output

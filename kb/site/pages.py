@@ -16,6 +16,7 @@ from typing import Any, Callable
 from markupsafe import Markup
 
 from .. import synthesis as S
+from ..protocol import ELIGIBILITY
 from ..export import FILE_NAMES
 from ..records import label_from_id
 from ..stats import year_band
@@ -231,7 +232,7 @@ def methods_context(site: Site) -> dict:
     from ..metaanalysis import METHOD_LABELS
 
     return {"root": "", "rules": S.RULES, "controls": S.CONTROLS, "measures": MEASURE_LABELS,
-            "protocol": site.kb.protocol, "combined": S.COMBINED,
+            "protocol": site.kb.protocol, "combined": S.COMBINED, "eligibility_labels": ELIGIBILITY,
             "methods": METHOD_LABELS, "analyses": sum(a["ok"] for a in site.analyses.values()),
             "pooled": sum(a["ok"] and a["result"]["k"] > 1 for a in site.analyses.values()),
             "total": len(site.evidence()), "forest_max": FOREST_MAX_K, "loo_max": LOO_MAX_K}

@@ -44,6 +44,7 @@ class SiteInfo:
     commit: str | None
     dirty: bool
     kb_version: str = __version__
+    protocol_changed: str | None = None  # "2026-12-06 (abc1234)": the last commit that changed the protocol
 
 
 def _git(root: Path, *args: str) -> str | None:
@@ -77,7 +78,8 @@ def build_info(kb: KnowledgeBase, base_url: str | None, latest: str | None) -> S
     url = base_url if base_url is not None else kb.base_url
     if url and not url.endswith("/"):
         url += "/"
-    return SiteInfo(url, when.strftime("%Y-%m-%dT%H:%M:%SZ"), source, commit, dirty)
+    changed = _git(kb.root, "log", "-1", "--format=%cs (%h)", "--", "kb.yaml", "docs/protocol.md") if commit else None
+    return SiteInfo(url, when.strftime("%Y-%m-%dT%H:%M:%SZ"), source, commit, dirty, protocol_changed=changed or None)
 
 
 # -- the keys a build is checked by ------------------------------------------------------
