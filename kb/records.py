@@ -329,6 +329,114 @@ class EffectData(Model):
 OutcomeData = Annotated[Union[BinaryData, ContinuousData, EffectData], Field(discriminator="type")]
 
 
+# Each tool judges in its own words and its own domains (kb/data/vocabulary.yaml); no synonyms across tools.
+ROB_SCALES: dict[str, tuple[str, str | None]] = {  # tool -> (judgement category, domain category)
+    "rob1": ("rob1_judgement", "rob1_domain"),
+    "rob2": ("rob2_judgement", "rob2_domain"),
+}
+ROB_OTHER = ("rob_judgement", None)  # ROBINS-I, AMSTAR 2, another tool: their domains are free text
+ROB_TOOL_NAMES = {"rob1": "RoB 1", "rob2": "RoB 2"}
+
+
+def rob_overall(tool: str, domains: dict[str, str]) -> str | None:
+    """The overall judgement kb derives from the domains when the reviewer gives none.
+
+    RoB 1: high if any domain is high, else unclear if any is unclear, else low (all seven domains count as key).
+    RoB 2: low if all domains are low, high if any is high, else some concerns. Other tools: none.
+    """
+    if not domains or tool not in ROB_SCALES:
+        return None
+    vals = set(domains.values())
+    if "high" in vals:
+        return "high"
+    if tool == "rob1":
+        return "unclear" if "unclear" in vals else "low"
+    return "low" if vals == {"low"} else "some-concerns"
+
+
+class RiskOfBias(Model):
+    """One risk-of-bias assessment, in its tool's own domains and words (a result's, or the trial's default)."""
+
+    tool: Term("rob_tool")
+    overall: Text | None = Field(None, description="the reviewer's overall judgement; without it kb derives one from the domains")
+    domains: dict[Text, Text] = Field(default_factory=dict, description="domain -> judgement, in the tool's own terms")
+    signalling: dict[Text, dict[Text, Term("rob2_signal")]] = Field(
+        default_factory=dict, description="RoB 2 only: domain -> {question: Y, PY, PN, N or NI}, e.g. {randomization: {'1.1': Y}}"
+    )
+    source: Text | None = Field(None, description="where the judgement comes from: e.g. a review's table, or \"kb's own assessment\"")
+    assessed_by: Text | None = None
+    verified_by: Text | None = Field(None, description="a second reviewer who confirmed it; without one it is a single assessor's")
+    notes: Text | None = None
+
+    @field_validator("signalling", mode="before")
+    @classmethod
+    def _signal_text(cls, value: Any) -> Any:  # YAML reads `1.1: Y` with a numeric key
+        if isinstance(value, dict):
+            return {k: ({str(q): a for q, a in v.items()} if isinstance(v, dict) else v) for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _per_tool(self, info: ValidationInfo) -> "RiskOfBias":
+        vocab = _vocab(info)
+        judgements, domain_cat = ROB_SCALES.get(self.tool, ROB_OTHER)
+        name = ROB_TOOL_NAMES.get(self.tool, self.tool)
+
+        def judge(value: str, where: str) -> str:
+            if vocab.has(judgements, value):
+                return value
+            other = [ROB_TOOL_NAMES.get(t, t) for t, (cat, _) in ROB_SCALES.items()
+                     if t != self.tool and vocab.canonical(cat, value)]
+            allowed = ", ".join(vocab.terms(judgements))
+            if other:
+                raise PydanticCustomError(
+                    "rob_judgement",
+                    "{where}: '{value}' is a {other} judgement, not a {name} one; {name} judges {allowed}",
+                    {"where": where, "value": value, "other": other[0], "name": name, "allowed": allowed,
+                     "hint": "no synonyms across tools: RoB 1's 'unclear' is not RoB 2's 'some-concerns'; "
+                             "record the tool the judgement was made with"})
+            suggestion = vocab.suggest(judgements, value)
+            raise PydanticCustomError(
+                "rob_judgement", "{where}: unknown {name} judgement '{value}'; " +
+                ("did you mean '{suggestion}'?" if suggestion else "allowed: {allowed}"),
+                {"where": where, "value": value, "name": name, "allowed": allowed, "suggestion": suggestion or "",
+                 "hint": f"{name} judges {allowed}"})
+
+        if self.overall is not None:
+            judge(self.overall, "overall")
+        for domain, value in self.domains.items():
+            if domain_cat and not vocab.has(domain_cat, domain):
+                suggestion = vocab.suggest(domain_cat, domain)
+                raise PydanticCustomError(
+                    "rob_judgement", "unknown {name} domain '{domain}'" + ("; did you mean '{suggestion}'?" if suggestion else ""),
+                    {"name": name, "domain": domain, "suggestion": suggestion or "",
+                     "hint": f"{name} domains: " + ", ".join(vocab.terms(domain_cat))})
+            judge(value, f"domain {domain}")
+        if self.signalling:
+            if self.tool != "rob2":
+                raise PydanticCustomError("rob_judgement", "signalling answers belong to RoB 2 assessments, not {name}",
+                                          {"name": name, "hint": "remove `signalling`, or record a RoB 2 assessment"})
+            for domain in self.signalling:
+                if not vocab.has("rob2_domain", domain):
+                    raise PydanticCustomError(
+                        "rob_judgement", "signalling answers for unknown RoB 2 domain '{domain}'",
+                        {"domain": domain, "hint": "RoB 2 domains: " + ", ".join(vocab.terms("rob2_domain"))})
+        if self.overall is None and self.judgement is None:
+            raise PydanticCustomError(
+                "rob_judgement", "a {name} assessment needs an overall judgement or its domains",
+                {"name": name, "hint": "give `overall:`, or the domains kb derives it from (RoB 1 and RoB 2)"})
+        return self
+
+    @property
+    def judgement(self) -> str | None:
+        """The overall judgement: the reviewer's when given, else the one kb derives from the domains."""
+        return self.overall if self.overall is not None else rob_overall(self.tool, self.domains)
+
+    @property
+    def derived(self) -> bool:
+        """Whether :attr:`judgement` is kb's derivation from the domains (no overall given)."""
+        return self.overall is None and self.judgement is not None
+
+
 class Outcome(Model):
     outcome: Term("outcome")
     instrument: Term("instrument") | None = None
@@ -351,6 +459,7 @@ class Outcome(Model):
     pool_note: Text | None = Field(None, description="why the numbers must not be pooled")
     source: Text | None = Field(None, description='where the numbers were read: a URL from sources, or "Table 2"')
     result: Text | None = Field(None, description="the result in words, numbers quoted from the source")
+    risk_of_bias: RiskOfBias | None = Field(None, description="this result's risk of bias; without it the record's applies")
 
 
 class Indirectness(Model):
@@ -377,14 +486,6 @@ class AdverseEvents(Model):
 class Durability(Model):
     summary: Text | None = None
     relapse: Text | None = Field(None, description="relapse or loss of response, as reported")
-
-
-class RiskOfBias(Model):
-    tool: Term("rob_tool")
-    overall: Term("rob_judgement")
-    domains: dict[Term("rob2_domain"), Term("rob_judgement")] = Field(default_factory=dict)
-    assessed_by: Text | None = None
-    notes: Text | None = None
 
 
 class Retraction(Model):
@@ -470,7 +571,7 @@ class Study(Model):
     adverse_events: Annotated[AdverseEvents | None, AfterValidator(_empty_to_none)] = None
     durability: Annotated[Durability | None, AfterValidator(_empty_to_none)] = None
     key_finding: Text | None = Field(None, description="one sentence, in the reviewer's own words")
-    risk_of_bias: RiskOfBias | None = None
+    risk_of_bias: RiskOfBias | None = Field(None, description="the trial's default risk of bias, for results without their own")
     indirectness: list[Indirectness] = Field(
         default_factory=list, description="ways the study differs from the question (lowers certainty when pooled)"
     )

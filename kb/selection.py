@@ -322,6 +322,12 @@ def _weak(o, sources) -> bool:
     return bool(infos) and all(i.weak for i in infos)
 
 
+def _rob(s, o) -> str | None:
+    """The result's own risk-of-bias judgement, else the trial's default (RoB 2 judges results, not trials)."""
+    rob = getattr(o, "risk_of_bias", None) or getattr(s, "risk_of_bias", None)
+    return rob.judgement if rob else None
+
+
 def _row(s, o, comparator: str, window: str | None = None, cls: str | None = None) -> Row:
     d = o.data
     label = s.label
@@ -330,7 +336,7 @@ def _row(s, o, comparator: str, window: str | None = None, cls: str | None = Non
               "drug": s.intervention.drug if s.intervention else None, "blinding": s.blinding,
               "counts": o.counts or ("reported" if d.type == "effect" else "stated"), "instrument": o.instrument}
     row = Row(id=s.id, label=label, kind=d.type, values={}, year=s.year, design=s.design, fields=fields,
-              derived=o.counts == "derived", rob=s.risk_of_bias.overall if s.risk_of_bias else None,
+              derived=o.counts == "derived", rob=_rob(s, o),
               instrument=o.instrument, timepoint=o.timepoint, window=window, cls=cls, definition=o.definition,
               crossover=s.design == "crossover-rct" and getattr(o, "period", None) != "first",
               weak_source=_weak(o, s.sources),

@@ -50,12 +50,18 @@ from .selection import (CONTROLS, REVIEW_DESIGNS, SUBGROUP_FIELDS, Excluded, Met
 
 RANDOMISED = frozenset({"rct", "crossover-rct"})
 HIGH_RISK = frozenset({"high", "serious", "critical"})
+LOW_RISK = frozenset({"low"})  # anything else, or no assessment, counts with some concerns
 LEVELS = ("very-low", "low", "moderate", "high")
 OIS_EVENTS, OIS_PARTICIPANTS = 300, 400
 RULES = {
     "start": "high when every pooled study is randomised, otherwise low",
-    "risk_of_bias": "-1 when studies at high risk carry >= 25% of the weight, or studies at high risk or "
-                    "not assessed carry >= 50%; -2 when studies at high risk carry >= 50%",
+    "risk_of_bias": "by the share of weight of the pooled results, each judged by its own assessment, else the "
+                    "trial's default: -2 when results at high risk (RoB 1 or RoB 2 high; ROBINS-I serious or critical) "
+                    "carry >= 50%; -1 when they carry >= 25%, or when results at high risk or with some concerns "
+                    "(RoB 2 some concerns, RoB 1 unclear, ROBINS-I moderate, no information) carry >= 50%; results not "
+                    "assessed count with some concerns. An assessment without an overall judgement gets kb's: RoB 1 "
+                    "high if any of its seven domains is high, else unclear if any is unclear, else low; RoB 2 low if "
+                    "all domains are low, high if any is high, else some concerns",
     "inconsistency": "-1 when I2 >= 50% and the prediction interval crosses no effect; -2 when I2 >= 75% and it does",
     "imprecision": f"-1 when the CI crosses no effect; -1 when fewer than {OIS_EVENTS} events (binary) or "
                    f"{OIS_PARTICIPANTS} participants (continuous) were analysed (optimal information size); at most -2",
@@ -406,16 +412,25 @@ def certainty(rows: list[Row], result: dict, measure: str, override=None, overri
                     "study-level data without designs: start high (check the designs)" if randomised is None else
                     "not all studies randomised: start low"})
     weights = {s["id"]: s["weight"] / 100 for s in result["studies"]}
-    high = sum(weights[r.id] for r in rows if r.rob in HIGH_RISK)
-    unknown = sum(weights[r.id] for r in rows if r.rob in (None, "no-information"))
+    # shares rounded so that two results of 25% reach 50% whatever the float sums
+    high = round(sum(weights[r.id] for r in rows if r.rob in HIGH_RISK), 9)
+    concerns = round(sum(weights[r.id] for r in rows if r.rob not in HIGH_RISK and r.rob not in LOW_RISK), 9)
+    unassessed = round(sum(weights[r.id] for r in rows if r.rob is None), 9)
+    note = f"; results not assessed carry {unassessed:.0%} and count with some concerns" if unassessed else ""
     if high >= 0.5:
-        reasons.append({"domain": "risk_of_bias", "change": -2, "text": f"studies at high risk of bias carry {high:.0%} of the weight"})
+        reasons.append({"domain": "risk_of_bias", "change": -2,
+                        "text": f"results at high risk of bias carry {high:.0%} of the weight{note}"})
     elif high >= 0.25:
-        reasons.append({"domain": "risk_of_bias", "change": -1, "text": f"studies at high risk of bias carry {high:.0%} of the weight"})
-    elif high + unknown >= 0.5:
         reasons.append({"domain": "risk_of_bias", "change": -1,
-                        "text": f"risk of bias not assessed for studies carrying {unknown:.0%} of the weight"
-                                + (f" (and high for {high:.0%})" if high else "")})
+                        "text": f"results at high risk of bias carry {high:.0%} of the weight{note}"})
+    elif high + concerns >= 0.5 and not high and concerns == unassessed:
+        reasons.append({"domain": "risk_of_bias", "change": -1,
+                        "text": f"risk of bias not assessed for results carrying {unassessed:.0%} of the weight "
+                                "(counted with some concerns)"})
+    elif high + concerns >= 0.5:
+        reasons.append({"domain": "risk_of_bias", "change": -1,
+                        "text": f"results at high risk of bias or with some concerns carry {high + concerns:.0%} of the "
+                                f"weight (high: {high:.0%}){note}"})
     null = 0.0
     pi_crosses = result["pi_low"] < null < result["pi_high"]
     i2 = result["i2"]

@@ -243,7 +243,9 @@ def _schema_problems(err: ValidationError, data: dict, loaded: yamlio.Loaded, di
             code = "missing-field"
         else:
             line, col = yamlio.locate(loaded.node, loc)
-            if kind in ("vocabulary", "identifier", "range", "et_al"):
+            if kind == "rob_judgement":  # a judgement or domain outside its tool's own words (kb.records.RiskOfBias)
+                message, hint, code = e["msg"], ctx.get("hint"), "rob-judgement"
+            elif kind in ("vocabulary", "identifier", "range", "et_al"):
                 message = e["msg"]
                 code = "vocabulary" if kind == "vocabulary" else kind.replace("_", "-")
             elif kind == "string_pattern_mismatch" and loc == ("id",):

@@ -94,9 +94,12 @@ records = st.fixed_dictionaries(
         "adverse_events": st.fixed_dictionaries({}, optional={"summary": text,
                                                               "events": st.lists(term("adverse_event"), max_size=3)}),
         "key_finding": text,
-        "risk_of_bias": st.fixed_dictionaries({"tool": term("rob_tool"), "overall": term("rob_judgement")},
-                                              optional={"domains": st.dictionaries(term("rob2_domain"),
-                                                                                   term("rob_judgement"))}),
+        "risk_of_bias": st.one_of(*(  # each tool in its own words (kb.records.ROB_SCALES)
+            st.fixed_dictionaries({"tool": st.just(tool), "overall": term(judgements)},
+                                  optional={"domains": st.dictionaries(term(domains), term(judgements)),
+                                            "source": text, "assessed_by": text, "verified_by": text})
+            for tool, judgements, domains in (("rob1", "rob1_judgement", "rob1_domain"),
+                                              ("rob2", "rob2_judgement", "rob2_domain")))),
         "retraction": st.fixed_dictionaries({}, optional={"date": st.sampled_from(["2018", "2018-05", 2019]),
                                                           "notice": text}),
         "related": st.lists(st.fixed_dictionaries({"id": text, "relation": term("relation")}), max_size=2),
