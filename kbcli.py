@@ -672,7 +672,7 @@ def schema(ctx: click.Context, output: Path | None, force: bool) -> None:
     Example:
       kb schema -o study.schema.json
     """
-    from kb.records import json_schema
+    from kb.record_schema import json_schema
     from kb.yamlio import write_new
 
     kb = _kb(ctx, required=False)

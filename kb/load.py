@@ -7,7 +7,8 @@ from typing import Callable
 
 from .config import KnowledgeBase
 from .errors import NotFound, RecordError
-from .records import ConditionSummary, Study
+from .records import Study
+from .summaries import ConditionSummary
 from .validate import Report, check_file, check_summary_file, record_files, validate_paths
 
 

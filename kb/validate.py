@@ -573,7 +573,7 @@ def check_summaries(folder: Path, vocab: Vocabulary, base: Path | None = None) -
 
 def check_summary_file(path: Path, vocab: Vocabulary, display: str | None = None):
     """(summary or None, problems) for one summaries/<condition>.yaml file."""
-    from .records import validate_summary
+    from .summaries import validate_summary
 
     display = display or str(path)
     try:

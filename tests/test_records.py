@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from kb import yamlio
-from kb.records import ET_AL, json_schema, record_data, surname, validate_data
+from kb.record_schema import json_schema
+from kb.records import ET_AL, record_data, surname, validate_data
 from kb.scaffold import make_id
 from kb.validate import check_file
 from kb.vocab import load_vocabulary
