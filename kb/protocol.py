@@ -121,16 +121,21 @@ ELIGIBILITY = {
 }
 
 
+def _known_keys(data: object, where: str, shape: str, noun: str, plural: str, known) -> None:
+    """Refuse a kb.yaml section that is not a mapping, or that has keys kb does not know."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} {shape}", hint=f"{plural}: " + ", ".join(known))
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown {noun} {', '.join(sorted(map(str, unknown)))}",
+                          hint=f"{plural}: " + ", ".join(known))
+
+
 def parse_eligibility(data: object, origin: str) -> tuple[tuple[str, str], ...]:
     """kb.yaml's ``eligibility:`` section: criterion -> text, criteria from :data:`ELIGIBILITY`."""
     if data is None:
         return ()
-    if not isinstance(data, dict):
-        raise ConfigError(f"{origin}: eligibility must map criteria to text", hint="criteria: " + ", ".join(ELIGIBILITY))
-    unknown = set(data) - set(ELIGIBILITY)
-    if unknown:
-        raise ConfigError(f"{origin}: eligibility: unknown criterion {', '.join(sorted(map(str, unknown)))}",
-                          hint="criteria: " + ", ".join(ELIGIBILITY))
+    _known_keys(data, f"{origin}: eligibility", "must map criteria to text", "criterion", "criteria", ELIGIBILITY)
     out = []
     for key in ELIGIBILITY:
         if key in data:
@@ -151,12 +156,7 @@ def parse(data: object, origin: str, vocab) -> Protocol:
     """The ``synthesis:`` section of kb.yaml as a :class:`Protocol` (defaults for what it leaves out)."""
     if data is None:
         return DEFAULT
-    if not isinstance(data, dict):
-        raise ConfigError(f"{origin}: synthesis must be a mapping", hint="keys: " + ", ".join(_KEYS))
-    unknown = set(data) - set(_KEYS)
-    if unknown:
-        raise ConfigError(f"{origin}: synthesis: unknown key(s) {', '.join(sorted(map(str, unknown)))}",
-                          hint="keys: " + ", ".join(_KEYS))
+    _known_keys(data, f"{origin}: synthesis", "must be a mapping", "key(s)", "keys", _KEYS)
     windows, classes, prefs, risks = DEFAULT_WINDOWS, DEFAULT_CLASSES, DEFAULT_INSTRUMENT_PREFERENCE, {}
     if "windows" in data:
         windows = _windows(data["windows"], f"{origin}: synthesis.windows")
