@@ -338,9 +338,9 @@ def _row(s, o, comparator: str, window: str | None = None, cls: str | None = Non
     row = Row(id=s.id, label=label, kind=d.type, values={}, year=s.year, design=s.design, fields=fields,
               derived=o.counts == "derived", rob=_rob(s, o),
               instrument=o.instrument, timepoint=o.timepoint, window=window, cls=cls, definition=o.definition,
-              crossover=s.design == "crossover-rct" and getattr(o, "period", None) != "first",
+              crossover=s.design == "crossover-rct" and o.period != "first",
               weak_source=_weak(o, s.sources),
-              indirect=[f"{i.domain}: {i.reason}" for i in getattr(s, "indirectness", None) or []])
+              indirect=[f"{i.domain}: {i.reason}" for i in s.indirectness])
     if d.type == "binary":
         (a, c) = d.arms
         row.values = {"ai": a.events, "n1i": a.total, "ci": c.events, "n2i": c.total}

@@ -128,21 +128,22 @@ def analyse_cells(rows: list[Row], excluded: list[Excluded], req: MetaRequest, s
         try:
             analyses.append(analyse_rows(sub, [e for e in excluded if e.concerns(w, c)], req, summary, vocab, loo=loo))
         except SynthesisError as e:
-            not_pooled.append({"window": _window_info(req, w), "comparator_class": _class_info(req, c, vocab),
+            not_pooled.append({"window": _window_info(req.protocol, w), "comparator_class": _class_info(req.protocol, c, vocab),
                                "message": e.message, "hint": e.hint})
     return {"outcome": req.outcome, "condition": req.condition, "analyses": analyses, "not_pooled": not_pooled,
             "excluded": [e.as_dict() for e in excluded if e.window is None and e.cls is None]}
 
 
-def _window_info(req: MetaRequest, window_id: str | None) -> dict | None:
-    w = req.protocol.window(window_id) if window_id else None
+def _window_info(protocol: Protocol, window_id: str | None) -> dict | None:
+    w = protocol.window(window_id) if window_id else None
     return w.as_dict() if w else None
 
 
-def _class_info(req: MetaRequest, class_id: str | None, vocab) -> dict | None:
+def _class_info(protocol: Protocol, class_id: str | None, vocab) -> dict | None:
+    """A comparator class as results carry it: a protocol class, or one comparator named on its own."""
     if class_id is None:
         return None
-    c = req.protocol.comparator_class(class_id)
+    c = protocol.comparator_class(class_id)
     if c is not None:
         return {"id": c.id, "label": c.label, "comparators": list(c.comparators)}
     label = vocab.label("comparator", class_id) if vocab is not None else class_id
@@ -163,7 +164,7 @@ def analyse_rows(rows: list[Row], excluded: list[Excluded], req: MetaRequest, su
     class_id = rows[0].cls if source == "records" else None
     result.update(
         outcome=req.outcome, condition=req.condition, source=source,
-        window=_window_info(req, window_id), comparator_class=_class_info(req, class_id, vocab),
+        window=_window_info(req.protocol, window_id), comparator_class=_class_info(req.protocol, class_id, vocab),
         single_study=result["k"] == 1,
         definition=vocab.categories["outcome"][req.outcome].description
         if vocab is not None and req.outcome in vocab.categories.get("outcome", {}) else None,

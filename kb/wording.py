@@ -152,35 +152,31 @@ def _versus(result: dict) -> str:
     return (result.get("comparator_class") or {}).get("label") or "the comparators"
 
 
+def _head(result: dict, vocab) -> str:
+    """The opening of a sentence: the window, then the claim (or 'no difference') against the comparator,
+    then the absolute effect."""
+    way = direction(result["ci_low"], result["ci_high"])
+    outcome = result.get("outcome")
+    if way is None:
+        head = f"The data are compatible with no difference in {noun(vocab, outcome)} between ketamine and {_versus(result)}"
+    else:
+        head = f"{claim(vocab, outcome, result['measure'], way, result.get('better'))} with ketamine than with {_versus(result)}"
+    absolute = absolute_text(result)
+    return _opening(result, head) + (f": {absolute}" if absolute else "")
+
+
 def sentence(result: dict, vocab=None) -> str:
     """The Summary of Findings row in plain language (see the module's rules)."""
     m = result["measure"]
     nat = result["natural"]
-    outcome = result.get("outcome")
     pct = int(round(result["level"] * 100))
     label = MEASURE_LABELS.get(m, "effect (yi)")
     est = f"{label[0].upper()}{label[1:]} {fmt(nat['estimate'], m)} ({pct}% CI {fmt(nat['ci_low'], m)} to {fmt(nat['ci_high'], m)})"
-    way = direction(result["ci_low"], result["ci_high"])
-    if way is None:
-        head = f"The data are compatible with no difference in {noun(vocab, outcome)} between ketamine and {_versus(result)}"
-    else:
-        head = f"{claim(vocab, outcome, m, way, result.get('better'))} with ketamine than with {_versus(result)}"
-    head = _opening(result, head)
-    absolute = absolute_text(result)
     level = result["certainty"]["level"].replace("-", " ")
-    text = head + (f": {absolute}" if absolute else "") + f". {est}; {who(result)}. Certainty of the evidence: {level}."
-    return text
+    return f"{_head(result, vocab)}. {est}; {who(result)}. Certainty of the evidence: {level}."
 
 
 def headline(result: dict, vocab=None) -> str:
     """The short form for cards: the claim and its absolute effect, with window and comparator."""
-    m = result["measure"]
-    way = direction(result["ci_low"], result["ci_high"])
-    outcome = result.get("outcome")
-    if way is None:
-        head = f"The data are compatible with no difference in {noun(vocab, outcome)} between ketamine and {_versus(result)}"
-    else:
-        head = f"{claim(vocab, outcome, m, way, result.get('better'))} with ketamine than with {_versus(result)}"
-    absolute = absolute_text(result)
-    return _opening(result, head) + (f": {absolute}" if absolute else "") + (
-        "; one trial, not a pooled result" if result["k"] == 1 else f"; {result['k']} trials pooled")
+    return _head(result, vocab) + ("; one trial, not a pooled result" if result["k"] == 1
+                                   else f"; {result['k']} trials pooled")

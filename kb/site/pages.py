@@ -160,7 +160,7 @@ def _sof_row(site: Site, key: tuple, a: dict) -> dict:
     slug = "-".join(x for x in (cond, outcome, window, cls) if x)
     row = {"condition": cond, "outcome": outcome, "ok": a["ok"], "slug": slug,
            "window": site.kb.protocol.window(window) if window else None,
-           "cls": S.class_info(S.MetaRequest(protocol=site.kb.protocol), cls, site.vocab)}
+           "cls": S.class_info(site.kb.protocol, cls, site.vocab)}
     if not a["ok"]:
         row.update(message=a["message"], excluded=a["excluded"])
         return row
