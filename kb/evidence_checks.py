@@ -137,8 +137,8 @@ def shared_controls(study: Study) -> list[tuple[int, int, str]]:
     found = []
     for i, o in enumerate(study.outcomes):
         d = o.data
-        if d is None or d.type == "effect" or len(d.arms) != 2:
-            continue
+        if d is None or d.type == "effect" or len(d.arms) != 2 or not o.pool:
+            continue  # an entry kept out of pooling cannot count its control twice
         control = d.arms[1].model_dump()
         key = (o.outcome, o.timepoint_days, o.comparator or (study.comparator.type if study.comparator else None),
                tuple(sorted(control.items())))
