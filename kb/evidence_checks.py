@@ -87,6 +87,23 @@ def evidence_checks(study: Study, add: Callable[..., None]) -> None:
                      "PubMed at http://<ip>/<PMID> is https://pubmed.ncbi.nlm.nih.gov/<PMID>/)",
                 code="bare-ip")
     multi_arm_checks(study, add)
+    unpooled_trial_check(study, add)
+
+
+NO_NUMBERS = "No poolable numbers"
+
+
+def unpooled_trial_check(study: Study, add: Callable[..., None]) -> None:
+    """A randomised trial either gives some analysis numbers or says why it cannot: entries kept out with
+    a pool_note, or a note starting "No poolable numbers:" (what was searched, what the sources give)."""
+    if study.design not in ("rct", "crossover-rct") or not study.is_evidence or study.retracted:
+        return
+    if any(o.data is not None for o in study.outcomes) or NO_NUMBERS.lower() in (study.notes or "").lower():
+        return  # pooled numbers, or numbers kept out each with its pool_note, or the reason in notes
+    add(("outcomes",) if study.outcomes else ("design",),
+        "this trial gives no analysis any numbers and does not say why", severity="warning",
+        hint=f"add outcome entries with data and a source, or a note '{NO_NUMBERS}: <what was searched and what the "
+             "sources give>'", code="no-numbers")
 
 
 def source_checks(study: Study, o: Any, base: tuple, add: Callable[..., None]) -> None:

@@ -333,3 +333,15 @@ sources: [https://example.org/s, 'http://192.0.2.7/mirror']
     from kb.records import OutcomeSource
     assert OutcomeSource._coerce("Figure 2 (https://a.org/x).") == {"url": "https://a.org/x", "locator": "Figure 2"}
     assert str(OutcomeSource(url="https://a.org/x", locator="Table 1")) == "Table 1 (https://a.org/x)"
+
+
+def test_a_trial_without_numbers_says_why(tmp_path):
+    text = BASE.format(id="n-2020") + "doi: 10.5555/n\nstatus: extracted\nkey_finding: Test.\n"
+    _write(tmp_path, "n-2020.yaml", text)
+    got = [(p.field, p.code, p.severity) for p in validate_paths([tmp_path]).problems]
+    assert ("design", "no-numbers", "warning") in got
+    _write(tmp_path, "n-2020.yaml", text + "notes: 'No poolable numbers: the abstract gives only P values.'\n")
+    assert not [p for p in validate_paths([tmp_path]).problems if p.code == "no-numbers"]
+    draft = BASE.format(id="n-2020") + "doi: 10.5555/n\n"  # a draft is not evidence yet: nothing to say
+    _write(tmp_path, "n-2020.yaml", draft)
+    assert not [p for p in validate_paths([tmp_path]).problems if p.code == "no-numbers"]
