@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .records import Study
-from .sources import CLASSES, WARN_CLASSES, is_bare_ip, outcome_sources, urls_in
+from .sources import CLASSES, WARN_CLASSES, is_bare_ip, url_key, outcome_sources
 
 POOLED_DESIGNS = frozenset({"rct", "crossover-rct", "open-label", "cohort", "case-series", "other"})  # not reviews
 RATIO_MEASURES = {"rr", "or", "hr"}
@@ -76,19 +76,41 @@ def evidence_checks(study: Study, add: Callable[..., None]) -> None:
                 hint="add timepoint_days (e.g. 1 for 24 h, 0.167 for 4 h, 7 for day 7)", code="timepoint")
         if not o.pool and not o.pool_note:
             add((*base, "pool"), "pool: false needs a pool_note saying why", code="counts-flag")
-        if not o.source:
-            add((*base, "data"), "numbers without a source: say where they were read",
-                severity="warning", hint="add `source:` with a URL from sources or a place such as 'Table 2'",
-                code="no-source")
+        source_checks(study, o, base, add)
         if d is not None:
             weak_source_check(study, o, base, add)
 
     for i, src in enumerate(study.sources):
         if is_bare_ip(src.url):
             add(("sources", i), f"the source {src.url} is a bare IP address: nothing says who publishes it",
-                severity="warning", hint="cite the publisher's, PubMed's or the trial registry's page instead",
+                hint="cite the publisher's, PubMed's or the trial registry's page instead (a mirror of "
+                     "PubMed at http://<ip>/<PMID> is https://pubmed.ncbi.nlm.nih.gov/<PMID>/)",
                 code="bare-ip")
     multi_arm_checks(study, add)
+
+
+def source_checks(study: Study, o: Any, base: tuple, add: Callable[..., None]) -> None:
+    """Numbers need a source a reviewer can check: the page (one of the record's sources, never a bare
+    IP address) and the place on it (a table, figure, page or the abstract's sentence)."""
+    src = o.source
+    if src is None or (not src.url and not src.locator):
+        add((*base, "data"), "numbers without a source: say where they were read",
+            hint="add source: {url: <the page, listed in sources>, locator: 'Table 2'}", code="no-source")
+        return
+    if not src.url:
+        add((*base, "source"), f"the source '{src.locator}' names no page",
+            hint="add `url:` with the page the numbers were read on (one of the record's sources)", code="no-source")
+    if not src.locator:
+        add((*base, "source"), "the source names no place on the page: a reviewer cannot check the numbers",
+            hint="add `locator:` with the table, figure or page, or quote the abstract's sentence", code="no-locator")
+    if src.url:
+        if is_bare_ip(src.url):
+            add((*base, "source", "url"), f"the source {src.url} is a bare IP address",
+                hint="cite the publisher's, PubMed's or the registry's page instead", code="bare-ip")
+        elif url_key(src.url) not in {url_key(s.url) for s in study.sources}:
+            add((*base, "source", "url"), f"the source {src.url} is not in the record's sources",
+                severity="warning", hint="list it under `sources:` too (with `class:` if kb's guess is wrong)",
+                code="source-unlisted")
 
 
 def weak_source_check(study: Study, o: Any, base: tuple, add: Callable[..., None]) -> None:
@@ -100,7 +122,7 @@ def weak_source_check(study: Study, o: Any, base: tuple, add: Callable[..., None
     kinds = sorted({i.cls for i in infos}, key=CLASSES.index)
     what = " and ".join({"press-release": "a press release", "commercial": "a commercial or clinic site"}[k]
                         for k in kinds)
-    where = "its `source`" if urls_in(o.source) else "the record's sources"
+    where = "its `source`" if o.source and o.source.url else "the record's sources"
     add((*base, "source") if o.source else (*base, "data"),
         f"these numbers rest only on {what} ({where}: {', '.join(i.url for i in infos)})",
         severity="warning",
@@ -115,8 +137,8 @@ def shared_controls(study: Study) -> list[tuple[int, int, str]]:
     found = []
     for i, o in enumerate(study.outcomes):
         d = o.data
-        if d is None or d.type == "effect" or len(d.arms) != 2:
-            continue
+        if d is None or d.type == "effect" or len(d.arms) != 2 or not o.pool:
+            continue  # an entry kept out of pooling cannot count its control twice
         control = d.arms[1].model_dump()
         key = (o.outcome, o.timepoint_days, o.comparator or (study.comparator.type if study.comparator else None),
                tuple(sorted(control.items())))

@@ -220,7 +220,7 @@ def metapsy_rows(s: Study) -> list[dict[str, str]]:
                     "multi_arm1": a.label if len(d.arms) > 2 else None,
                     "multi_arm2": b.label if len(d.arms) > 2 else None,
                     "counts": o.counts, "pool": str(o.pool).lower(), "pool_note": o.pool_note,
-                    "retracted": str(s.retracted).lower(), "source": o.source,
+                    "retracted": str(s.retracted).lower(), "source": o.source.text if o.source else None,
                 }
                 if d.type == "binary":
                     row |= {"outcome_type": "binary", "event_arm1": a.events, "event_arm2": b.events,

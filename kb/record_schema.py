@@ -33,6 +33,8 @@ def json_schema(vocab: Vocabulary | None = None) -> dict:
                                               {"type": "string", "enum": vocab.terms("condition")}]}
     props["sources"]["items"] = {"anyOf": [{"$ref": "#/$defs/Source"},
                                            {"type": "string", "pattern": r"^https?://\S+$"}]}
+    src = defs["Outcome"]["properties"]["source"]  # an outcome's source may be one string (a URL or a locator)
+    src["anyOf"].insert(0, {"type": "string"})
     dose = defs["Intervention"]["properties"]["dose_mg_per_kg"]
     dose["anyOf"].insert(0, dict(dose["anyOf"][0]["items"]))  # a single dose may be written as a number
     for name in ("pmid", "volume", "issue", "pages"):

@@ -437,6 +437,40 @@ class RiskOfBias(Model):
         return self.overall is None and self.judgement is not None
 
 
+class OutcomeSource(Model):
+    """Where an outcome's numbers were read: the page, and the place on it a reviewer can check."""
+
+    url: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^https?://\S+$")] | None = Field(
+        None, description="the page the numbers were read on (also listed in the record's sources)"
+    )
+    locator: Text | None = Field(
+        None, description='where on that page: a table, figure or page, or the abstract sentence quoted, e.g. "Table 2"'
+    )
+    note: Text | None = None
+
+    @classmethod
+    def _coerce(cls, value: Any) -> Any:
+        """The old one-string form: a URL becomes ``url``, anything else ``locator``."""
+        if isinstance(value, str):
+            v = value.strip()
+            urls = re.findall(r"https?://[^\s<>\"')\]]+", v)
+            if len(urls) != 1:
+                return {"locator": v}
+            url = urls[0].rstrip(".,;:")
+            rest = re.sub(r"[\s(\[]*" + re.escape(url) + r"[\s)\].,;:]*", " ", v).strip(" ,;:-")
+            return {"url": url, "locator": rest} if rest else {"url": url}
+        return value
+
+    @property
+    def text(self) -> str:
+        """One line for tables and exports: "Table 2 (https://...)"."""
+        parts = [p for p in (self.locator, f"({self.url})" if self.locator and self.url else self.url) if p]
+        return " ".join(parts)
+
+    def __str__(self) -> str:
+        return self.text
+
+
 class Outcome(Model):
     outcome: Term("outcome")
     instrument: Term("instrument") | None = None
@@ -449,7 +483,8 @@ class Outcome(Model):
     primary: bool = False
     data: OutcomeData | None = None
     counts: Literal["stated", "derived"] | None = Field(
-        None, description="stated: the counts appear in the source; derived: computed from percentages"
+        None, description="stated: the numbers appear in the source; derived: computed (counts from percentages, "
+                          "SDs from SEs or CIs), with a `derivation`"
     )
     derivation: Text | None = Field(None, description="how derived counts were computed, and from what")
     period: Literal["first", "all"] | None = Field(
@@ -457,7 +492,9 @@ class Outcome(Model):
     )
     pool: bool = Field(True, description="false keeps these numbers out of every pooled analysis")
     pool_note: Text | None = Field(None, description="why the numbers must not be pooled")
-    source: Text | None = Field(None, description='where the numbers were read: a URL from sources, or "Table 2"')
+    source: Annotated[OutcomeSource, BeforeValidator(OutcomeSource._coerce)] | None = Field(
+        None, description="where the numbers were read: {url, locator}, the url one of the record's sources"
+    )
     result: Text | None = Field(None, description="the result in words, numbers quoted from the source")
     risk_of_bias: RiskOfBias | None = Field(None, description="this result's risk of bias; without it the record's applies")
 

@@ -141,21 +141,23 @@ def urls_in(text: str | None) -> list[str]:
     return [u.rstrip(".,;:") for u in URL_IN_TEXT.findall(text or "")]
 
 
-def _key(url: str) -> str:
+def url_key(url: str) -> str:
+    """A URL without scheme, www. and trailing slash, to compare two spellings of one page."""
     return re.sub(r"^https?:/*(?:www\.)?", "", url.strip().lower()).rstrip("/")
 
 
 def outcome_sources(outcome, sources: Iterable) -> list[SourceInfo]:
-    """The sources an outcome's numbers rest on: the URLs in its ``source`` text (with the class the
-    record states for that URL, if listed), else all the record's sources."""
+    """The sources an outcome's numbers rest on: its ``source`` URL (with the class the record states
+    for that URL, if listed), else all the record's sources."""
     infos = [source_info(s) for s in sources]
-    named = urls_in(getattr(outcome, "source", None))
+    src = getattr(outcome, "source", None)
+    named = [src.url] if getattr(src, "url", None) else urls_in(getattr(src, "locator", None))
     if not named:
         return infos
-    by_key = {_key(i.url): i for i in infos}
+    by_key = {url_key(i.url): i for i in infos}
     out = []
     for u in named:
-        info = by_key.get(_key(u))
+        info = by_key.get(url_key(u))
         out.append(info if info else SourceInfo(u, classify_url(u), is_bare_ip(u)))
     return out
 

@@ -125,6 +125,9 @@ def test_binary_data_need_a_definition_and_a_shared_control_is_flagged(runner, t
     assert "outcomes[0].data: binary data need a `definition`" in res.output
     assert "outcomes[1].data.arms[1]: warning: the control arm 'control' is the same as in outcomes[0]" in res.output
     assert "Cochrane Handbook 23.3.4" in res.output
+    rec["outcomes"][1] |= {"pool": False, "pool_note": "other dose arm; the first is pooled against the shared control"}
+    root = kb_with(tmp_path / "again", [rec])
+    assert "is the same as in outcomes[0]" not in invoke(runner, "--kb", root, "validate").output
 
 
 def test_crossover_as_published_is_marked_and_left_out_in_a_sensitivity_analysis(runner, tmp_path):

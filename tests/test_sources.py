@@ -147,28 +147,31 @@ def test_what_an_outcomes_numbers_rest_on():
 SOURCES = FIXTURES / "sources"
 
 
-def test_validate_warns_about_weak_sources_and_bare_ips(runner):
+def test_validate_warns_about_weak_sources_and_refuses_bare_ips_and_unplaced_numbers(runner):
     result = invoke(runner, "validate", SOURCES, "--format", "json")
-    assert result.exit_code == 0, result.output  # warnings only
+    assert result.exit_code == 1, result.output
     report = json.loads(result.output)
     got = [(Path(p["file"]).name, p["line"], p["field"], p["code"], p["severity"]) for p in report["problems"]]
     assert got == [
+        ("commercial-2021.yaml", 18, "outcomes[0].source", "no-source", "error"),  # 'abstract' names no page
         ("commercial-2021.yaml", 18, "outcomes[0].source", "weak-source", "warning"),  # the record's sources
         ("weak-2020.yaml", 18, "outcomes[0].source", "weak-source", "warning"),  # a press release
         ("weak-2020.yaml", 38, "outcomes[2].source", "weak-source", "warning"),  # a clinic's page
-        ("weak-2020.yaml", 54, "sources[2]", "bare-ip", "warning"),
+        ("weak-2020.yaml", 48, "outcomes[3].source", "no-source", "error"),  # "the clinic's summary": no page
+        ("weak-2020.yaml", 54, "sources[2]", "bare-ip", "error"),
     ]  # remission cites PubMed; dissociation names no URL, so it rests on every source, PubMed among them
-    by = {(Path(p["file"]).name, p["field"]): p for p in report["problems"]}
-    p = by[("weak-2020.yaml", "outcomes[0].source")]
+    by = {(Path(p["file"]).name, p["field"], p["code"]): p for p in report["problems"]}
+    p = by[("weak-2020.yaml", "outcomes[0].source", "weak-source")]
     assert p["message"] == ("these numbers rest only on a press release (its `source`: "
                             "https://www.prnewswire.com/news-releases/ketamine-trial-results.html)")
     assert "PubMed" in p["hint"]
     assert "a press release and a commercial or clinic site (the record's sources:" in \
-        by[("commercial-2021.yaml", "outcomes[0].source")]["message"]
-    assert "http://192.0.2.7:8081/12345678 is a bare IP address" in by[("weak-2020.yaml", "sources[2]")]["message"]
-    strict = invoke(runner, "validate", SOURCES, "--strict")
-    assert strict.exit_code == 1
-    assert strict.output.splitlines()[-1].startswith("FAILED (--strict: warnings count as errors): 0 errors, 4 warnings")
+        by[("commercial-2021.yaml", "outcomes[0].source", "weak-source")]["message"]
+    bare = by[("weak-2020.yaml", "sources[2]", "bare-ip")]
+    assert "http://192.0.2.7:8081/12345678 is a bare IP address" in bare["message"]
+    assert "https://pubmed.ncbi.nlm.nih.gov/<PMID>/" in bare["hint"]
+    assert by[("weak-2020.yaml", "outcomes[3].source", "no-source")]["message"] == \
+        "the source 'the clinic's summary' names no page"
 
 
 def test_kb_show_lists_each_sources_class(runner, tmp_path):

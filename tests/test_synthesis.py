@@ -28,6 +28,9 @@ def trial(sid: str, outcomes: list[dict], *, design: str = "rct", conditions=("d
            "outcomes": outcomes, "key_finding": f"Test finding of {sid}.", "sources": [f"https://example.org/{sid}"],
            "status": "extracted", "added": "2026-11-26"}  # extracted: a draft is never pooled
     rec.update(extra)
+    for o in rec["outcomes"]:  # numbers are read on the trial's page: give "Table 2" its url
+        if isinstance(o.get("source"), str) and not o["source"].startswith("http"):
+            o["source"] = {"url": rec["sources"][0], "locator": o["source"]}
     return rec
 
 

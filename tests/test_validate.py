@@ -110,7 +110,7 @@ def test_warnings_pass_unless_strict(runner):
     ok = invoke(runner, "validate", path)
     assert ok.exit_code == 0
     assert "warning: no DOI, PMID or PMCID" in ok.output
-    assert "outcomes[0].data: warning: numbers without a source" in ok.output
+    assert "outcomes[0].source.url: warning: the source https://example.org/x/table is not in the record's sources" in ok.output
     assert "unverified_fields[0]: warning: 'n_randomized' holds a value that no source confirmed" in ok.output
     assert ok.output.splitlines()[-1] == "ok: 0 errors, 3 warnings; 1 file checked"
     strict = invoke(runner, "validate", path, "--strict")
@@ -241,7 +241,7 @@ outcomes:
   timepoint_days: 1
   data: {type: binary, arms: [{label: k, events: 3, total: 20}, {label: s, events: 1, total: 20}]}
   counts: stated
-  source: Table 1
+  source: {url: 'https://example.org/c-2020', locator: Table 1}
 """
     _write(tmp_path, "c-2020.yaml", text)
     assert not validate_paths([tmp_path]).problems
@@ -275,3 +275,61 @@ def test_missing_identifier_flagged_as_searched_is_not_warned(tmp_path):
     assert not validate_paths([tmp_path]).problems
     _write(tmp_path, "n-2020.yaml", BASE.format(id="n-2020") + "pmcid: PMC3000408\n")
     assert not validate_paths([tmp_path]).problems
+
+
+def test_numbers_need_a_page_and_a_place_on_it(tmp_path):
+    """An outcome's numbers carry source: {url, locator}; the url is one of the record's sources and never
+    a bare IP address; the old one-string form still reads (a URL is the url, anything else the locator)."""
+    text = BASE.format(id="s-2020").replace("sources: [https://example.org/s-2020]\n", "") + """\
+doi: 10.5555/s
+outcomes:
+- outcome: response
+  definition: responders
+  timepoint_days: 1
+  data: {type: binary, arms: [{label: k, events: 3, total: 10}, {label: s, events: 1, total: 10}]}
+  counts: stated
+  source: {url: 'https://example.org/s', locator: Table 1}
+- outcome: remission
+  definition: remitters
+  timepoint_days: 1
+  data: {type: binary, arms: [{label: k, events: 2, total: 10}, {label: s, events: 1, total: 10}]}
+  counts: stated
+  source: Table 3
+- outcome: dropout
+  definition: dropouts
+  timepoint_days: 1
+  data: {type: binary, arms: [{label: k, events: 1, total: 10}, {label: s, events: 1, total: 10}]}
+  counts: stated
+  source: https://example.org/s
+- outcome: dissociation
+  definition: CADSS above 4
+  timepoint_days: 1
+  data: {type: binary, arms: [{label: k, events: 5, total: 10}, {label: s, events: 0, total: 10}]}
+  counts: stated
+  source: Figure 2 (http://203.0.113.9:8081/12345678)
+- outcome: nausea
+  definition: nausea reported
+  timepoint_days: 1
+  data: {type: binary, arms: [{label: k, events: 2, total: 10}, {label: s, events: 0, total: 10}]}
+  counts: stated
+- outcome: headache
+  definition: headache reported
+  timepoint_days: 1
+  data: {type: binary, arms: [{label: k, events: 2, total: 10}, {label: s, events: 1, total: 10}]}
+  counts: stated
+  source: {url: 'https://example.org/other', locator: Table 4}
+sources: [https://example.org/s, 'http://192.0.2.7/mirror']
+"""
+    _write(tmp_path, "s-2020.yaml", text)
+    got = [(p.field, p.code, p.severity) for p in validate_paths([tmp_path]).problems]
+    assert got == [
+        ("outcomes[1].source", "no-source", "error"),  # 'Table 3' of which page?
+        ("outcomes[2].source", "no-locator", "error"),  # which table?
+        ("outcomes[3].source.url", "bare-ip", "error"),
+        ("outcomes[4].data", "no-source", "error"),
+        ("outcomes[5].source.url", "source-unlisted", "warning"),
+        ("sources[1]", "bare-ip", "error"),
+    ]
+    from kb.records import OutcomeSource
+    assert OutcomeSource._coerce("Figure 2 (https://a.org/x).") == {"url": "https://a.org/x", "locator": "Figure 2"}
+    assert str(OutcomeSource(url="https://a.org/x", locator="Table 1")) == "Table 1 (https://a.org/x)"
