@@ -100,6 +100,8 @@ def unpooled_trial_check(study: Study, add: Callable[..., None]) -> None:
         return
     if any(o.data is not None for o in study.outcomes) or NO_NUMBERS.lower() in (study.notes or "").lower():
         return  # pooled numbers, or numbers kept out each with its pool_note, or the reason in notes
+    if any(r.relation in ("same-trial", "secondary-analysis") for r in study.related):
+        return  # another report of a trial: its numbers may live in the linked record
     add(("outcomes",) if study.outcomes else ("design",),
         "this trial gives no analysis any numbers and does not say why", severity="warning",
         hint=f"add outcome entries with data and a source, or a note '{NO_NUMBERS}: <what was searched and what the "

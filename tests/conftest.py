@@ -11,6 +11,7 @@ from kbcli import cli
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SHARED = ROOT.parent / "shared"
+BUNDLED = len(list((ROOT / "studies").glob("*.yaml")))  # the bundled records (all extracted, none a draft)
 
 
 @pytest.fixture(autouse=True)

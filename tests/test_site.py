@@ -150,13 +150,14 @@ def test_condition_page_summary_of_findings(built):
     html = (built / "conditions/depression.html").read_text(encoding="utf-8")
     # response as kb meta computes it: one section per time window and comparator class, never pooled
     # together, each with its study one click away. By hand: Lii 2023 12/20 vs 10/20 saline (day 1) and
-    # 9/20 vs 10/20 (day 3); Murrough 2013 30/47 vs 7/25 midazolam (24 h); Su 2023 15/42 vs 5/42 midazolam
-    # (day 2-3); RR = (a/n1)/(c/n2), 95% CI exp(log RR +- 1.96 sqrt(1/a - 1/n1 + 1/c - 1/n2)).
+    # 9/20 vs 10/20 (day 3); Hu 2016 12/13 vs 8/14 escitalopram plus saline (4 weeks); Su 2023 15/42 vs 5/42
+    # midazolam (day 2-3); RR = (a/n1)/(c/n2), 95% CI exp(log RR +- 1.96 sqrt(1/a - 1/n1 + 1/c - 1/n2)).
+    # Murrough 2013's 24-h counts rest on a press release and are kept out: no 24-h midazolam section.
     sections = {s.split('"', 1)[0]: s.split("</section>", 1)[0] for s in html.split('<section class="sof" id="')[1:]}
     expected = {
         "o-depression-response-24h-inert-placebo": ("lii-2023", "Risk ratio 1.20 (95% CI 0.68 to 2.11); one trial, 40 participants", "very-low"),
-        "o-depression-response-24h-active-placebo": ("murrough-2013", "Risk ratio 2.28 (95% CI 1.17 to 4.43); one trial, 72 participants", "very-low"),
         "o-depression-response-2-7d-inert-placebo": ("lii-2023", "Risk ratio 0.90 (95% CI 0.47 to 1.73); one trial, 40 participants", "very-low"),
+        "o-depression-response-later-inert-placebo": ("hu-2016", "Risk ratio 1.62 (95% CI 1.00 to 2.61); one trial, 27 participants", "very-low"),
         "o-depression-response-2-7d-active-placebo": ("su-2023", "Risk ratio 3.00 (95% CI 1.20 to 7.51); one trial, 84 participants", "very-low"),  # -1: its Table 1 is read from a copied page (weak source)
     }
     assert sorted(k for k in sections if k.startswith("o-depression-response-")) == sorted(expected)
@@ -166,16 +167,19 @@ def test_condition_page_summary_of_findings(built):
         assert f'href="../studies/{sid}.html"' in sec.split('<table class="data">')[1].split("</table>")[0], anchor
         assert f'class="certainty certainty-{certainty}"' in sec, anchor
         assert "One trial: this is a single study's result, not a pooled one." in sec, anchor
-    # the absolute effect against a 280 per 1000 midazolam risk (7/25): 280 x 2.28 = 638 per 1000
-    midazolam = sections["o-depression-response-24h-active-placebo"]
-    assert "<dd>638 per 1000 (95% CI 328 to 1000)</dd>" in midazolam
-    assert "358 more per 1000 (95% CI 48 more to 720 more)" in midazolam and "NNTB 3 (95% CI 2 to 21)" in midazolam
+    # the absolute effect against a 119 per 1000 midazolam risk (5/42): 119 x 3.00 = 357 per 1000
+    midazolam = sections["o-depression-response-2-7d-active-placebo"]
+    assert "<dd>357 per 1000 (95% CI 143 to 894)</dd>" in midazolam
+    assert "238 more per 1000 (95% CI 24 more to 775 more)" in midazolam and "NNTB 5 (95% CI 2 to 43)" in midazolam
     assert "<svg" in midazolam and 'role="img"' in midazolam
-    # two tables on the page hold response at about 24 h: each caption names its comparator
-    assert "<caption>Study data for Response in depression, about 24 h, vs active placebo (midazolam)</caption>" in midazolam
+    # two tables on the page hold response at 2 to 7 days: each caption names its comparator
+    assert "<caption>Study data for Response in depression, 2 to 7 days, vs active placebo (midazolam)</caption>" in midazolam
     # its forest plot draws the trial, but no pooled diamond: one trial is not a pooled result
     assert '<g class="fp-row">' in midazolam and '<g class="fp-pooled">' not in midazolam and "Pooled (" not in midazolam
-    assert "risk of bias not assessed" in html
+    # every pooled trial now carries a judgement: the downgrade says by whose weight (Lii 2023: kb's own RoB 2,
+    # some concerns)
+    assert "risk of bias: results at high risk of bias or with some concerns carry 100% of the weight" in html
+    assert "risk of bias not assessed" not in html
     for heading in ("Durability and maintenance", "Dosing used across studies", "Adverse events across studies",
                     "Practice and ethics", "All studies"):
         assert heading in html
@@ -333,7 +337,7 @@ def test_incremental_build_rewrites_only_what_changed(tmp_path, monkeypatch):
     assert touched.parsed == 0 and touched.pages_written == 0
     # one record's numbers change: its page, its condition's pages, downloads and changes move; the rest do not
     rec = records[1]
-    rec["outcomes"] = [binary("response", 14, 15, 3, 16)]
+    rec["outcomes"] = [binary("response", 14, 15, 3, 16, source={"url": rec["sources"][0], "locator": "Table 2"})]
     (root / "studies/beta-2005.yaml").write_text(yaml.safe_dump(rec, sort_keys=False))
     second = build_site(kb, out, search=False)
     assert second.parsed == 1 and not second.full
@@ -492,12 +496,12 @@ def test_summary_of_findings_page_and_csv(built):
     cells = [(r["condition"], r["outcome"], r["time_window"], r["comparator"]) for r in rows]
     assert len(set(cells)) == len(cells) and all(r["time_window"] and r["comparator"] for r in rows)
     by_cell = dict(zip(cells, rows))
-    # Murrough 2013, 30/47 vs 7/25: comparator risk 7/25 = 280 per 1000, RR 2.28 (1.17 to 4.43), so
-    # 638 (328 to 1000, capped) per 1000 with ketamine; NNTB 1/0.358 -> 3 (1/0.720 -> 2 to 1/0.048 -> 21)
-    r = by_cell[("Depression", "Response", "about 24 h", "active placebo (midazolam)")]
-    assert (r["k"], r["participants"], r["relative_effect"]) == ("1", "72", "risk ratio 2.28 (95% CI 1.17 to 4.43) (one trial)")
+    # Su 2023, 15/42 vs 5/42: comparator risk 5/42 = 119 per 1000, RR 3.00 (1.20 to 7.51), so 357 (143 to 894)
+    # per 1000 with ketamine; NNTB 1/0.238 -> 5 (1/0.775 -> 2 to 1/0.0237 -> 43)
+    r = by_cell[("Depression", "Response", "2 to 7 days", "active placebo (midazolam)")]
+    assert (r["k"], r["participants"], r["relative_effect"]) == ("1", "84", "risk ratio 3.00 (95% CI 1.20 to 7.51) (one trial)")
     assert (r["comparator_per_1000"], r["ketamine_per_1000"], r["difference_per_1000"], r["nnt"]) == (
-        "280", "638 (328 to 1000)", "358 more (48 more to 720 more)", "NNTB 3 (95% CI 2 to 21)")
+        "119", "357 (143 to 894)", "238 more (24 more to 775 more)", "NNTB 5 (95% CI 2 to 43)")
     assert r["certainty"] == "very low"
     # Su 2023, 14/42 vs 3/42 at 4 h: suicidal ideation resolved, a good event, so more of it reads as benefit
     si = by_cell[("Depression", "Suicidal ideation resolved", "under 12 h", "active placebo (midazolam)")]
@@ -509,7 +513,7 @@ def test_summary_of_findings_page_and_csv(built):
     assert 'href="downloads/summary-of-findings.csv"' in html
     body = html.split('<table class="data sof-table">')[1].split("</tbody>")[0]
     assert body.count("<tr><td>") == len(rows)
-    assert "<td>638 (328 to 1000)</td><td>358 more (48 more to 720 more)</td><td>NNTB 3 (95% CI 2 to 21)</td>" in body
+    assert "<td>357 (143 to 894)</td><td>238 more (24 more to 775 more)</td><td>NNTB 5 (95% CI 2 to 43)</td>" in body
 
 
 # -- page contexts ---------------------------------------------------------------------------

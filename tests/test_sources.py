@@ -184,6 +184,7 @@ def test_kb_show_lists_each_sources_class(runner, tmp_path):
     assert "  - [PubMed or PMC] https://pmc.ncbi.nlm.nih.gov/articles/PMC4851268/table/T2" in out
     assert ("  - [Commercial or clinic site; weak source] https://www.betterucare.com/post/"
             "antidepressant-efficacy-of-ketamine-in-treatment-resistant-major-depression-a-two-site-randomized-"
-            "controlled-trial (ketamine therapy company's blog reposting the abstract)") in out
+            "controlled-trial (ketamine therapy company's blog reposting the abstract (extra source; no numbers taken "
+            "from it))") in out
     out = invoke(runner, "--kb", root, "show", "bahji-2021").output
-    assert "  - [Unofficial copy of a document, bare IP address; weak source] http://47.251.13.51:8081/33022440" in out
+    assert "  - [PubMed or PMC] https://pubmed.ncbi.nlm.nih.gov/33022440/ (PubMed record (first read on a mirror))" in out

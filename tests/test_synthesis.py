@@ -301,15 +301,16 @@ def test_forest_svg_is_accessible_and_escaped(runner, tmp_path):
 def test_bundled_kb_depression_response(runner):
     """The bundled records: the pooled trials are exactly the eligible controlled IV trials."""
     answer = meta_json(runner, ROOT, "--condition", "depression", "--outcome", "response")
-    # each time window and comparator class on its own: saline at 24 h and days 2-7 (lii-2023), midazolam at
-    # 24 h (murrough-2013) and days 2-7 (su-2023)
+    # each time window and comparator class on its own: saline at 24 h and days 2-7 (lii-2023), escitalopram
+    # plus saline at 4 weeks (hu-2016), midazolam at days 2-7 (su-2023); murrough-2013's 24-h counts rest on a
+    # press release and are kept out (pool: false)
     cells = {(a["window"]["id"], a["comparator_class"]["id"]): [s["id"] for s in a["studies"]] for a in answer["analyses"]}
-    assert cells == {("24h", "inert-placebo"): ["lii-2023"], ("24h", "active-placebo"): ["murrough-2013"],
-                     ("2-7d", "inert-placebo"): ["lii-2023"], ("2-7d", "active-placebo"): ["su-2023"]}
+    assert cells == {("24h", "inert-placebo"): ["lii-2023"], ("2-7d", "inert-placebo"): ["lii-2023"],
+                     ("later", "inert-placebo"): ["hu-2016"], ("2-7d", "active-placebo"): ["su-2023"]}
     ids = {i for v in cells.values() for i in v}
     assert "parsaik-2015" not in ids and "jelovac-2025" not in ids and "anand-2023" not in ids
+    assert "murrough-2013" not in ids
     lii = next(a for a in answer["analyses"] if a["window"]["id"] == "2-7d" and a["studies"][0]["id"] == "lii-2023")
     assert lii["studies"][0]["timepoint"] == "day 3"  # the earliest entry of the window (day 3, not day 7)
-    r = next(a for a in answer["analyses"] if a["studies"][0]["id"] == "murrough-2013")
-    murrough = r["studies"][0]
-    assert murrough["data"] == {"ai": 30, "n1i": 47, "ci": 7, "n2i": 25} and murrough["derived"] is True
+    left = {e["id"]: e["reason"] for e in answer["excluded"]}
+    assert "press release" in left["murrough-2013"]
