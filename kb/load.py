@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Callable
 
 from .config import KnowledgeBase
-from .errors import NotFound, RecordError
-from .records import Study
+from .errors import BadRequest, NotFound, RecordError
+from .records import ID_RE, Study
 from .summaries import ConditionSummary
 from .validate import Report, check_file, check_summary_file, record_files, validate_paths
 
@@ -30,6 +30,11 @@ def split_drafts(studies: list[Study]) -> tuple[list[Study], list[Study]]:
 
 
 def study_path(kb: KnowledgeBase, study_id: str) -> Path:
+    """The record file of an id. The id must match the id pattern before any path is built from it, so
+    that no id ('../../x', '/etc/x', 'a/b-2013') can reach a file outside studies/."""
+    if not ID_RE.match(study_id or ""):
+        raise BadRequest(f"'{study_id}' is not a study id",
+                         hint="an id is lowercase firstauthor-year, e.g. murrough-2013 (`kb stats` or `ls studies/` lists them)")
     for suffix in (".yaml", ".yml"):
         p = kb.studies_dir / f"{study_id}{suffix}"
         if p.is_file():

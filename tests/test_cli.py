@@ -232,3 +232,30 @@ def test_internal_errors_are_one_line(runner, kb_dir, monkeypatch):
     assert result.exit_code == 1
     assert "internal error in kb (RuntimeError: kaboom)" in result.output
     assert "Traceback" not in result.output
+
+
+def test_show_refuses_an_id_that_is_a_path(runner, kb_dir):
+    """Reliability issue, defect 8: `kb show ../../somewhere/secret-2013` read any YAML file reachable from
+    studies/. An id must match the id pattern before a path is built from it: a usage error, nothing read."""
+    secret = kb_dir.parent / "secret-2013.yaml"
+    secret.write_text("id: secret-2013\ntitle: SECRET CONTENT\nyear: 2013\ndesign: rct\n")
+    for bad in ("../secret-2013", "../../secret-2013", str(secret.with_suffix("")), "studies/../secret-2013"):
+        result = invoke(runner, "--kb", kb_dir, "show", bad)
+        assert result.exit_code == 2, (bad, result.output)
+        assert "SECRET" not in result.output and "is not a study id" in result.output
+
+
+@pytest.mark.parametrize("url", ["javascript:alert(1)//", "data:text/html,x", "//evil.example/", "ketamine/",
+                                 'https://a.example/"><script>'])
+def test_build_accepts_only_http_urls_or_paths_as_base_url(runner, kb_dir, tmp_path, url):
+    """Reliability issue, defect 6: --base-url 'javascript:alert(1)//' became every href of the 404 page and the
+    feed. Only an http(s) URL or a path starting with / is accepted, from the option or from kb.yaml."""
+    out = tmp_path / "site"
+    result = invoke(runner, "--kb", kb_dir, "build", "--no-search", "-o", out, "--base-url", url)
+    assert result.exit_code == 2 and "is not an http(s) URL or a path starting with /" in result.output
+    assert not (out / "404.html").exists()
+    (kb_dir / "kb.yaml").write_text(f"title: Test\nbase_url: '{url}'\n" if "'" not in url else 'title: Test\nbase_url: "x:y"\n')
+    result = invoke(runner, "--kb", kb_dir, "build", "--no-search", "-o", out)
+    assert result.exit_code == 2 and "kb.yaml base_url" in result.output
+    ok = invoke(runner, "--kb", kb_dir, "build", "--no-search", "-o", out, "--base-url", "/ketamine/")
+    assert ok.exit_code == 0, ok.output

@@ -16,6 +16,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,6 +56,17 @@ def _git(root: Path, *args: str) -> str | None:
     return res.stdout.strip() if res.returncode == 0 else None
 
 
+BASE_URL = re.compile(r"^(?:https?://[A-Za-z0-9.-]+(?::\d+)?(?:/[^\s\"'<>`\\]*)?|/[^\s\"'<>`\\]*)$")
+
+
+def check_base_url(url: str, where: str) -> None:
+    """A site's base URL becomes every absolute link (404 page, feed): only an http(s) URL or a path
+    starting with / is accepted, never javascript:, data: or a relative path."""
+    if not BASE_URL.match(url) or url.startswith("//"):
+        raise BadRequest(f"{where} {url!r} is not an http(s) URL or a path starting with /",
+                         hint="e.g. --base-url https://evidence.example.org/ or --base-url /ketamine/")
+
+
 def build_info(kb: KnowledgeBase, base_url: str | None, latest: str | None) -> SiteInfo:
     """The build date: SOURCE_DATE_EPOCH, else the git commit's date, else the latest record date,
     so that building the same inputs twice gives the same bytes."""
@@ -76,6 +88,8 @@ def build_info(kb: KnowledgeBase, base_url: str | None, latest: str | None) -> S
         day = _dt.date.fromisoformat(latest) if latest else _dt.date(1970, 1, 1)
         when, source = _dt.datetime(day.year, day.month, day.day, tzinfo=_dt.timezone.utc), "latest record date"
     url = base_url if base_url is not None else kb.base_url
+    if url:
+        check_base_url(url, "--base-url" if base_url is not None else "kb.yaml base_url")
     if url and not url.endswith("/"):
         url += "/"
     changed = _git(kb.root, "log", "-1", "--format=%cs (%h)", "--", "kb.yaml", "docs/protocol.md") if commit else None
