@@ -434,6 +434,25 @@ def _suggest(words: list[str], known: dict[str, int], view: engine.IndexView, vo
 # -- running a search ------------------------------------------------------------------------
 
 
+MAX_NESTING = 32  # parentheses or NOTs deep: far beyond any real question, far below Python's recursion limit
+NESTING_HINT = f"a query may nest parentheses and NOT at most {MAX_NESTING} deep; write it flatter"
+
+
+def check_nesting(query: str | None) -> None:
+    """Refuse a query nested deeper than :data:`MAX_NESTING` (parentheses, or NOT/- chains) before parsing:
+    a usage error, not a RecursionError."""
+    depth = deepest = 0
+    for ch in query or "":
+        if ch == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch == ")":
+            depth = max(0, depth - 1)
+    nots = max((len(m.group(0).split()) for m in re.finditer(r"(?:(?:\bNOT\b|-)\s*){2,}", query or "")), default=0)
+    if deepest > MAX_NESTING or nots > MAX_NESTING:
+        raise BadRequest(f"the query is nested {max(deepest, nots)} deep", hint=NESTING_HINT)
+
+
 def search(kb: KnowledgeBase, req: SearchRequest, *, refresh: bool = True,
            progress: Callable[[int, int], None] | None = None) -> SearchResult:
     """Search ``kb``, refreshing its index first when records changed."""
@@ -442,8 +461,12 @@ def search(kb: KnowledgeBase, req: SearchRequest, *, refresh: bool = True,
         raise BadRequest(f"unknown sort '{req.sort}'", hint="sorts: " + ", ".join(SORTS))
     if req.match not in MATCHES:
         raise BadRequest(f"unknown match mode '{req.match}'", hint="modes: " + ", ".join(MATCHES))
-    node = parse_request(req, kb.vocab)
-    tree = request_tree(req, node, kb.vocab)
+    check_nesting(req.query)
+    try:
+        node = parse_request(req, kb.vocab)
+        tree = request_tree(req, node, kb.vocab)
+    except RecursionError:
+        raise BadRequest("the query is nested too deeply", hint=NESTING_HINT) from None
     idx = SearchIndex(kb)
     notices: list[str] = []
     pending = None

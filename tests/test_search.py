@@ -466,3 +466,15 @@ def test_bulk_writer_writes_what_whoosh_writes(tmp_path, monkeypatch, blocklimit
     finally:
         for r in readers:
             r.close()
+
+
+@pytest.mark.parametrize("query", ["(" * 300 + "ketamine" + ")" * 300, "NOT " * 3000 + "ketamine",
+                                   "- " * 3000 + "ketamine", "(" * 40 + "ketamine"])
+def test_a_query_nested_too_deep_is_a_usage_error(runner, tmp_path, query):
+    """Reliability issue, defect 11: a query nested 300 deep (or 3,000 NOTs) gave an internal RecursionError."""
+    root = bundled_copy(tmp_path)
+    result = invoke(runner, "--kb", root, "search", "--", query)
+    assert result.exit_code == 2, result.output
+    assert "nested" in result.output and "at most 32 deep" in result.output and "internal error" not in result.output
+    ok = invoke(runner, "--kb", root, "search", "((ketamine AND (ECT OR electroconvulsive)) NOT esketamine)")
+    assert ok.exit_code == 0, ok.output
