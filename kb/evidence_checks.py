@@ -122,11 +122,11 @@ def source_checks(study: Study, o: Any, base: tuple, add: Callable[..., None]) -
     if not src.locator:
         add((*base, "source"), "the source names no place on the page: a reviewer cannot check the numbers",
             hint="add `locator:` with the table, figure or page, or quote the abstract's sentence", code="no-locator")
-    if src.url:
-        if is_bare_ip(src.url):
+    if src.url and url_key(src.url) not in {url_key(s.url) for s in study.sources}:
+        if is_bare_ip(src.url):  # a listed one is reported once, under sources
             add((*base, "source", "url"), f"the source {src.url} is a bare IP address",
                 hint="cite the publisher's, PubMed's or the registry's page instead", code="bare-ip")
-        elif url_key(src.url) not in {url_key(s.url) for s in study.sources}:
+        else:
             add((*base, "source", "url"), f"the source {src.url} is not in the record's sources",
                 severity="warning", hint="list it under `sources:` too (with `class:` if kb's guess is wrong)",
                 code="source-unlisted")

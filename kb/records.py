@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from .vocab import Vocabulary, load_vocabulary
+from .sources import urls_in
 
 SCHEMA_VERSION = 1
 DRAFT = "draft"  # the status of a record not yet extracted: never counted as evidence (Study.is_evidence)
@@ -453,10 +454,10 @@ class OutcomeSource(Model):
         """The old one-string form: a URL becomes ``url``, anything else ``locator``."""
         if isinstance(value, str):
             v = value.strip()
-            urls = re.findall(r"https?://[^\s<>\"')\]]+", v)
+            urls = urls_in(v)
             if len(urls) != 1:
                 return {"locator": v}
-            url = urls[0].rstrip(".,;:")
+            url = urls[0]
             rest = re.sub(r"[\s(\[]*" + re.escape(url) + r"[\s)\].,;:]*", " ", v).strip(" ,;:-")
             return {"url": url, "locator": rest} if rest else {"url": url}
         return value

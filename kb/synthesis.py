@@ -130,7 +130,11 @@ def analyse_cells(rows: list[Row], excluded: list[Excluded], req: MetaRequest, s
         except SynthesisError as e:
             not_pooled.append({"window": _window_info(req.protocol, w), "comparator_class": _class_info(req.protocol, c, vocab),
                                "message": e.message, "hint": e.hint})
-    return {"outcome": req.outcome, "condition": req.condition, "analyses": analyses, "not_pooled": not_pooled,
+    label = vocab.label if vocab is not None else (lambda _cat, term: term)
+    return {"outcome": req.outcome, "condition": req.condition,
+            "outcome_label": label("outcome", req.outcome),
+            "condition_label": label("condition", req.condition) if req.condition else None,
+            "analyses": analyses, "not_pooled": not_pooled,
             "excluded": [e.as_dict() for e in excluded if e.window is None and e.cls is None]}
 
 

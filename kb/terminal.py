@@ -225,7 +225,9 @@ def meta_answer_text(answer: dict, echo: Callable[[str], None], style: Callable[
         meta_text(answer, echo, style)
         return
     rows = answer["analyses"]
-    echo(style(f"Summary of findings: {answer['outcome']}" + (f" in {answer['condition']}" if answer["condition"] else "")
+    outcome = answer.get("outcome_label") or answer["outcome"]
+    condition = answer.get("condition_label") or answer["condition"]
+    echo(style(f"Summary of findings: {outcome.lower()}" + (f" in {condition.lower()}" if condition else "")
                + f" ({len(rows)} analyses; windows and comparator classes are never pooled together)", bold=True))
     for r in rows:
         echo(f"  - {r['headline']}. Certainty: {r['certainty']['level'].replace('-', ' ')}.")
