@@ -41,7 +41,7 @@ from . import absolute as A
 from . import effects as E
 from . import metaanalysis as M
 from . import wording as W
-from .errors import BadRequest
+from .errors import BadRequest, KbError
 from .protocol import COMBINED, DEFAULT as DEFAULT_PROTOCOL, Protocol  # noqa: F401  (kb.site reads the default)
 # the request, rows and selection (re-exported: the site and the CLI use them through kb.synthesis)
 from .selection import (CONTROLS, REVIEW_DESIGNS, SUBGROUP_FIELDS, Excluded, MetaRequest, Row,  # noqa: F401
@@ -493,6 +493,86 @@ def certainty(rows: list[Row], result: dict, measure: str, override=None, overri
     if override is not None and override.note:
         out["note"] = override.note
     return out
+
+
+# -- every analysis of a knowledge base -------------------------------------------------
+
+def analysis_id(key: tuple) -> str:
+    """An analysis' id, as bottom lines cite it and the changes page lists it:
+    condition/outcome/window/comparator-class, e.g. ``depression/response/24h/inert-placebo``."""
+    return "/".join(x for x in key if x)
+
+
+def pooled_measure(rows: list[Row]) -> str | None:
+    """kb meta's default measure, except that when studies report the same outcome both as events
+    and as means, the whole-knowledge-base analyses pool the larger group (RR or SMD) and list the
+    others as left out, where kb meta asks for --measure."""
+    kinds = [r.kind for r in rows]
+    binary, continuous = kinds.count("binary"), kinds.count("continuous")
+    if binary and continuous:
+        return "rr" if binary >= continuous else "smd"
+    return None
+
+
+def analyse_groups(groups: dict, with_data: set, protocol: Protocol, summaries: dict, vocab,
+                   loo_max: int | None = None) -> dict[tuple, dict]:
+    """Every analysis of a knowledge base: ``groups`` maps (condition, outcome) to (rows, entries left
+    out); ``with_data`` is every (condition, outcome) some evidence record has numbers for. One
+    analysis per time window and comparator class (never pooled together), keyed (condition, outcome,
+    window, class), each ``{"ok": True, "result": ...}`` or ``{"ok": False, "message", "hint",
+    "excluded"}``; a pair nothing could be pooled from is keyed with window and class None. In
+    protocol order (windows, then classes)."""
+    analyses: dict[tuple, dict] = {}
+    for key in sorted(with_data):
+        cond, outcome = key
+        rows, excluded = groups.get(key, ([], []))
+        pooled = False
+        for window, cls in cells(rows, protocol):
+            cell = [r for r in rows if (r.window, r.cls) == (window, cls)]
+            req = MetaRequest(outcome=outcome, condition=cond, measure=pooled_measure(cell), protocol=protocol)
+            left = [x for x in excluded if x.concerns(window, cls)]
+            loo = loo_max is None or len(cell) <= loo_max
+            try:
+                result = analyse_rows(cell, left, req, summaries.get(cond), vocab, loo=loo)
+                analyses[(cond, outcome, window, cls)] = {"ok": True, "result": result}
+                pooled = True
+            except KbError as e:
+                analyses[(cond, outcome, window, cls)] = {"ok": False, "message": e.message, "hint": e.hint,
+                                                          "excluded": [x.as_dict() for x in left]}
+        if not pooled and not any(k[:2] == key for k in analyses):
+            analyses[(cond, outcome, None, None)] = {
+                "ok": False, "message": _nothing_message(MetaRequest(outcome=outcome, condition=cond), excluded),
+                "excluded": [x.as_dict() for x in excluded]}
+    w = [x.id for x in protocol.windows]
+    c = [x.id for x in protocol.classes] + [COMBINED.id]
+
+    def order(item):
+        (cond, outcome, window, cls), _ = item
+        return (cond, outcome, w.index(window) if window in w else len(w), c.index(cls) if cls in c else len(c),
+                str(window), str(cls))
+    return dict(sorted(analyses.items(), key=order))
+
+
+def analyse_studies(studies, protocol: Protocol, vocab, summaries: dict | None = None,
+                    loo_max: int | None = None) -> dict[tuple, dict]:
+    """:func:`analyse_groups` over loaded records (the site does the same from its cached digests):
+    every analysis kb meta's defaults make, keyed (condition, outcome, window, class)."""
+    groups: dict[tuple[str, str], tuple[list, list]] = {}
+    with_data: set = set()
+    for s in sorted(studies, key=lambda s: s.id):
+        outcomes = sorted({o.outcome for o in s.outcomes})
+        if s.is_evidence:
+            with_data.update((c, o.outcome) for c in s.condition_terms for o in s.outcomes if o.data is not None)
+        for cond in dict.fromkeys(s.condition_terms):
+            for outcome in outcomes:
+                req = MetaRequest(outcome=outcome, condition=cond, protocol=protocol, outcome_condition=(
+                    vocab.meaning("outcome", outcome).get("condition") if vocab is not None else None))
+                seen, rows, excluded = select_one(s, req)
+                if seen:
+                    found, out = groups.setdefault((cond, outcome), ([], []))
+                    found.extend(rows)
+                    out.extend(excluded)
+    return analyse_groups(groups, with_data, protocol, summaries or {}, vocab, loo_max)
 
 
 # -- words ----------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 from .. import synthesis as S
 from ..config import KnowledgeBase
-from ..errors import KbError
 from .state import SiteInfo
 
 LOO_MAX_K = 40  # leave-one-out (sensitivity) up to this many studies
@@ -68,10 +67,10 @@ class Site:
 
 def run_analyses(site: Site) -> None:
     """Pool every (condition, outcome) pair some study has numbers for, with kb meta's defaults: one
-    analysis per time window and comparator class (never pooled together)."""
+    analysis per time window and comparator class (never pooled together; kb.synthesis.analyse_groups),
+    from the digests' rows."""
     groups: dict[tuple[str, str], tuple[list, list]] = defaultdict(lambda: ([], []))
     with_data = set()
-    proto = site.kb.protocol
     for d in sorted(site.digests.values(), key=lambda d: d["id"]):
         if not d["draft"]:  # a preview's drafts are listed as left out, and make no analysis of their own
             for cond, outcome in ((c, o) for c in d["conditions"] for o in d["data_outcomes"]):
@@ -80,54 +79,13 @@ def run_analyses(site: Site) -> None:
             found, out = groups[(cond, outcome)]
             found.extend(S.Row(**row) for row in rows)
             out.extend(S.Excluded(**e) for e in excluded)
-    for key in sorted(with_data):
-        cond, outcome = key
-        rows, excluded = groups[key]
-        pooled = False
-        for window, cls in S.cells(rows, proto):
-            cell = [r for r in rows if (r.window, r.cls) == (window, cls)]
-            req = S.MetaRequest(outcome=outcome, condition=cond, measure=_site_measure(cell), protocol=proto)
-            left = [x for x in excluded if x.concerns(window, cls)]
-            try:
-                result = S.analyse_rows(cell, left, req, site.summaries.get(cond), site.vocab, loo=len(cell) <= LOO_MAX_K)
-                site.analyses[(cond, outcome, window, cls)] = {"ok": True, "result": result}
-                pooled = True
-            except KbError as e:
-                site.analyses[(cond, outcome, window, cls)] = {"ok": False, "message": e.message, "hint": e.hint,
-                                                               "excluded": [x.as_dict() for x in left]}
-        if not pooled and not any(k[:2] == key for k in site.analyses):
-            site.analyses[(cond, outcome, None, None)] = {
-                "ok": False, "message": S.nothing_message(S.MetaRequest(outcome=outcome, condition=cond), excluded),
-                "excluded": [x.as_dict() for x in excluded]}
-
-    def _order_key(item):
-        (c, o, w, k), _ = item
-        return (c, o) + _cell_order(site, w, k)
-    site.analyses = dict(sorted(site.analyses.items(), key=_order_key))
-
-
-def _cell_order(site: Site, window: str | None, cls: str | None) -> tuple:
-    proto = site.kb.protocol
-    w = [x.id for x in proto.windows]
-    c = [x.id for x in proto.classes] + [S.COMBINED.id]
-    return (w.index(window) if window in w else len(w), c.index(cls) if cls in c else len(c), str(window), str(cls))
+    site.analyses = S.analyse_groups(groups, with_data, site.kb.protocol, site.summaries, site.vocab, LOO_MAX_K)
 
 
 def analyses_of(site: Site, cond: str | None = None, outcome: str | None = None) -> list[tuple[tuple, dict]]:
     """The analyses of a condition, or of an outcome, in protocol order (windows, then classes)."""
     return [(k, a) for k, a in site.analyses.items()
             if (cond is None or k[0] == cond) and (outcome is None or k[1] == outcome)]
-
-
-def _site_measure(rows: list) -> str | None:
-    """kb meta's default measure, except that when studies report the same outcome both as events
-    and as means, the site pools the larger group (RR or SMD) and lists the others as left out,
-    where kb meta asks for --measure."""
-    kinds = [r.kind for r in rows]
-    binary, continuous = kinds.count("binary"), kinds.count("continuous")
-    if binary and continuous:
-        return "rr" if binary >= continuous else "smd"
-    return None
 
 
 def fmt_pair(result: dict) -> dict:
