@@ -153,7 +153,8 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, fmt: str
     with _progress("validating", quiet=fmt != "text") as update:
         report = validate_paths(targets, kb.vocab if kb else None, kb_studies=kb.studies_dir if kb and paths else None,
                                 base=kb.root if kb and not paths else None, jobs=jobs, progress=update,
-                                keep_studies=False, summaries=summaries_dir(kb) if kb and not paths else None)
+                                keep_studies=False, summaries=summaries_dir(kb) if kb and not paths else None,
+                                protocol=kb.protocol if kb else None)
     if fmt == "json":
         click.echo(json.dumps(report.as_dict(strict), indent=2))
     else:

@@ -529,7 +529,7 @@ def check_files(files: list[Path], vocab: Vocabulary, *, base: Path | None = Non
 def validate_paths(paths: Iterable[Path], vocab: Vocabulary | None = None, *, kb_studies: Path | None = None,
                    base: Path | None = None, jobs: int | None = None,
                    progress: Callable[[int, int], None] | None = None, keep_studies: bool = True,
-                   summaries: Path | None = None) -> Report:
+                   summaries: Path | None = None, protocol=None) -> Report:
     """Validate the record files under ``paths``, and the summaries/<condition>.yaml files in
     ``summaries`` when given.
 
@@ -539,6 +539,8 @@ def validate_paths(paths: Iterable[Path], vocab: Vocabulary | None = None, *, kb
     """
     vocab = vocab or load_vocabulary()
     files = record_files(paths)
+    # bottom lines that cite analyses or absences are checked against the records: keep them
+    keep_studies = keep_studies or (summaries is not None and summaries_cite_evidence(summaries))
     results = check_files(files, vocab, base=base, jobs=jobs, progress=progress, keep_studies=keep_studies)
     context: list[FileResult] = []
     known_ids = {r.record_id for r in results if r.record_id}
@@ -552,23 +554,77 @@ def validate_paths(paths: Iterable[Path], vocab: Vocabulary | None = None, *, kb
     problems.extend(cross_checks(results, context, known_ids))
     problems.sort(key=lambda p: (p.file, p.line, p.column))
     n_summaries = 0
-    if summaries is not None:
-        n_summaries, summary_problems = check_summaries(summaries, vocab, base)
-        problems.extend(summary_problems)  # after the records', as the files are listed
     studies = [r.study for r in results if r.study is not None]
+    if summaries is not None:
+        n_summaries, summary_problems = check_summaries(summaries, vocab, base, studies, protocol)
+        problems.extend(summary_problems)  # after the records', as the files are listed
     return Report(files=len(files) + n_summaries, problems=problems, studies=studies)
 
 
-def check_summaries(folder: Path, vocab: Vocabulary, base: Path | None = None) -> tuple[int, list[Problem]]:
-    """(files, problems) of every summaries/<condition>.yaml in ``folder`` (missing folder: none)."""
+def summaries_cite_evidence(folder: Path) -> bool:
+    """Whether any summary file cites an analysis, a record or an absence (a cheap look at the text)."""
+    if not folder.is_dir():
+        return False
+    for path in folder.glob("*.y*ml"):
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if re.search(r"\{\s*(analysis|study|absent)\s*:|^absent\s*:", text, re.M):
+            return True
+    return False
+
+
+def check_summaries(folder: Path, vocab: Vocabulary, base: Path | None = None, studies: list[Study] | None = None,
+                    protocol=None) -> tuple[int, list[Problem]]:
+    """(files, problems) of every summaries/<condition>.yaml in ``folder`` (missing folder: none). With
+    ``studies`` (every record of the knowledge base), each bottom line's placeholders are checked
+    against the analyses computed from them (kb.bottomline.check)."""
     if not folder.is_dir():
         return 0, []
     files = sorted(folder.glob("*.y*ml"))
     problems: list[Problem] = []
+    checked = []
     for path in files:
         display = str(path.relative_to(base)) if base and path.is_relative_to(base) else str(path)
-        problems.extend(check_summary_file(path, vocab, display)[1])
+        summary, found = check_summary_file(path, vocab, display)
+        problems.extend(found)
+        if summary is not None and not found and studies is not None:
+            checked.append((path, display, summary))
+    if checked:
+        problems.extend(check_bottom_lines(checked, studies, vocab, protocol))
     return len(files), problems
+
+
+def check_bottom_lines(checked: list, studies: list[Study], vocab: Vocabulary, protocol=None) -> list[Problem]:
+    """The placeholders of each summary, against the analyses of ``studies`` (kb.bottomline)."""
+    from . import bottomline, synthesis
+
+    records = {s.id: s for s in studies}
+    need = any(p.kind == "analysis" for _path, _d, summary in checked for _f, text in summary.prose()
+               for p in bottomline.placeholders(text))
+    analyses = {}
+    if need:
+        by_cond = {summary.condition: summary for _p, _d, summary in checked}
+        computed = synthesis.analyse_studies(studies, protocol or synthesis.DEFAULT_PROTOCOL, vocab, by_cond)
+        analyses = {synthesis.analysis_id(k): a for k, a in computed.items()}
+    problems = []
+    for path, display, summary in checked:
+        node, raw = None, ""
+        try:
+            node = yamlio.load(path).node
+            raw = path.read_text(encoding="utf-8")
+        except (yamlio.YamlProblem, OSError, UnicodeDecodeError):
+            pass
+        for f in bottomline.check(summary, analyses, records):
+            loc = [int(x) if x.isdigit() else x for x in f.field.split(".")]
+            line, col = yamlio.locate(node, loc) if node is not None else (0, 0)
+            at = raw.find(f.text) if f.text else -1
+            if at >= 0:  # the placeholder's own line, when it is not folded across two
+                line = raw.count("\n", 0, at) + 1
+                col = at - raw.rfind("\n", 0, at)
+            problems.append(Problem(display, line, col, f.field, f.message, f.severity, f.hint, f.code))
+    return problems
 
 
 def check_summary_file(path: Path, vocab: Vocabulary, display: str | None = None):

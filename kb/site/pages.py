@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from markupsafe import Markup
 
+from .. import bottomline
 from .. import synthesis as S
 from ..protocol import ELIGIBILITY
 from ..export import FILE_NAMES
@@ -40,7 +41,18 @@ def template_helpers(site: Site) -> dict:
         d = digests.get(rid)
         return d["label"] if d else label_from_id(rid)
 
-    return {"study_label": study_label, "public_reason": lambda reason: public_reason(reason, vocab)}
+    by_id: dict = {}
+
+    def prose(text: str, root: str = "") -> Markup:
+        """A summary's prose with its placeholders filled from the current analyses (kb.bottomline)."""
+        if not by_id:
+            by_id.update({S.analysis_id(k): a for k, a in site.analyses.items()})
+        return bottomline.render(
+            text, by_id, lambda rid: digests[rid]["label"] if rid in digests else None,
+            lambda rid: f"{root}studies/{rid}.html",
+            lambda aid: f"{root}conditions/{aid.split('/')[0]}.html#o-{aid.replace('/', '-')}")
+
+    return {"study_label": study_label, "public_reason": lambda reason: public_reason(reason, vocab), "prose": prose}
 
 
 @functools.lru_cache(maxsize=16384)  # reasons repeat across rows and pages

@@ -1,0 +1,206 @@
+"""Bottom lines that cannot go stale: the placeholders of summaries/<condition>.yaml, filled from the
+current analyses and checked against them.
+
+A reviewer writes the prose; every pooled number in it comes from a placeholder (kb/summaries.py
+reads them), which :func:`render` fills at build time from the analysis it names, and
+:func:`check` holds against the records at ``kb validate`` time:
+
+1. ``{analysis: ID, shows: S}``: ID must name an analysis that pools something now, and the analysis
+   must show S. What an analysis shows follows :mod:`kb.wording`'s rules: a CI that includes no
+   effect shows ``no-clear-difference``; otherwise the direction and the outcome's declared good
+   direction say ``benefit`` or ``harm``. A result whose good direction is undeclared shows neither,
+   and no claim of benefit or harm can cite it.
+2. ``{study: ID}``: ID must be a record of the knowledge base.
+3. ``{absent: KEY}``: KEY must be in the file's ``absent:`` section, and no evidence record (not a
+   draft, not retracted) may match its filter: the day one does, the claim that none exists fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from markupsafe import Markup, escape
+
+from . import wording as W
+from .effects import MEASURE_LABELS
+from .summaries import ConditionSummary, placeholders  # noqa: F401  (kb.validate reads placeholders here)
+
+SHOWS_TEXT = {"benefit": "a benefit of ketamine", "harm": "a harm of ketamine",
+              "no-clear-difference": "no clear difference (the CI includes no effect)",
+              "difference": "a difference whose good direction the vocabulary does not declare"}
+
+
+@dataclass
+class Finding:
+    """A placeholder that no longer holds: where it is, what is wrong, and what to do."""
+
+    field: str
+    code: str
+    message: str
+    hint: str
+    severity: str = "error"
+    text: str | None = None  # the placeholder as written, to find its line
+
+
+def shows(result: dict) -> str:
+    """What a pooled result shows: 'benefit', 'harm', 'no-clear-difference', or 'difference' when the
+    outcome does not declare its good direction."""
+    way = W.direction(result["ci_low"], result["ci_high"])
+    if way is None:
+        return "no-clear-difference"
+    good = W.is_benefit(result["measure"], way, result.get("better"))
+    return "difference" if good is None else "benefit" if good else "harm"
+
+
+def _close(ids: Iterable[str], wanted: str, n: int = 3) -> list[str]:
+    import difflib
+
+    return difflib.get_close_matches(wanted, list(ids), n=n, cutoff=0.6)
+
+
+def check(summary: ConditionSummary, analyses: dict[str, dict], records: dict) -> list[Finding]:
+    """Every placeholder of ``summary`` that does not hold: ``analyses`` maps analysis ids to analyses
+    (kb.synthesis.analyse_studies, keyed by analysis_id); ``records`` maps record ids to records."""
+    found: list[Finding] = []
+    for field, text in summary.prose():
+        for p in placeholders(text):
+            if p.kind == "study":
+                if p.ref not in records:
+                    near = _close(records, p.ref)
+                    found.append(Finding(field, "summary-study", f"{p.text} cites a record that does not exist",
+                                         f"did you mean {', '.join(near)}?" if near else "cite a record id from studies/", text=p.text))
+            elif p.kind == "absent":
+                if p.ref not in summary.absent:
+                    found.append(Finding(field, "summary-absent", f"{p.text}: no '{p.ref}' in this file's absent: section",
+                                         "add it under absent:, with the claim, the filter and the searches that found nothing", text=p.text))
+            else:
+                found.extend(_check_analysis(field, p, analyses))
+    for key, absence in summary.absent.items():
+        refuting = sorted(s.id for s in records.values() if matches(absence.match, s))
+        if refuting:
+            found.append(Finding(f"absent.{key}", "summary-absent-refuted",
+                                 f"the claim '{absence.claim}' no longer holds: the knowledge base now holds "
+                                 + ", ".join(refuting[:5]) + (" ..." if len(refuting) > 5 else ""),
+                                 "rewrite the prose that cites {absent: " + key + "} and remove the claim"))
+    return found
+
+
+def _check_analysis(field: str, p, analyses: dict[str, dict]) -> list[Finding]:
+    a = analyses.get(p.ref)
+    if a is None:
+        near = _close(analyses, p.ref)
+        return [Finding(field, "summary-analysis", f"{p.text} cites an analysis that does not exist",
+                        f"did you mean {', '.join(near)}?" if near else
+                        "analysis ids are condition/outcome/window/comparator-class; kb meta --condition C --outcome O lists them",
+                        text=p.text)]
+    if not a["ok"]:
+        return [Finding(field, "summary-analysis", f"{p.text} cites an analysis that pools nothing now: {a['message']}",
+                        "cite another analysis, or rewrite the sentence", text=p.text)]
+    now = shows(a["result"])
+    if now != p.shows:
+        r = a["result"]
+        return [Finding(field, "summary-direction",
+                        f"{p.text}: the prose claims {SHOWS_TEXT[p.shows]}, but the analysis now shows {SHOWS_TEXT[now]} "
+                        f"({full_text(r)})",
+                        "rewrite the sentence to say what the analysis shows, and set shows: accordingly", text=p.text)]
+    return []
+
+
+def matches(f, s) -> bool:
+    """Whether record ``s`` is evidence that matches absence filter ``f`` (every field given)."""
+    if not s.is_evidence or s.retracted:
+        return False
+    if f.conditions and not set(f.conditions) & set(s.condition_terms):
+        return False
+    if f.subtype_words:
+        words = [w.lower() for w in f.subtype_words]
+        subtypes = " ".join((c.subtype or "").lower() for c in s.conditions
+                            if not f.conditions or c.term in f.conditions)
+        if not any(w in subtypes for w in words):
+            return False
+    if f.designs and s.design not in f.designs:
+        return False
+    if f.routes and (s.intervention is None or s.intervention.route not in f.routes):
+        return False
+    return True
+
+
+# -- the words ------------------------------------------------------------------------------
+
+def estimate_text(r: dict) -> str:
+    m, nat = r["measure"], r["natural"]
+    pct = int(round(r["level"] * 100))
+    return (f"{MEASURE_LABELS.get(m, m)} {W.fmt(nat['estimate'], m)}, {pct}% CI {W.fmt(nat['ci_low'], m)} "
+            f"to {W.fmt(nat['ci_high'], m)}")
+
+
+def trials_text(r: dict) -> str:
+    k, n = r["k"], r["participants"]
+    people = f", {n:,} participants" if n else ""
+    return f"one trial{people}" if k == 1 else f"{k} trials{people}"
+
+
+def absolute_text(r: dict) -> str | None:
+    """The absolute effect without nested brackets: '183 more per 1000, 95% CI 9 more to 372 more'."""
+    a = r.get("absolute")
+    if not a:
+        return None
+    pct = int(round(r["level"] * 100))
+    if a.get("per_1000"):
+        p = a["per_1000"]
+        return (f"{W.per_1000_text(p['difference'])} per 1000, {pct}% CI {W.per_1000_text(p['difference_ci_low'])} "
+                f"to {W.per_1000_text(p['difference_ci_high'])}")
+    if a.get("points") is not None and a.get("instrument"):
+        return (f"{a['points']:+.1f} points on the {a['instrument']}, {pct}% CI {a['points_ci_low']:+.1f} "
+                f"to {a['points_ci_high']:+.1f}")
+    return None
+
+
+def certainty_text(r: dict) -> str:
+    return r["certainty"]["level"].replace("-", " ")
+
+
+def full_text(r: dict) -> str:
+    parts = [estimate_text(r), trials_text(r)]
+    absolute = absolute_text(r)
+    if absolute:
+        parts.append(absolute)
+    parts.append(f"{certainty_text(r)} certainty")
+    return "; ".join(parts)
+
+
+PART_TEXT = {"full": full_text, "estimate": estimate_text, "absolute": lambda r: absolute_text(r) or estimate_text(r),
+             "trials": trials_text, "certainty": certainty_text}
+
+
+def render(text: str, analyses: dict[str, dict], label_of: Callable[[str], str | None],
+           study_href: Callable[[str], str], analysis_href: Callable[[str], str]) -> Markup:
+    """The prose as HTML: text escaped, each placeholder filled from the current analyses (linked to its
+    Summary of Findings entry) or the records (linked to the study page). A placeholder that does not
+    resolve, which kb validate reports, renders as a visible gap, never as a stale number."""
+    out, at = [], 0
+    for p in placeholders(text):
+        out.append(escape(text[at:p.start]))
+        at = p.start + len(p.text)
+        if p.kind == "study":
+            label = label_of(p.ref)
+            out.append(Markup('<a href="{}">{}</a>').format(study_href(p.ref), label) if label
+                       else Markup('<span class="gap">[unknown study {}]</span>').format(p.ref))
+        elif p.kind == "absent":
+            out.append(Markup('<a href="#absent-{}">[searches]</a>').format(p.ref))
+        else:
+            a = analyses.get(p.ref)
+            if a is None or not a["ok"] or shows(a["result"]) != p.shows:
+                out.append(Markup('<span class="gap">[result {} no longer shows what this sentence says: run kb validate]</span>')
+                           .format(p.ref))
+            else:
+                out.append(Markup('<a href="{}">{}</a>').format(analysis_href(p.ref), PART_TEXT[p.part](a["result"])))
+    out.append(escape(text[at:]))
+    return Markup("").join(out)
+
+
+def plain(text: str, analyses: dict[str, dict], label_of: Callable[[str], str | None]) -> str:
+    """The same prose as plain text (for the terminal, the feed and the closing notes)."""
+    html = render(text, analyses, label_of, lambda i: "", lambda i: "")
+    return Markup(html).striptags()
