@@ -70,6 +70,11 @@ def check(summary: ConditionSummary, analyses: dict[str, dict], records: dict) -
                     near = _close(records, p.ref)
                     found.append(Finding(field, "summary-study", f"{p.text} cites a record that does not exist",
                                          f"did you mean {', '.join(near)}?" if near else "cite a record id from studies/", text=p.text))
+                elif p.outcome and study_entry(records[p.ref], p.outcome, p.entry) is None:
+                    have = sorted({o.outcome for o in records[p.ref].outcomes if o.data is not None})
+                    found.append(Finding(field, "summary-study", f"{p.text}: {p.ref} has no entry {p.entry} with numbers "
+                                         f"for {p.outcome}", "its outcomes with numbers: " + (", ".join(have) or "none"),
+                                         text=p.text))
             elif p.kind == "absent":
                 if p.ref not in summary.absent:
                     found.append(Finding(field, "summary-absent", f"{p.text}: no '{p.ref}' in this file's absent: section",
@@ -126,7 +131,33 @@ def matches(f, s) -> bool:
     return True
 
 
+def study_entry(s, outcome: str, entry: int = 0):
+    """The record's ``entry``-th outcome entry for ``outcome`` that holds numbers, or None."""
+    found = [o for o in s.outcomes if o.outcome == outcome and o.data is not None]
+    return found[entry] if entry < len(found) else None
+
+
 # -- the words ------------------------------------------------------------------------------
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def entry_text(o) -> str:
+    """A record's own numbers for one outcome entry, as the record holds them: '55/91 with ketamine vs
+    14/90 with ECT, over the treatment course'."""
+    d = o.data
+    if d.type == "binary":
+        text = " vs ".join(f"{a.events}/{a.total} with {a.label}" for a in d.arms)
+    elif d.type == "continuous":
+        text = " vs ".join(f"mean {_num(a.mean)} (SD {_num(a.sd)}, n = {a.n}) with {a.label}" for a in d.arms)
+        if o.instrument:
+            text = f"{o.instrument} {text}"
+    else:
+        ci = (f", {int(round(d.ci_level * 100))}% CI {_num(d.ci_low)} to {_num(d.ci_high)}"
+              if d.ci_low is not None and d.ci_high is not None else "")
+        text = f"{MEASURE_LABELS.get(d.measure, d.measure)} {_num(d.value)}{ci}"
+    return f"{text}, {o.timepoint}" if o.timepoint else text
 
 def estimate_text(r: dict) -> str:
     m, nat = r["measure"], r["natural"]
@@ -175,7 +206,8 @@ PART_TEXT = {"full": full_text, "estimate": estimate_text, "absolute": lambda r:
 
 
 def render(text: str, analyses: dict[str, dict], label_of: Callable[[str], str | None],
-           study_href: Callable[[str], str], analysis_href: Callable[[str], str]) -> Markup:
+           study_href: Callable[[str], str], analysis_href: Callable[[str], str],
+           entry_of: Callable[[str, str, int], str | None] = lambda rid, outcome, entry: None) -> Markup:
     """The prose as HTML: text escaped, each placeholder filled from the current analyses (linked to its
     Summary of Findings entry) or the records (linked to the study page). A placeholder that does not
     resolve, which kb validate reports, renders as a visible gap, never as a stale number."""
@@ -185,8 +217,14 @@ def render(text: str, analyses: dict[str, dict], label_of: Callable[[str], str |
         at = p.start + len(p.text)
         if p.kind == "study":
             label = label_of(p.ref)
-            out.append(Markup('<a href="{}">{}</a>').format(study_href(p.ref), label) if label
-                       else Markup('<span class="gap">[unknown study {}]</span>').format(p.ref))
+            numbers = entry_of(p.ref, p.outcome, p.entry) if p.outcome and label else None
+            if p.outcome and numbers is None:
+                out.append(Markup('<span class="gap">[no {} numbers in {}: run kb validate]</span>').format(p.outcome, p.ref))
+            elif numbers:
+                out.append(Markup('{} (<a href="{}">{}</a>, one trial)').format(numbers, study_href(p.ref), label))
+            else:
+                out.append(Markup('<a href="{}">{}</a>').format(study_href(p.ref), label) if label
+                           else Markup('<span class="gap">[unknown study {}]</span>').format(p.ref))
         elif p.kind == "absent":
             out.append(Markup('<a href="#absent-{}">[searches]</a>').format(p.ref))
         else:

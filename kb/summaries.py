@@ -10,7 +10,9 @@ as YAML flow mappings inside the text, which the build fills from the current an
   trials, participants, absolute effect and certainty. ``shows`` is required: what the sentence
   around it claims, ``benefit``, ``harm`` or ``no-clear-difference``; validate fails when the
   analysis no longer shows it. ``part: estimate | absolute | trials | certainty`` renders one piece.
-- ``{study: lii-2023}``: a record, by id, shown as its label with a link.
+- ``{study: lii-2023}``: a record, by id, shown as its label with a link. ``{study: ekstrand-2022,
+  outcome: dissociation}`` shows that record's own numbers for the outcome (its first entry with
+  numbers; ``entry: 2`` the third), as the record holds them: a single trial's counts, never pooled.
 - ``{absent: gad}``: a claim that no study exists, from the file's ``absent:`` section, which names
   the searches that found nothing and the filter validate runs over the records.
 """
@@ -62,6 +64,8 @@ class Placeholder(Model):
     ref: str  # the analysis id, record id or absence key
     shows: Literal["benefit", "harm", "no-clear-difference"] | None = None
     part: Literal["full", "estimate", "absolute", "trials", "certainty"] = "full"
+    outcome: str | None = None  # {study: ID, outcome: TERM}: the record's own numbers
+    entry: int = 0
 
 
 def _problem(code: str, message: str, **ctx: Any) -> PydanticCustomError:
@@ -87,7 +91,7 @@ def placeholders(text: str) -> list[Placeholder]:
             raise _problem("placeholder", "cannot read the placeholder {raw}", raw=raw,
                            hint="write it as a YAML mapping: {analysis: depression/response/24h/inert-placebo, shows: benefit}")
         kind = next(k for k in KINDS if k in data)
-        allowed = {"analysis": {"analysis", "shows", "part"}, "study": {"study"}, "absent": {"absent"}}[kind]
+        allowed = {"analysis": {"analysis", "shows", "part"}, "study": {"study", "outcome", "entry"}, "absent": {"absent"}}[kind]
         extra = sorted(set(data) - allowed)
         if extra:
             raise _problem("placeholder", "{raw}: '{key}' is not a key of a {kind} placeholder (keys: {keys})",
@@ -109,6 +113,14 @@ def placeholders(text: str) -> list[Placeholder]:
                 raise _problem("placeholder", "{raw}: part is '{part}'; it can be {allowed}", raw=raw, part=part,
                                allowed=", ".join(PARTS))
             out.append(Placeholder(text=raw, start=m.start(), kind=kind, ref=ref.strip(), shows=shows, part=part))
+        elif kind == "study":
+            outcome, entry = data.get("outcome"), data.get("entry", 0)
+            if outcome is not None and (not isinstance(outcome, str) or not outcome.strip()):
+                raise _problem("placeholder", "{raw}: outcome needs an outcome term", raw=raw)
+            if not isinstance(entry, int) or isinstance(entry, bool) or entry < 0 or (entry and outcome is None):
+                raise _problem("placeholder", "{raw}: entry is a number from 0, with outcome", raw=raw)
+            out.append(Placeholder(text=raw, start=m.start(), kind=kind, ref=ref.strip(),
+                                   outcome=outcome.strip() if outcome else None, entry=entry))
         else:
             out.append(Placeholder(text=raw, start=m.start(), kind=kind, ref=ref.strip()))
     return out

@@ -195,3 +195,19 @@ def test_every_condition_of_the_bundled_kb_has_a_checked_bottom_line():
         # no pooled number typed by hand: no ratio, CI or per-1000 figure outside a placeholder
         bare = re.sub(r"\{[^{}]*\}", "", text)
         assert not re.search(r"\b\d+\.\d+\b|per 1000|95% CI", bare), (cond, re.findall(r"[^.]*\d+\.\d+[^.]*", bare))
+
+
+def test_a_study_placeholder_shows_the_records_own_numbers(tmp_path):
+    text = "In one trial, {study: alpha-2001, outcome: dissociation}; {study: beta-2005, outcome: dissociation}."
+    root = make_kb(tmp_path, _records(), {"depression": _summary(text)})
+    code, out = _validate(root)
+    assert code == 1 and "beta-2005 has no entry 0 with numbers for dissociation" in out
+    assert "its outcomes with numbers: response" in out
+    ok = make_kb(tmp_path / "ok", _records(), {"depression": _summary(
+        "In one trial, {study: alpha-2001, outcome: dissociation}.")})
+    assert _validate(ok)[0] == 0
+    res = CliRunner().invoke(cli, ["--kb", str(ok), "build", "--out", str(tmp_path / "site"), "--no-search"])
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "site" / "conditions" / "depression.html").read_text()
+    assert ('9/20 with ketamine vs 1/20 with control, 40 min (<a href="../studies/alpha-2001.html">Alpha 2001</a>, '
+            'one trial)') in page

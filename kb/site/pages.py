@@ -50,9 +50,15 @@ def template_helpers(site: Site) -> dict:
         return bottomline.render(
             text, by_id, lambda rid: digests[rid]["label"] if rid in digests else None,
             lambda rid: f"{root}studies/{rid}.html",
-            lambda aid: f"{root}conditions/{aid.split('/')[0]}.html#o-{aid.replace('/', '-')}")
+            lambda aid: f"{root}conditions/{aid.split('/')[0]}.html#o-{aid.replace('/', '-')}",
+            lambda rid, outcome, entry: _entry(digests.get(rid), outcome, entry))
 
     return {"study_label": study_label, "public_reason": lambda reason: public_reason(reason, vocab), "prose": prose}
+
+
+def _entry(d: dict | None, outcome: str, entry: int) -> str | None:
+    texts = (d or {}).get("entry_texts", {}).get(outcome, [])
+    return texts[entry] if entry < len(texts) else None
 
 
 @functools.lru_cache(maxsize=16384)  # reasons repeat across rows and pages

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .. import synthesis as S
+from ..bottomline import entry_text
 from ..citations import to_bibtex, to_ris
 from ..config import KnowledgeBase
 from ..export import FORMATS, fragments
@@ -91,6 +92,9 @@ def digest(s, sha1: str, protocol=None, vocab=None) -> dict:
         "outcomes": outcomes,
         "data_outcomes": sorted({o.outcome for o in s.outcomes if o.data is not None}),
         "related": [r.id for r in s.related], "rows": study_rows(s, outcomes, protocol, vocab), "page": f"studies/{s.id}.html",
+        # a record's own numbers per outcome, for bottom lines' {study: ID, outcome: TERM}
+        "entry_texts": {o: [entry_text(e) for e in s.outcomes if e.outcome == o and e.data is not None]
+                        for o in outcomes},
     }
 
 
