@@ -128,7 +128,18 @@ def matches(f, s) -> bool:
         return False
     if f.routes and (s.intervention is None or s.intervention.route not in f.routes):
         return False
+    if f.topics and not set(f.topics) & set(s.topics):
+        return False
     return True
+
+
+REVIEW_KINDS = {"meta-analysis": "a published meta-analysis's estimate", "systematic-review": "a published review's estimate",
+                "guideline": "a guideline's statement", "consensus-statement": "a consensus statement's"}
+
+
+def source_kind(design: str | None) -> str:
+    """What a record's own numbers are, said after them: 'one trial', or a published review's estimate."""
+    return REVIEW_KINDS.get(design or "", "one study" if design in ("cohort", "case-series", "open-label") else "one trial")
 
 
 def study_entry(s, outcome: str, entry: int = 0):
@@ -207,7 +218,8 @@ PART_TEXT = {"full": full_text, "estimate": estimate_text, "absolute": lambda r:
 
 def render(text: str, analyses: dict[str, dict], label_of: Callable[[str], str | None],
            study_href: Callable[[str], str], analysis_href: Callable[[str], str],
-           entry_of: Callable[[str, str, int], str | None] = lambda rid, outcome, entry: None) -> Markup:
+           entry_of: Callable[[str, str, int], str | None] = lambda rid, outcome, entry: None,
+           kind_of: Callable[[str], str] = lambda rid: "one trial") -> Markup:
     """The prose as HTML: text escaped, each placeholder filled from the current analyses (linked to its
     Summary of Findings entry) or the records (linked to the study page). A placeholder that does not
     resolve, which kb validate reports, renders as a visible gap, never as a stale number."""
@@ -221,7 +233,7 @@ def render(text: str, analyses: dict[str, dict], label_of: Callable[[str], str |
             if p.outcome and numbers is None:
                 out.append(Markup('<span class="gap">[no {} numbers in {}: run kb validate]</span>').format(p.outcome, p.ref))
             elif numbers:
-                out.append(Markup('{} (<a href="{}">{}</a>, one trial)').format(numbers, study_href(p.ref), label))
+                out.append(Markup('{} (<a href="{}">{}</a>, {})').format(numbers, study_href(p.ref), label, kind_of(p.ref)))
             else:
                 out.append(Markup('<a href="{}">{}</a>').format(study_href(p.ref), label) if label
                            else Markup('<span class="gap">[unknown study {}]</span>').format(p.ref))

@@ -150,6 +150,7 @@ class AbsenceFilter(Model):
     subtype_words: list[Text] = Field(default_factory=list, description="words, any of which in a condition's subtype (case-insensitive)")
     designs: list[Term("design")] = Field(default_factory=list)
     routes: list[Term("route")] = Field(default_factory=list)
+    topics: list[Term("topic")] = Field(default_factory=list, description="e.g. maintenance: a record with any of them")
 
 
 class Absence(Model):

@@ -214,3 +214,13 @@ def test_a_study_placeholder_shows_the_records_own_numbers(tmp_path):
     page = (tmp_path / "site" / "conditions" / "depression.html").read_text()
     assert ('9/20 with ketamine vs 1/20 with control, 40 min (<a href="../studies/alpha-2001.html">Alpha 2001</a>, '
             'one trial)') in page
+
+
+def test_a_reviews_own_numbers_are_called_a_reviews_estimate_not_one_trial():
+    assert bottomline.source_kind("meta-analysis") == "a published meta-analysis's estimate"
+    assert bottomline.source_kind("rct") == bottomline.source_kind("crossover-rct") == "one trial"
+    assert bottomline.source_kind("open-label") == "one study"
+    html = bottomline.render("{study: dean-2021, outcome: response}", {}, lambda i: "Dean 2021", lambda i: i,
+                             lambda i: i, lambda rid, o, e: "odds ratio 3.94, 95% CI 1.54 to 10.1, 24 h",
+                             lambda rid: bottomline.source_kind("systematic-review"))
+    assert "Dean 2021</a>, a published review's estimate)" in html and "one trial" not in html

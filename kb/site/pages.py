@@ -51,7 +51,8 @@ def template_helpers(site: Site) -> dict:
             text, by_id, lambda rid: digests[rid]["label"] if rid in digests else None,
             lambda rid: f"{root}studies/{rid}.html",
             lambda aid: f"{root}conditions/{aid.split('/')[0]}.html#o-{aid.replace('/', '-')}",
-            lambda rid, outcome, entry: _entry(digests.get(rid), outcome, entry))
+            lambda rid, outcome, entry: _entry(digests.get(rid), outcome, entry),
+            lambda rid: bottomline.source_kind(digests[rid]["design"] if rid in digests else None))
 
     return {"study_label": study_label, "public_reason": lambda reason: public_reason(reason, vocab), "prose": prose}
 
