@@ -223,4 +223,4 @@ def test_a_reviews_own_numbers_are_called_a_reviews_estimate_not_one_trial():
     html = bottomline.render("{study: dean-2021, outcome: response}", {}, lambda i: "Dean 2021", lambda i: i,
                              lambda i: i, lambda rid, o, e: "odds ratio 3.94, 95% CI 1.54 to 10.1, 24 h",
                              lambda rid: bottomline.source_kind("systematic-review"))
-    assert "Dean 2021</a>, a published review's estimate)" in html and "one trial" not in html
+    assert "Dean 2021</a>, a published review&#39;s estimate)" in html and "one trial" not in html
