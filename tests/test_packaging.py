@@ -71,3 +71,19 @@ def test_installed_kb_runs_in_another_folder(wheel, tmp_path):
     assert built.returncode == 0, built.stdout + built.stderr
     assert "<title>Mine: fixture-2020</title>" in (tmp_path / "site/studies/fixture-2020.html").read_text()
     assert (tmp_path / "site/assets/site.css").is_file() and (tmp_path / "site/index.html").is_file()
+
+
+def test_the_readmes_two_commands_are_self_contained_and_ci_runs_the_second():
+    """Each command of the README's first screen creates and activates its own virtual environment (run in
+    a new terminal, neither installs into the system Python), and CI runs the test command as written."""
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```sh", 1)[1].split("```", 1)[0]
+    commands = [line for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert len(commands) == 2
+    for command in commands:
+        assert command.startswith("python3 -m venv .venv && . .venv/bin/activate && pip install ")
+    assert commands[1].endswith("python -m pytest")
+    ci = (root / ".ci" / "run").read_text(encoding="utf-8")
+    assert commands[1].replace("pip install ", "pip install --quiet ") in ci
+    assert "axe-core" in readme.split("## ", 1)[0]  # the first screen says where axe-core comes from
