@@ -789,6 +789,50 @@ def new(ctx: click.Context, title, authors, year, design, conditions, sources, d
 
 
 @cli.command()
+@click.argument("condition", required=False)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"], case_sensitive=False), default="text",
+              show_default=True, help="json: every field, for tools; markdown: for notes and pull requests.")
+@click.pass_context
+def summary(ctx: click.Context, condition: str | None, fmt: str) -> None:
+    """Print the reviewers' bottom lines with every number filled from the current analyses.
+
+    The text the site shows for each condition (summaries/<condition>.yaml):
+    the bottom line, its further paragraphs, and the claims checked against
+    the records. A placeholder that no longer holds shows as a gap in
+    brackets, and is listed; kb validate fails on it. Exit 1 when any does.
+
+    \b
+    Examples:
+      kb summary
+      kb summary suicidal-ideation
+      kb summary --format markdown > bottom-lines.md
+    """
+    from kb.bottomline import rendered_summaries
+
+    kb = _kb(ctx)
+    found = rendered_summaries(kb, condition)
+    fmt = fmt.lower()
+    if fmt == "json":
+        click.echo(json.dumps(found, indent=2, ensure_ascii=False))
+    else:
+        md = fmt == "markdown"
+        for s in found:
+            click.echo(f"## {s['label']}" if md else s["label"].upper())
+            click.echo("")
+            for para in ([s["bottom_line"]] if s["bottom_line"] else []) + s["details"]:
+                click.echo(para)
+                click.echo("")
+            for c in s["claims"]:
+                click.echo(f"- **\u201c{c['claim']}\u201d: {c['verdict']}.** {c['answer']}" if md
+                           else f"* \u201c{c['claim']}\u201d: {c['verdict']}. {c['answer']}")
+            if s["claims"]:
+                click.echo("")
+            for p in s["problems"]:
+                click.echo(f"problem: {p}", err=True)
+    ctx.exit(1 if any(s["problems"] for s in found) else 0)
+
+
+@cli.command()
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--title", help="The knowledge base's title (default: from the folder name).")
 def init(folder: Path, title: str | None) -> None:

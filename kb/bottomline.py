@@ -254,3 +254,54 @@ def plain(text: str, analyses: dict[str, dict], label_of: Callable[[str], str | 
     """The same prose as plain text (for the terminal, the feed and the closing notes)."""
     html = render(text, analyses, label_of, lambda i: "", lambda i: "")
     return Markup(html).striptags()
+
+
+# -- the whole knowledge base's summaries, as text ---------------------------------------------
+
+def rendered_summaries(kb, condition: str | None = None) -> list[dict]:
+    """Every condition's summary (or one), its prose filled from the current analyses as plain text:
+    [{condition, label, bottom_line, details, claims: [{claim, verdict, answer}], absent: [...],
+    problems: [messages]}], in vocabulary order. Placeholders that do not hold are listed under
+    ``problems`` (kb validate fails on them) and render as visible gaps."""
+    from .errors import NotFound
+    from .load import load_studies, load_summaries
+    from . import synthesis
+
+    summaries = load_summaries(kb)
+    if condition is not None:
+        term = kb.vocab.canonical("condition", condition) or condition
+        if term not in summaries:
+            raise NotFound(f"no summary for condition '{condition}'",
+                           hint="summaries/ holds: " + (", ".join(sorted(summaries)) or "nothing yet"))
+        summaries = {term: summaries[term]}
+    studies = load_studies(kb).studies
+    records = {s.id: s for s in studies}
+    computed = synthesis.analyse_studies(studies, kb.protocol, kb.vocab, summaries)
+    analyses = {synthesis.analysis_id(k): a for k, a in computed.items()}
+
+    def label_of(rid: str) -> str | None:
+        return records[rid].label if rid in records else None
+
+    def entry_of(rid: str, outcome: str, entry: int) -> str | None:
+        found = study_entry(records[rid], outcome, entry) if rid in records else None
+        return entry_text(found) if found is not None else None
+
+    def text(prose: str) -> str:
+        html = render(prose, analyses, label_of, lambda i: "", lambda i: "", entry_of,
+                      lambda rid: source_kind(records[rid].design if rid in records else None))
+        return html.striptags()
+
+    order = {t: i for i, t in enumerate(kb.vocab.terms("condition"))}
+    out = []
+    for cond, summary in sorted(summaries.items(), key=lambda cs: order.get(cs[0], len(order))):
+        out.append({
+            "condition": cond, "label": kb.vocab.label("condition", cond),
+            "updated": summary.updated.isoformat() if summary.updated else None,
+            "bottom_line": text(summary.bottom_line) if summary.bottom_line else None,
+            "details": [text(t) for t in summary.details],
+            "claims": [{"claim": c.claim, "verdict": c.verdict, "answer": text(c.answer)} for c in summary.claims],
+            "absent": [{"key": k, "claim": a.claim, "searched": [q.model_dump(mode="json") for q in a.searched]}
+                       for k, a in summary.absent.items()],
+            "problems": [f.message for f in check(summary, analyses, records)],
+        })
+    return out

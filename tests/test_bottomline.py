@@ -224,3 +224,22 @@ def test_a_reviews_own_numbers_are_called_a_reviews_estimate_not_one_trial():
                              lambda i: i, lambda rid, o, e: "odds ratio 3.94, 95% CI 1.54 to 10.1, 24 h",
                              lambda rid: bottomline.source_kind("systematic-review"))
     assert "Dean 2021</a>, a published review&#39;s estimate)" in html and "one trial" not in html
+
+
+def test_kb_summary_prints_the_bottom_lines_filled_and_exits_1_on_a_stale_one(tmp_path):
+    text = f"More responded ({{analysis: {RESPONSE}, shows: benefit}}) in {{study: alpha-2001}}."
+    root = make_kb(tmp_path, _records(), {"depression": _summary(text)})
+    res = CliRunner().invoke(cli, ["--kb", str(root), "summary", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    [s] = json.loads(res.output)
+    r = _meta(root, "response", "24h", "inert-placebo")
+    assert s["condition"] == "depression" and s["problems"] == []
+    assert s["bottom_line"].startswith(f"More responded (risk ratio {r['natural']['estimate']:.2f}, 95% CI ")
+    assert "in Alpha 2001." in s["bottom_line"]
+    stale = make_kb(tmp_path / "stale", _records(events_k=(3, 4), events_c=(14, 15)), {"depression": _summary(text)})
+    res = CliRunner().invoke(cli, ["--kb", str(stale), "summary", "depression"])
+    assert res.exit_code == 1
+    assert "[result depression/response/24h/inert-placebo no longer shows what this sentence says" in res.output
+    assert "problem: " in res.output
+    res = CliRunner().invoke(cli, ["--kb", str(root), "summary", "ptsd"])
+    assert res.exit_code == 1 and "no summary for condition 'ptsd'" in res.output
