@@ -362,6 +362,13 @@ def stats_tables(kb: KnowledgeBase, result: Stats) -> None:
         if result.drafts:
             console.print(f"{result.drafts} draft {'record' if result.drafts == 1 else 'records'} not counted; "
                           "`kb stats --drafts` lists them")
+    if result.scope != "drafts":
+        if result.searched:
+            console.print(f"Evidence searched up to {result.searched.up_to.isoformat()} "
+                          f"(from {escape(result.searched.source)})")
+        else:
+            console.print("Date of the last search for new studies not recorded "
+                          "(set literature_search: up_to: in kb.yaml)")
     if invalid:
         console.print(f"[red]{invalid} file(s) with errors left out; run `kb validate`[/red]")
     if result.retracted:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from markupsafe import Markup
 
 from .. import synthesis as S
+from ..config import searched_up_to
 from ..protocol import ELIGIBILITY
 from ..export import FILE_NAMES
 from ..records import label_from_id
@@ -74,11 +75,12 @@ def public_reason(reason: str, vocab=None) -> str:
 
 def page_globals(site: Site) -> dict:
     """What every page that spans studies may use: the knowledge base, its vocabulary, the build
-    information, number formatting and :func:`template_helpers`."""
+    information, when the evidence was last searched (``searched``), number formatting and
+    :func:`template_helpers`."""
     from ..wording import per_1000_text
 
     return {"kb": site.kb, "vocab": site.vocab, "info": site.info, "fmt": S.fmt, "per_1000_text": per_1000_text,
-            **template_helpers(site)}
+            "searched": searched_up_to(site.kb), **template_helpers(site)}
 
 
 # -- page contexts (unit-tested) ---------------------------------------------------------

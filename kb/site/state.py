@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import __version__
-from ..config import KnowledgeBase
+from ..config import KnowledgeBase, searched_up_to
 from ..errors import BadRequest
 from ..files import read_marshal, write_marshal
 from ..templating import default_templates_dir
@@ -102,11 +102,14 @@ def build_info(kb: KnowledgeBase, base_url: str | None, latest: str | None) -> S
 def theme_key(kb: KnowledgeBase) -> str:
     """The key of what every page depends on beyond its record: the site and kb versions, kb.yaml's title,
     description and language, the vocabulary, the analysis protocol (a study's rows depend on its time
-    windows and comparator classes), and every template (kb's and the knowledge base's own)."""
+    windows and comparator classes), when the evidence was last searched (every page says it), and
+    every template (kb's and the knowledge base's own)."""
     h = hashlib.sha1()
     h.update(f"{SITE_VERSION}|{__version__}|{kb.title}|{kb.description}|{kb.language}".encode())
     h.update(json.dumps(kb.vocab.as_dict(), sort_keys=True).encode())
     h.update(json.dumps(kb.protocol.as_dict(), sort_keys=True, default=str).encode())
+    searched = searched_up_to(kb)  # every page says when the evidence was last searched
+    h.update(json.dumps(searched.as_dict() if searched else None, sort_keys=True).encode())
     for folder in (default_templates_dir(), kb.templates_dir):
         if folder.is_dir():
             for p in sorted(folder.rglob("*")):
