@@ -4,8 +4,10 @@
 - ``digests.marshal``: each record's digest (:func:`kb.site.studies.digest`), plain data;
 - ``meta.json``: the key of everything else a page depends on: the build id (the output folder's
   manifest names the same one), the theme key (templates, kb.yaml, vocabulary, kb version), the
-  summaries key, the build information, the pages written, the ids pages may link to, and the
-  problems of the records left out.
+  summaries key, the build information, the commit the changes page compares with, the pages
+  written, the ids pages may link to, and the problems of the records left out;
+- ``commits/<sha>.json``: the pooled estimates of an earlier commit (:mod:`kb.site.history`), so that
+  only the first build after a new commit pools that commit's records.
 
 The build information (date, commit) is here too: it is part of that key, and of every page that spans studies.
 """
@@ -189,3 +191,27 @@ def problems_by_file(problems: list[Problem]) -> dict[str, list[list]]:
         rel = p.file[len("studies/"):] if p.file.startswith("studies/") else p.file
         out.setdefault(rel, []).append(list(asdict(p).values()))
     return out
+
+
+COMMITS_KEPT = 4  # snapshots of earlier commits kept (the newest by use)
+
+
+def load_commit_snapshot(folder: Path, sha: str, key: str) -> dict | None:
+    """The snapshot of commit ``sha`` a build saved, if it was made with the same ``key`` (kb's version)."""
+    data = read_json(folder / "commits" / f"{sha}.json")
+    if not isinstance(data, dict) or data.get("key") != key or not isinstance(data.get("snapshot"), dict):
+        return None
+    os.utime(folder / "commits" / f"{sha}.json")  # in use: kept longest
+    return data["snapshot"]
+
+
+def save_commit_snapshot(folder: Path, sha: str, key: str, snapshot: dict) -> None:
+    """Remember the snapshot of commit ``sha``; only the few used last are kept."""
+    commits = folder / "commits"
+    commits.mkdir(parents=True, exist_ok=True)
+    tmp = commits / f".{sha}.json.tmp"
+    tmp.write_text(json.dumps({"key": key, "commit": sha, "snapshot": snapshot}, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, commits / f"{sha}.json")
+    kept = sorted(commits.glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for old in kept[COMMITS_KEPT:]:
+        old.unlink(missing_ok=True)
