@@ -305,7 +305,8 @@ class _Pages:
         if kind == "methods.html":
             return render("methods.html", **methods_context(site))
         if kind == "changes.html":
-            return render("changes.html", root="", changes=site.changes, digests=site.digests, list_max=LIST_MAX)
+            return render("changes.html", root="", changes=site.changes, since_commit=site.since_commit,
+                          digests=site.digests, list_max=LIST_MAX)
         if kind == "downloads.html":
             return render("downloads.html", root="", total=len(site.evidence()), files=FILE_NAMES)
         if kind == "404.html":
