@@ -387,6 +387,44 @@ def forest(ctx: click.Context, output: Path | None, force: bool, **opts) -> None
     click.echo(f"wrote {output} ({result['k']} studies)", err=True)
 
 
+@cli.command()
+@click.option("--since", metavar="REV", help="The commit to compare with: a sha, branch, tag or HEAD~N "
+              "(default: the previous commit that changed studies/, summaries/ or kb.yaml).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def changes(ctx: click.Context, since: str | None, fmt: str) -> None:
+    """What changed in the evidence since a git commit: studies and pooled estimates.
+
+    Pools the records of commit REV and of the working tree as the site
+    pools them (one result per condition, outcome, time window and
+    comparator class), and lists the studies added, changed and removed,
+    the estimates that moved (measure, estimate, 95% CI and k, before and
+    after), and the results new or gone. Neither the working tree nor the
+    index is touched. By default REV is the previous commit that changed
+    studies/, summaries/ or kb.yaml: the last one when they have
+    uncommitted changes, else the one before it. Both sides are pooled by
+    this kb. Exit status: 0, 1 when no earlier commit changed the
+    evidence, 2 for an unknown revision or outside a git repository.
+
+    \b
+    Examples:
+      kb changes
+      kb changes --since HEAD~5 --format json
+      git log --oneline -- studies     # the commits that changed the records
+    """
+    from kb.site.history import changes_since
+
+    kb = _kb(ctx)
+    with _progress("comparing", phased=True, quiet=fmt != "text") as update:
+        result = changes_since(kb, since, progress=update)
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        from kb.terminal import changes_text
+
+        changes_text(result, click.echo)
+
+
 def _build(kb: KnowledgeBase, out, base_url, jobs, search, full, strict, quiet=False, include_drafts=False):
     from kb.site import build_site
 

@@ -6,7 +6,10 @@ alias bombs, tags) and errors that name the file, the line and the key.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime as _dt
+import re
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +21,22 @@ from .vocab import Vocabulary, load_vocabulary
 
 CONFIG_NAME = "kb.yaml"
 STUDIES_DIR = "studies"
-KNOWN_KEYS = {"title", "description", "base_url", "vocabulary", "language", "synthesis", "eligibility"}
+KNOWN_KEYS = {"title", "description", "base_url", "vocabulary", "language", "synthesis", "eligibility",
+              "literature_search"}
 TEXT_KEYS = ("title", "description", "base_url", "language")  # one line of text each (or absent)
+
+
+@dataclass(frozen=True)
+class LiteratureSearch:
+    """When the evidence was last searched for new studies, and how (what every page says as
+    "Evidence searched up to <date>")."""
+
+    up_to: _dt.date  # the day the last search for new studies was run
+    note: str | None = None  # how: which databases or pages were searched
+    source: str = "kb.yaml"  # where kb read it: kb.yaml's literature_search: (later also the search log)
+
+    def as_dict(self) -> dict:
+        return {"up_to": self.up_to.isoformat(), "note": self.note, "source": self.source}
 
 
 @dataclass
@@ -33,6 +50,8 @@ class KnowledgeBase:
     language: str = "en"
     vocab: Vocabulary = field(default_factory=load_vocabulary)
     protocol: Protocol = DEFAULT_PROTOCOL  # kb.yaml's synthesis: section (time windows, comparator classes ...)
+    literature_search: LiteratureSearch | None = None  # kb.yaml's literature_search: section; read it
+    # through searched_up_to(kb), which a search log will take precedence in
 
     @property
     def studies_dir(self) -> Path:
@@ -86,6 +105,8 @@ def _read_config(path: Path) -> dict:
                                                                                      type(value).__name__)
             raise _config_error(path, *yamlio.locate(loaded.node, (key,)), key, f"must be text, not {kind}",
                                 f'write it on one line, quoted when in doubt: {key}: "..."')
+    if "literature_search" in data:
+        data["literature_search"] = _literature_search(data["literature_search"], path, loaded.node)
     unknown = set(data) - KNOWN_KEYS
     if unknown:
         raise ConfigError(
@@ -93,6 +114,53 @@ def _read_config(path: Path) -> dict:
             hint="kb.yaml knows: " + ", ".join(sorted(KNOWN_KEYS)),
         )
     return data
+
+
+SEARCH_KEYS = ("up_to", "note")
+_SEARCH_EXAMPLE = "literature_search: {up_to: 2026-12-05, note: PubMed and ClinicalTrials.gov}"
+
+
+def _literature_search(value: object, path: Path, node) -> LiteratureSearch | None:
+    """kb.yaml's ``literature_search:`` section: ``up_to`` (the date the last search for new studies was
+    run: a date, not after tomorrow) and an optional ``note`` (how). Errors name kb.yaml, the line and the field."""
+    def fail(loc: tuple, message: str, hint: str = f"e.g. {_SEARCH_EXAMPLE}"):
+        return _config_error(path, *yamlio.locate(node, ("literature_search", *loc)),
+                             ".".join(("literature_search", *loc)), message, hint)
+
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise fail((), "must be a mapping with up_to: (a date) and note: (how the evidence was searched)")
+    unknown = sorted(map(str, set(value) - set(SEARCH_KEYS)))
+    if unknown:
+        raise fail((unknown[0],), f"unknown key(s) {', '.join(unknown)}", "literature_search knows: up_to, note")
+    if "up_to" not in value or value["up_to"] in (None, ""):
+        raise fail((), "up_to is missing: the date the last search for new studies was run")
+    raw = value["up_to"]
+    day = raw if isinstance(raw, _dt.date) and not isinstance(raw, _dt.datetime) else None
+    if isinstance(raw, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw.strip()):
+        with contextlib.suppress(ValueError):
+            day = _dt.date.fromisoformat(raw.strip())
+    if day is None:
+        raise fail(("up_to",), f"{raw!r} is not a date",
+                   "write the day the last search was run as YYYY-MM-DD, e.g. up_to: 2026-12-05")
+    if day > _dt.date.today() + _dt.timedelta(days=1):
+        raise fail(("up_to",), f"{day.isoformat()} is in the future",
+                   "write the day the last search for new studies was actually run")
+    note = value.get("note")
+    if note is not None and not isinstance(note, str):
+        raise fail(("note",), "must be text", 'write it as one paragraph, quoted when in doubt: note: "..."')
+    note = " ".join(note.split()) if note else None
+    return LiteratureSearch(up_to=day, note=note or None)
+
+
+def searched_up_to(kb: KnowledgeBase) -> LiteratureSearch | None:
+    """When the evidence of ``kb`` was last searched for new studies: the one answer every page, the
+    methods page and `kb stats` show. Today that is kb.yaml's ``literature_search:`` section. Screening
+    will keep a search log under the knowledge base; when it does, the log's latest search is asked
+    here first and takes precedence (it records each search as it was run), and kb.yaml's date is the
+    fallback. None when neither says: pages then say that the search date is not recorded."""
+    return kb.literature_search
 
 
 def find_root(start: Path) -> Path | None:
@@ -128,4 +196,5 @@ def open_kb(path: str | Path | None = None, *, search_parents: bool = True) -> K
         vocab=vocab,
         protocol=dataclasses.replace(parse_protocol(cfg.get("synthesis"), str(cfg_path), vocab),
                                      eligibility=parse_eligibility(cfg.get("eligibility"), str(cfg_path))),
+        literature_search=cfg.get("literature_search"),
     )

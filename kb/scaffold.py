@@ -109,6 +109,11 @@ KB_YAML = """\
 title: {title}
 description: ""
 # base_url: https://example.org/evidence/   # absolute URLs for the feed and sitemap
+# When the evidence was last searched for new studies; every page says "Evidence searched up to"
+# this date (without it, pages say the search date is not recorded):
+# literature_search:
+#   up_to: 2026-01-31     # the date the last search for new studies was run (YYYY-MM-DD)
+#   note: PubMed and ClinicalTrials.gov, searched for ...   # how: which databases or pages
 # Extra vocabulary terms or synonyms, in the shape of kb's own vocabulary:
 # vocabulary:
 #   condition:

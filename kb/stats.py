@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .config import KnowledgeBase
+from .config import KnowledgeBase, LiteratureSearch, searched_up_to
 from .records import Study
 from .load import split_drafts
 
@@ -19,6 +19,7 @@ class Stats:
     drafts: int = 0  # draft records in the knowledge base (never counted as evidence)
     scope: str = "evidence"  # evidence | drafts
     listing: list[dict] = field(default_factory=list)  # scope drafts: id, year, title, conditions of each
+    searched: LiteratureSearch | None = None  # when the evidence was last searched for new studies
 
     def as_dict(self) -> dict:
         return {
@@ -27,6 +28,7 @@ class Stats:
             "drafts": self.drafts,
             "invalid_files": self.invalid_files,
             "retracted": self.retracted,
+            "searched_up_to": self.searched.as_dict() if self.searched else None,
             **{name: [{"term": t, "label": lbl, "count": n} for t, lbl, n in rows] for name, rows in self.tables.items()},
             **({"records": self.listing} if self.scope == "drafts" else {}),
         }
@@ -77,4 +79,5 @@ def compute_stats(kb: KnowledgeBase, studies: list[Study], invalid_files: int = 
         scope="drafts" if drafts else "evidence",
         listing=[{"id": s.id, "year": s.year, "title": s.title, "conditions": s.condition_terms, "added": s.added.isoformat()}
                  for s in sorted(draft_records, key=lambda s: s.id)] if drafts else [],
+        searched=searched_up_to(kb),
     )

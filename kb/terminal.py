@@ -362,6 +362,13 @@ def stats_tables(kb: KnowledgeBase, result: Stats) -> None:
         if result.drafts:
             console.print(f"{result.drafts} draft {'record' if result.drafts == 1 else 'records'} not counted; "
                           "`kb stats --drafts` lists them")
+    if result.scope != "drafts":
+        if result.searched:
+            console.print(f"Evidence searched up to {result.searched.up_to.isoformat()} "
+                          f"(from {escape(result.searched.source)})")
+        else:
+            console.print("Date of the last search for new studies not recorded "
+                          "(set literature_search: up_to: in kb.yaml)")
     if invalid:
         console.print(f"[red]{invalid} file(s) with errors left out; run `kb validate`[/red]")
     if result.retracted:
@@ -386,3 +393,38 @@ def stats_tables(kb: KnowledgeBase, result: Stats) -> None:
         for d in result.listing:
             t.add_row(d["id"], str(d["year"]), escape(d["title"] or ""), ", ".join(d["conditions"]))
         console.print(t)
+
+
+def _estimate(e: dict) -> str:
+    return f"{e['measure'].upper()} {e['estimate']} ({e['ci_low']} to {e['ci_high']}), k = {e['k']}"
+
+
+def changes_text(result: dict, echo: Callable[[str], None]) -> None:
+    """`kb changes`: what changed in the evidence since a commit, in plain lines."""
+    since, now = result["since"], result["now"]
+    to = "the working tree, with uncommitted changes to the evidence" if now["uncommitted_changes"] else (
+        f"the working tree (commit {now['short']}, no uncommitted changes to the evidence)" if now["short"]
+        else "the working tree")
+    echo(f"Changes since commit {since['short']} ({since['date']}), to {to}")
+    subject = since["subject"] if len(since["subject"]) <= 96 else since["subject"][:95] + "…"
+    echo(f"  {since['short']}: {subject}")
+    for key, title in (("added", "Studies added"), ("changed", "Studies changed"), ("removed", "Studies removed")):
+        items = result["studies"][key]
+        echo(f"{title} ({len(items)}){':' if items else ''}")
+        for s in items:
+            echo(f"  {s['label']} ({s['id']})")
+    echo(f"Estimates that moved ({len(result['moved'])}){':' if result['moved'] else ''}")
+    for m in result["moved"]:
+        echo(f"  {m['label']}")
+        echo(f"    before: {_estimate(m['before'])}")
+        echo(f"    after:  {_estimate(m['after'])}")
+    for key, title in (("new_results", "New results"), ("gone_results", "Results no longer available")):
+        items = result[key]
+        echo(f"{title} ({len(items)}){':' if items else ''}")
+        for r in items:
+            echo(f"  {r['label']}: {_estimate(r['estimate'])}")
+    left = result["left_out"]
+    if left["since"] or left["now"]:
+        echo(f"note: record files with errors are left out, as a build leaves them out: {left['since']} at "
+             f"{since['short']}, {left['now']} now (a record this kb can no longer read counts as added once fixed; "
+             "`kb validate` lists them)")

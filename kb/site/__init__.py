@@ -19,6 +19,7 @@ The modules, in the order a build uses them:
 - :mod:`kb.site.build`: the pipeline, one call per step (:class:`kb.site.build.Build`);
 - :mod:`kb.site.state`: the state under ``.kb/site/``, the keys it is checked by, the build information;
 - :mod:`kb.site.studies`: the per-study worker and the one study-page context (also ``kb show --format html``);
+- :mod:`kb.site.history`: the evidence at an earlier commit, and what changed since (``kb changes``, the changes page);
 - :mod:`kb.site.analyses`: the pooled analyses and what changed since the last build;
 - :mod:`kb.site.pages`: the pages that span studies, the feed and the sitemaps;
 - :mod:`kb.site.output`: the writer that leaves unchanged pages alone, the manifest, assets and downloads;

@@ -22,13 +22,14 @@ class Site:
     """Everything the pages that span studies are made from."""
 
     kb: KnowledgeBase
-    info: SiteInfo
+    info: SiteInfo | None  # None for a snapshot of the evidence at a commit (kb.site.history): no pages
     digests: dict[str, dict]  # id -> digest
     summaries: dict
     # (condition, outcome, window, comparator class) -> result or error; window and class are None for a
     # (condition, outcome) with data that nothing could be pooled from
     analyses: dict[tuple, dict] = field(default_factory=dict)
-    changes: dict = field(default_factory=dict)
+    changes: dict = field(default_factory=dict)  # since the last build of the same output folder
+    since_commit: dict = field(default_factory=dict)  # since an earlier commit (kb.site.history.since_commit)
     _by: dict | None = field(default=None, repr=False)
 
     @property
@@ -111,11 +112,17 @@ def compute_changes(prev: dict | None, snap: dict, info: SiteInfo) -> dict:
     if not prev or "snapshot" not in prev:
         return {"first": True, "date": info.date, "added": sorted(snap["studies"]), "changed": [], "removed": [],
                 "moved": [], "new_pooled": sorted(snap["pooled"]), "gone_pooled": []}
-    before, after = prev["snapshot"]["studies"], snap["studies"]
-    pb, pa = prev["snapshot"]["pooled"], snap["pooled"]
+    return {"first": False, "date": info.date, "since": prev.get("date"), **diff_snapshots(prev["snapshot"], snap)}
+
+
+def diff_snapshots(before: dict, after: dict) -> dict:
+    """Two :func:`snapshot` s compared: the studies added, removed and changed (by content), the pooled
+    estimates that moved (measure, estimate, CI or k differ, as shown), and the results new or gone.
+    The changes page compares builds with it, and kb.site.history compares commits."""
+    sb, sa = before["studies"], after["studies"]
+    pb, pa = before["pooled"], after["pooled"]
     moved = [{"key": k, "before": pb[k], "after": pa[k]} for k in sorted(set(pb) & set(pa)) if pb[k] != pa[k]]
-    return {"first": False, "date": info.date, "since": prev.get("date"),
-            "added": sorted(set(after) - set(before)), "removed": sorted(set(before) - set(after)),
-            "changed": sorted(i for i in set(before) & set(after) if before[i] != after[i]),
+    return {"added": sorted(set(sa) - set(sb)), "removed": sorted(set(sb) - set(sa)),
+            "changed": sorted(i for i in set(sb) & set(sa) if sb[i] != sa[i]),
             "moved": moved, "new_pooled": sorted(set(pa) - set(pb)), "gone_pooled": sorted(set(pb) - set(pa))}
 

@@ -1,6 +1,7 @@
 """``kb build`` top to bottom: :meth:`Build.run` reads as the list of its steps.
 
-1. the no-change check: same record files (size and mtime), templates, summaries, build information, drafts;
+1. the no-change check: same record files (size and mtime), templates, summaries, build information, drafts,
+   and the same earlier commit to compare with (:mod:`kb.site.history`);
 2. the plan: which record files must be parsed again (their content changed, or a page they show did);
 3. the study pages: parsed, checked, rendered and written on all cores (:mod:`kb.site.studies`);
 4. the analyses (:mod:`kb.site.analyses`) and the pages that span studies (:mod:`kb.site.pages`),
@@ -31,7 +32,7 @@ from ..export import FILE_NAMES, FORMATS
 from ..files import gc_paused, scan
 from ..templating import make_env
 from ..validate import Problem
-from . import analyses, output, pagefind, pages, state, studies
+from . import analyses, history, output, pagefind, pages, state, studies
 from .output import MANIFEST
 from .studies import listed
 
@@ -126,6 +127,8 @@ class Build:
         analyses.run_analyses(self.site)
         self.lap("analyses")
         self.compare_with_last_build()
+        self.compare_with_earlier_commit()
+        self.lap("commits")
         self.render_aggregate_pages()
         self.lap("pages")
         self.finish_downloads()
@@ -179,13 +182,18 @@ class Build:
         self.same_theme = state_ok and meta.get("theme") == self.theme
         # drafts shown by the last build (--include-drafts) and not by this one, or the reverse
         self.drafts_toggled = meta.get("drafts", False) != self.drafts
+        # the earlier commit the changes page compares with: a new commit makes the page current
+        self.base, why_not = history.site_base(kb.root)
+        self.base_key = self.base.sha if self.base else why_not
+        self.why_not = why_not
 
     def nothing_changed(self) -> bool:
-        """Same files (size and mtime), templates, summaries, build information and drafts, and every
-        page the last build wrote still there."""
+        """Same files (size and mtime), templates, summaries, build information, drafts and earlier
+        commit to compare with, and every page the last build wrote still there."""
         meta, old_stamps, out = self.meta, self.old_stamps, self.out
         return (self.same_theme and meta.get("summaries") == self.summaries_key
                 and meta.get("info") == asdict(self.info)
+                and meta.get("since_commit") == self.base_key
                 and not self.drafts_toggled
                 and {r: v[:2] for r, v in old_stamps.items()} == self.stamps_now
                 and all(os.path.exists(out / p) for p in meta.get("pages", []))
@@ -387,6 +395,12 @@ class Build:
             self.info = state.build_info(self.kb, self.base_url, self.latest_now)
             site.info = self.info
 
+    def compare_with_earlier_commit(self) -> None:
+        """The changes page's "Since commit" section: this build's estimates against those of the previous
+        commit that changed the evidence, whose snapshot is cached in the state by commit (--full pools it again)."""
+        self.site.since_commit = history.since_commit(self.kb, self.snap, self.digests, self.state_dir, self.base,
+                                                      self.why_not, refresh=self.full)
+
     def render_aggregate_pages(self) -> None:
         self.writer = output.Writer(self.out, self.previous_pages)
         env = make_env(self.kb)
@@ -445,7 +459,8 @@ class Build:
                     "changes": self.site.changes, "pages": dict(sorted(writer.pages.items()))}
         state.save(self.state_dir, self.digests, self.new_stamps, {
             "build": build_id, "theme": self.theme, "summaries": self.summaries_key, "info": asdict(info),
-            "latest": self.latest_now, "pages": sorted(writer.pages), "known": sorted(self.known_ids),
+            "latest": self.latest_now, "since_commit": self.base_key, "pages": sorted(writer.pages),
+            "known": sorted(self.known_ids),
             "drafts": self.drafts, "studies": report.studies, "draft_records": report.drafts,
             "problems": state.problems_by_file(report.problems),
             "search": report.search if report.search != "unchanged" else "indexed",

@@ -17,6 +17,7 @@ from markupsafe import Markup
 
 from .. import bottomline
 from .. import synthesis as S
+from ..config import searched_up_to
 from ..protocol import ELIGIBILITY
 from ..export import FILE_NAMES
 from ..records import label_from_id
@@ -93,11 +94,12 @@ def public_reason(reason: str, vocab=None) -> str:
 
 def page_globals(site: Site) -> dict:
     """What every page that spans studies may use: the knowledge base, its vocabulary, the build
-    information, number formatting and :func:`template_helpers`."""
+    information, when the evidence was last searched (``searched``), number formatting and
+    :func:`template_helpers`."""
     from ..wording import per_1000_text
 
     return {"kb": site.kb, "vocab": site.vocab, "info": site.info, "fmt": S.fmt, "per_1000_text": per_1000_text,
-            **template_helpers(site)}
+            "searched": searched_up_to(site.kb), **template_helpers(site)}
 
 
 # -- page contexts (unit-tested) ---------------------------------------------------------
@@ -322,7 +324,8 @@ class _Pages:
         if kind == "methods.html":
             return render("methods.html", **methods_context(site))
         if kind == "changes.html":
-            return render("changes.html", root="", changes=site.changes, digests=site.digests, list_max=LIST_MAX)
+            return render("changes.html", root="", changes=site.changes, since_commit=site.since_commit,
+                          digests=site.digests, list_max=LIST_MAX)
         if kind == "downloads.html":
             return render("downloads.html", root="", total=len(site.evidence()), files=FILE_NAMES)
         if kind == "404.html":

@@ -4,8 +4,10 @@
 - ``digests.marshal``: each record's digest (:func:`kb.site.studies.digest`), plain data;
 - ``meta.json``: the key of everything else a page depends on: the build id (the output folder's
   manifest names the same one), the theme key (templates, kb.yaml, vocabulary, kb version), the
-  summaries key, the build information, the pages written, the ids pages may link to, and the
-  problems of the records left out.
+  summaries key, the build information, the commit the changes page compares with, the pages
+  written, the ids pages may link to, and the problems of the records left out;
+- ``commits/<sha>.json``: the pooled estimates of an earlier commit (:mod:`kb.site.history`), so that
+  only the first build after a new commit pools that commit's records.
 
 The build information (date, commit) is here too: it is part of that key, and of every page that spans studies.
 """
@@ -22,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import __version__
-from ..config import KnowledgeBase
+from ..config import KnowledgeBase, searched_up_to
 from ..errors import BadRequest
 from ..files import read_marshal, write_marshal
 from ..templating import default_templates_dir
@@ -103,11 +105,14 @@ def build_info(kb: KnowledgeBase, base_url: str | None, latest: str | None) -> S
 def theme_key(kb: KnowledgeBase) -> str:
     """The key of what every page depends on beyond its record: the site and kb versions, kb.yaml's title,
     description and language, the vocabulary, the analysis protocol (a study's rows depend on its time
-    windows and comparator classes), and every template (kb's and the knowledge base's own)."""
+    windows and comparator classes), when the evidence was last searched (every page says it), and
+    every template (kb's and the knowledge base's own)."""
     h = hashlib.sha1()
     h.update(f"{SITE_VERSION}|{__version__}|{kb.title}|{kb.description}|{kb.language}".encode())
     h.update(json.dumps(kb.vocab.as_dict(), sort_keys=True).encode())
     h.update(json.dumps(kb.protocol.as_dict(), sort_keys=True, default=str).encode())
+    searched = searched_up_to(kb)  # every page says when the evidence was last searched
+    h.update(json.dumps(searched.as_dict() if searched else None, sort_keys=True).encode())
     for folder in (default_templates_dir(), kb.templates_dir):
         if folder.is_dir():
             for p in sorted(folder.rglob("*")):
@@ -187,3 +192,27 @@ def problems_by_file(problems: list[Problem]) -> dict[str, list[list]]:
         rel = p.file[len("studies/"):] if p.file.startswith("studies/") else p.file
         out.setdefault(rel, []).append(list(asdict(p).values()))
     return out
+
+
+COMMITS_KEPT = 4  # snapshots of earlier commits kept (the newest by use)
+
+
+def load_commit_snapshot(folder: Path, sha: str, key: str) -> dict | None:
+    """The snapshot of commit ``sha`` a build saved, if it was made with the same ``key`` (kb's version)."""
+    data = read_json(folder / "commits" / f"{sha}.json")
+    if not isinstance(data, dict) or data.get("key") != key or not isinstance(data.get("snapshot"), dict):
+        return None
+    os.utime(folder / "commits" / f"{sha}.json")  # in use: kept longest
+    return data["snapshot"]
+
+
+def save_commit_snapshot(folder: Path, sha: str, key: str, snapshot: dict) -> None:
+    """Remember the snapshot of commit ``sha``; only the few used last are kept."""
+    commits = folder / "commits"
+    commits.mkdir(parents=True, exist_ok=True)
+    tmp = commits / f".{sha}.json.tmp"
+    tmp.write_text(json.dumps({"key": key, "commit": sha, "snapshot": snapshot}, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, commits / f"{sha}.json")
+    kept = sorted(commits.glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for old in kept[COMMITS_KEPT:]:
+        old.unlink(missing_ok=True)

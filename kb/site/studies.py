@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 from .. import synthesis as S
 from ..bottomline import entry_text
 from ..citations import to_bibtex, to_ris
-from ..config import KnowledgeBase
+from ..config import KnowledgeBase, searched_up_to
 from ..export import FORMATS, fragments
 from ..records import label_from_id
 from ..sources import CLASSES, SourceInfo, outcome_sources, source_info
@@ -101,9 +101,11 @@ def digest(s, sha1: str, protocol=None, vocab=None) -> dict:
 
 
 def render_study(tpl, kb: KnowledgeBase, s, d: dict, known_ids, frags: dict | None = None,
-                 label_of: Callable[[str], str | None] | None = None) -> str:
-    """A study page: ``tpl`` (study.html) rendered with :func:`study_context`, for the site and for kb show."""
-    return tpl.render(kb=kb, vocab=kb.vocab, **study_context(s, d, kb.vocab, known_ids, frags, label_of))
+                 label_of: Callable[[str], str | None] | None = None, searched: Any = None) -> str:
+    """A study page: ``tpl`` (study.html) rendered with :func:`study_context`, for the site and for kb show.
+    ``searched``: :func:`kb.config.searched_up_to` of ``kb``, when already asked (a worker asks once)."""
+    return tpl.render(kb=kb, vocab=kb.vocab, searched=searched if searched is not None else searched_up_to(kb),
+                      **study_context(s, d, kb.vocab, known_ids, frags, label_of))
 
 
 def study_page(kb: KnowledgeBase, s) -> str:
@@ -189,7 +191,8 @@ _W: dict[str, Any] = {}
 
 
 def _worker_init(kb: KnowledgeBase, out: str, known_ids: dict, spool: str | None, drafts: bool = False) -> None:
-    _W.update(kb=kb, out=out, known=known_ids, spool=spool, drafts=drafts, env=make_env(kb), labels={})
+    _W.update(kb=kb, out=out, known=known_ids, spool=spool, drafts=drafts, env=make_env(kb), labels={},
+              searched=searched_up_to(kb))
     _W["tpl"] = _W["env"].get_template("study.html")
 
 
@@ -255,7 +258,7 @@ def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
         frags = fragments(s)
         d["page_sha"] = None  # a draft outside a preview has no page
         if listed(d, _W["drafts"]):
-            html = render_study(tpl, kb, s, d, _W["known"], frags, _related_label)
+            html = render_study(tpl, kb, s, d, _W["known"], frags, _related_label, _W["searched"])
             data = html.encode("utf-8")
             page_sha = hashlib.sha1(data).hexdigest()
             target = os.path.join(out, d["page"])
