@@ -170,6 +170,8 @@ def _review(f: dict, held: list[dict], n: ReviewNotes | None, facts: dict, rows_
                     f"comparisons/{f['id']}.yaml: analyses[{i}] ({a.outcome}, {a.comparator}, "
                     f"{a.timepoint_days} days) matches no reported result of {f['id']}",
                     hint="its outcome, comparator and timepoint_days must be those of an outcome entry of the review")
+    for number, row in enumerate(rows, start=1):
+        row["slug"] = f"{f['id']}-{number}"  # the page's anchor of this row
     same = []
     if cond and not any(e["measure"] for e in f["reported"]):
         same = _same_comparison(f, cond, facts, rows_of, protocol, vocab, summaries)

@@ -412,6 +412,8 @@ def test_comparison_page_is_built_and_linked(runner, tmp_path, bundled_compare):
         assert f"{rep['measure'].upper()} {rep['text']}" in page
         assert row["question"]["text"] in page
     assert "Lapidus 2014" in page and "intranasal ketamine" in page
+    for row in dean(bundled_compare)["rows"]:  # each row's "trial by trial" link has its section
+        assert f'href="#repro-{row["slug"]}"' in page and f'id="repro-{row["slug"]}"' in page
     # a change to the notes is a change to the page: the next build is not "up to date"
     notes_path = root / "comparisons" / "dean-2021.yaml"
     notes_path.write_text(notes_path.read_text(encoding="utf-8").replace(
