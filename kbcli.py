@@ -135,7 +135,8 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, fmt: str
     """Check record files and report every problem in every file.
 
     PATHS are record files or folders (default: the knowledge base's
-    studies/, and the reviewers' summaries/<condition>.yaml files). Each
+    studies/, the reviewers' summaries/<condition>.yaml files and their
+    notes on published reviews, comparisons/<review-id>.yaml). Each
     problem is one line, file:line:col: field: message.
     Exit status: 0 when clean, 1 on any error (or warning with --strict).
 
@@ -145,7 +146,7 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, fmt: str
       kb validate studies/murrough-2013.yaml --strict
       kb validate --format json > problems.json
     """
-    from kb.load import summaries_dir
+    from kb.load import comparisons_dir, summaries_dir
     from kb.validate import validate_paths
 
     kb = _kb(ctx, required=not paths)
@@ -154,7 +155,8 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, fmt: str
         report = validate_paths(targets, kb.vocab if kb else None, kb_studies=kb.studies_dir if kb and paths else None,
                                 base=kb.root if kb and not paths else None, jobs=jobs, progress=update,
                                 keep_studies=False, summaries=summaries_dir(kb) if kb and not paths else None,
-                                protocol=kb.protocol if kb else None)
+                                protocol=kb.protocol if kb else None,
+                                comparisons=comparisons_dir(kb) if kb and not paths else None)
     if fmt == "json":
         click.echo(json.dumps(report.as_dict(strict), indent=2))
     else:
@@ -284,6 +286,10 @@ def _meta_options(f):
                      help="Hedges' g as metafor computes it, or with RevMan 5's approximations."),
         click.option("--level", type=click.FloatRange(0.5, 0.999), default=0.95, show_default=True,
                      help="Confidence level."),
+        click.option("--ids", "ids", multiple=True, metavar="ID[,ID...]",
+                     help="Pool only these records (repeatable, or a comma list). An unknown id is an error "
+                          "(exit 2); a listed record that gives no numbers to an analysis is listed as left "
+                          "out, with why."),
         click.option("--data", "data_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      help="Pool a CSV of study data instead of the records (metafor's column names)."),
     ]
@@ -302,7 +308,15 @@ def _meta_request(opts: dict):
                        any_condition=opts["any_condition"], smd_variant=opts["smd_variant"], level=opts["level"],
                        window=opts["window"], comparator_class=opts["comparator_class"],
                        combine_placebos=opts["combine_placebos"], assumed_risk=opts["assumed_risk"],
-                       sensitivity=opts["sensitivity"])
+                       sensitivity=opts["sensitivity"], ids=_id_list(opts["ids"]))
+
+
+def _id_list(values: tuple[str, ...]) -> tuple[str, ...]:
+    """--ids a,b --ids c -> ('a', 'b', 'c'); an empty item is a usage error."""
+    ids = tuple(i.strip() for v in values for i in v.split(","))
+    if any(not i for i in ids):
+        raise click.BadParameter("an empty id in the list (write --ids a,b,c)", param_hint="--ids")
+    return ids
 
 
 def _analyse(ctx: click.Context, opts: dict, every: bool = False) -> tuple:
@@ -343,6 +357,7 @@ def meta(ctx: click.Context, fmt: str, **opts) -> None:
       kb meta --outcome response --window 24h --comparator-class active-placebo
       kb meta --outcome response --combine-placebos --assumed-risk 0.1
       kb meta --condition depression --outcome response --comparator ect
+      kb meta --outcome response --ids murrough-2013,fava-2020 --measure or --method DL
       kb meta --data trials.csv --measure or      # study,ai,n1i,ci,n2i
     """
     kb, result = _analyse(ctx, opts, every=True)
@@ -385,44 +400,6 @@ def forest(ctx: click.Context, output: Path | None, force: bool, **opts) -> None
     except RecordExists:
         raise RecordExists(f"{output} already exists; not overwriting it", hint="--force overwrites it") from None
     click.echo(f"wrote {output} ({result['k']} studies)", err=True)
-
-
-@cli.command()
-@click.option("--since", metavar="REV", help="The commit to compare with: a sha, branch, tag or HEAD~N "
-              "(default: the previous commit that changed studies/, summaries/ or kb.yaml).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.pass_context
-def changes(ctx: click.Context, since: str | None, fmt: str) -> None:
-    """What changed in the evidence since a git commit: studies and pooled estimates.
-
-    Pools the records of commit REV and of the working tree as the site
-    pools them (one result per condition, outcome, time window and
-    comparator class), and lists the studies added, changed and removed,
-    the estimates that moved (measure, estimate, 95% CI and k, before and
-    after), and the results new or gone. Neither the working tree nor the
-    index is touched. By default REV is the previous commit that changed
-    studies/, summaries/ or kb.yaml: the last one when they have
-    uncommitted changes, else the one before it. Both sides are pooled by
-    this kb. Exit status: 0, 1 when no earlier commit changed the
-    evidence, 2 for an unknown revision or outside a git repository.
-
-    \b
-    Examples:
-      kb changes
-      kb changes --since HEAD~5 --format json
-      git log --oneline -- studies     # the commits that changed the records
-    """
-    from kb.site.history import changes_since
-
-    kb = _kb(ctx)
-    with _progress("comparing", phased=True, quiet=fmt != "text") as update:
-        result = changes_since(kb, since, progress=update)
-    if fmt == "json":
-        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
-    else:
-        from kb.terminal import changes_text
-
-        changes_text(result, click.echo)
 
 
 def _build(kb: KnowledgeBase, out, base_url, jobs, search, full, strict, quiet=False, include_drafts=False):
@@ -487,6 +464,84 @@ def build(ctx: click.Context, out: Path | None, base_url: str | None, no_search:
     for n in report.notices:
         click.echo(f"note: {n}", err=True)
     click.echo(report.summary())
+
+
+@cli.command()
+@click.option("--since", metavar="REV", help="The commit to compare with: a sha, branch, tag or HEAD~N "
+              "(default: the previous commit that changed studies/, summaries/ or kb.yaml).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def changes(ctx: click.Context, since: str | None, fmt: str) -> None:
+    """What changed in the evidence since a git commit: studies and pooled estimates.
+
+    Pools the records of commit REV and of the working tree as the site
+    pools them (one result per condition, outcome, time window and
+    comparator class), and lists the studies added, changed and removed,
+    the estimates that moved (measure, estimate, 95% CI and k, before and
+    after), and the results new or gone. Neither the working tree nor the
+    index is touched. By default REV is the previous commit that changed
+    studies/, summaries/ or kb.yaml: the last one when they have
+    uncommitted changes, else the one before it. Both sides are pooled by
+    this kb. Exit status: 0, 1 when no earlier commit changed the
+    evidence, 2 for an unknown revision or outside a git repository.
+
+    \b
+    Examples:
+      kb changes
+      kb changes --since HEAD~5 --format json
+      git log --oneline -- studies     # the commits that changed the records
+    """
+    from kb.site.history import changes_since
+
+    kb = _kb(ctx)
+    with _progress("comparing", phased=True, quiet=fmt != "text") as update:
+        result = changes_since(kb, since, progress=update)
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        from kb.terminal import changes_text
+
+        changes_text(result, click.echo)
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True,
+              help="markdown prints the tables of docs/comparison-table.md; json is the page's data.")
+@click.pass_context
+def compare(ctx: click.Context, fmt: str) -> None:
+    """Set kb's results beside the published reviews' (kb and the published meta-analyses).
+
+    For every result a review record reports (an outcome entry with
+    data type effect, or in words), the same question in kb: kb's answer
+    with kb meta's defaults, how many of the review's trials kb holds
+    (records with related: pooled-in to the review) and how many give
+    numbers. A review whose comparisons/<review-id>.yaml says reproduce:
+    true is also pooled from its own trials only (kb meta --ids), with
+    its measure and the model the file names, and every trial that may
+    belong to each analysis is explained: pooled, held without numbers
+    (with the records' reasons), or not in kb (with the file's reason).
+    The site's comparison page shows the same rows. Exit status 1 when the
+    knowledge base holds no review record.
+
+    \b
+    Examples:
+      kb compare
+      kb compare --format markdown > docs/comparison-table.md
+      kb compare --format json
+    """
+    from kb.comparison import compare_kb
+    from kb import terminal as render
+
+    result = compare_kb(_kb(ctx))
+    if not result["reviews"] and not result["not_compared"]:
+        click.echo("no review records (design meta-analysis or systematic-review) in this knowledge base", err=True)
+        ctx.exit(1)
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    elif fmt == "markdown":
+        click.echo(render.compare_markdown(result), nl=False)
+    else:
+        render.compare_text(result, click.echo, click.style)
 
 
 @cli.command()

@@ -8,8 +8,9 @@ from typing import Callable
 from .config import KnowledgeBase
 from .errors import BadRequest, NotFound, RecordError
 from .records import ID_RE, Study
+from .review_notes import ReviewNotes
 from .summaries import ConditionSummary
-from .validate import Report, check_file, check_summary_file, record_files, validate_paths
+from .validate import Report, check_file, check_review_notes_file, check_summary_file, record_files, validate_paths
 
 
 def load_studies(kb: KnowledgeBase, progress: Callable[[int, int], None] | None = None) -> Report:
@@ -79,4 +80,25 @@ def load_summaries(kb: KnowledgeBase) -> dict[str, ConditionSummary]:
             shown = "\n".join(p.format() for p in problems[:5])
             raise RecordError(f"{display} has errors:\n{shown}", hint="fix the summary file, or move it aside")
         out[summary.condition] = summary
+    return out
+
+
+def comparisons_dir(kb: KnowledgeBase) -> Path:
+    return kb.root / "comparisons"
+
+
+def load_review_notes(kb: KnowledgeBase) -> dict[str, ReviewNotes]:
+    """review id -> the reviewers' notes on it (comparisons/<review-id>.yaml). A file with errors is
+    refused with its problems, as a summary is."""
+    folder = comparisons_dir(kb)
+    out: dict[str, ReviewNotes] = {}
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.glob("*.y*ml")):
+        display = str(path.relative_to(kb.root))
+        notes, problems = check_review_notes_file(path, kb.vocab, display)
+        if problems:
+            shown = "\n".join(p.format() for p in problems[:5])
+            raise RecordError(f"{display} has errors:\n{shown}", hint="fix the file, or move it aside (`kb validate` checks it)")
+        out[notes.review] = notes
     return out

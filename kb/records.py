@@ -325,6 +325,8 @@ class EffectData(Model):
     p: Text | None = Field(None, description='as printed, e.g. "<0.001" or "0.03"')
     k: PosCount | None = Field(None, description="studies pooled (reviews)")
     participants: PosCount | None = None
+    certainty: Literal["high", "moderate", "low", "very-low"] | None = Field(
+        None, description="the GRADE certainty the review itself gives this result, as published (reviews)")
 
 
 OutcomeData = Annotated[Union[BinaryData, ContinuousData, EffectData], Field(discriminator="type")]
@@ -537,8 +539,11 @@ class Retraction(Model):
 
 
 class Related(Model):
+    """A link to another record: e.g. `pooled-in` names a review that included this trial."""
+
     id: Text
     relation: Term("relation")
+    note: Text | None = Field(None, description="where the link is stated, e.g. the review's table that lists the trial")
 
 
 class Source(Model):

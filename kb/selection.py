@@ -20,6 +20,10 @@ from .sources import outcome_sources
 
 CONTROLS = DEFAULT_PROTOCOL.controls()  # the default comparators: every comparator class of the protocol
 REVIEW_DESIGNS = frozenset({"meta-analysis", "systematic-review", "guideline", "consensus-statement"})
+PUBLISHED_REVIEWS = frozenset({"meta-analysis", "systematic-review"})  # set beside kb's results (kb.comparison)
+REVIEW_REASON = ("a published review: shown beside kb's results on the comparison page, never pooled with its "
+                 "own trials")
+GUIDELINE_REASON = "a {design}: a statement of practice, never pooled"
 SUBGROUP_FIELDS = ("condition", "comparator", "route", "design", "drug", "blinding", "counts", "instrument")
 
 
@@ -53,6 +57,9 @@ class MetaRequest:
     # the condition the outcome itself measures (vocabulary), set from the request's outcome: its studies
     # feed that condition's analysis whatever their main condition
     outcome_condition: str | None = None
+    ids: tuple[str, ...] = ()  # --ids: only these records (each one listed is accounted for in every analysis)
+    # review id -> the trials kb records as included in it (related: pooled-in), for the reviews' left-out reason
+    included: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -92,12 +99,13 @@ class Excluded:
     window: str | None = None  # set when the reason concerns one time window's analysis only
     cls: str | None = None  # set when it concerns one comparator class's analysis only
     label: str | None = None  # the study's label ("Feder 2014")
+    days: float | None = None  # the entry's timepoint_days, when it has one
 
     def as_dict(self) -> dict:
         # what dataclasses.asdict gives for these flat fields, ~10x faster (it deep-copies every value),
         # which matters when a site build lists hundreds of thousands of left-out rows
         return {"id": self.id, "reason": self.reason, "outcome": self.outcome, "timepoint": self.timepoint,
-                "window": self.window, "cls": self.cls, "label": self.label}
+                "window": self.window, "cls": self.cls, "label": self.label, "days": self.days}
 
     def concerns(self, window: str | None, cls: str | None) -> bool:
         """Whether this entry belongs in the left-out list of the (window, class) analysis."""
@@ -204,11 +212,15 @@ def select(studies: Iterable, req: MetaRequest, vocab) -> tuple[list[Row], list[
     rows: list[Row] = []
     excluded: list[Excluded] = []
     seen_outcome = False
+    if req.ids:
+        studies = only_ids(studies, req.ids)
     for s in sorted(studies, key=lambda s: s.id):
         seen, found, out = select_one(s, req)
         seen_outcome |= seen
         excluded += out
         rows += found
+    if req.ids:  # every listed record is accounted for, even one that reports nothing to pool
+        return rows, excluded + listed_without_entry(req.ids, rows, excluded, req, {s.id: s.label for s in studies})
     if not seen_outcome:
         have = outcomes_with_data(studies, req.condition)
         where = f" for {req.condition}" if req.condition else ""
@@ -216,6 +228,87 @@ def select(studies: Iterable, req: MetaRequest, vocab) -> tuple[list[Row], list[
                        hint=("outcomes with data" + where + ": " + ", ".join(have)) if have else
                        "no outcome has pooled data here yet")
     return rows, excluded
+
+
+def only_ids(studies: Iterable, ids: tuple[str, ...]) -> list:
+    """The records ``ids`` names (--ids), or BadRequest naming every id no record has."""
+    import difflib
+
+    studies = list(studies)
+    known = {s.id for s in studies}
+    unknown = [i for i in dict.fromkeys(ids) if i not in known]
+    if unknown:
+        close = {i: difflib.get_close_matches(i, sorted(known), n=1, cutoff=0.7) for i in unknown}
+        guesses = [f"{c[0]} (for {i})" for i, c in close.items() if c]
+        raise BadRequest(f"--ids names no record: {', '.join(unknown)}",
+                         hint=("did you mean " + ", ".join(guesses) + "?") if guesses
+                         else "`kb stats` or `ls studies/` lists the ids; separate ids with commas or repeat --ids")
+    wanted = set(ids)
+    return [s for s in studies if s.id in wanted]
+
+
+def listed_without_entry(ids: tuple[str, ...], rows: list[Row], excluded: list[Excluded], req: MetaRequest,
+                         labels: dict[str, str] | None = None) -> list[Excluded]:
+    """--ids: a left-out entry for each listed record that gave neither numbers nor a left-out entry
+    for this outcome (it reports no such outcome, or not for this condition)."""
+    seen = {r.id for r in rows} | {e.id for e in excluded}
+    where = f" for {req.condition}" if req.condition else ""
+    return [Excluded(i, f"listed with --ids, but the record reports no {req.outcome}{where}", req.outcome,
+                     label=(labels or {}).get(i)) for i in dict.fromkeys(ids) if i not in seen]
+
+
+def listed_in_other_cells(ids: tuple[str, ...], rows: list[Row], excluded: list[Excluded], window: str | None,
+                          cls: str | None, labels: dict[str, str] | None = None,
+                          describe=None) -> list[Excluded]:
+    """--ids: a left-out entry, in the analysis of (``window``, ``cls``), for each listed record with no
+    numbers and no left-out entry there because its numbers are in other time windows or classes.
+    ``describe(window, cls)`` names a cell ("after 7 days, inert placebo (saline)")."""
+    here = {r.id for r in rows if (r.window, r.cls) == (window, cls)}
+    said = {e.id for e in excluded if e.concerns(window, cls)}
+    out = []
+    for i in dict.fromkeys(ids):
+        if i in here or i in said:
+            continue
+        cells = list(dict.fromkeys((r.window, r.cls) for r in rows if r.id == i))
+        if not cells:
+            continue
+        names = "; ".join(describe(w, c) if describe else f"{w}, {c}" for w, c in cells)
+        label = (labels or {}).get(i) or next((r.label for r in rows if r.id == i), None)
+        out.append(Excluded(i, f"listed with --ids: no numbers in this time window and comparator class (its numbers "
+                               f"are in: {names})", None, None, window, cls, label))
+    return out
+
+
+def included_map(links: Iterable[tuple[str, str, str]]) -> dict[str, tuple[str, ...]]:
+    """review id -> the trials kb records as included in it, from (trial id, relation, review id) links."""
+    out: dict[str, list[str]] = {}
+    for trial, relation, review in links:
+        if relation == "pooled-in":
+            out.setdefault(review, []).append(trial)
+    return {k: tuple(sorted(set(v))) for k, v in out.items()}
+
+
+def describe_reviews(rows: list[Row], excluded: list[Excluded], included: dict) -> list[Excluded]:
+    """The reviews' left-out entries of one condition and outcome, saying truthfully how many of the
+    trials each review included kb holds, and how many of those give numbers to the question asked
+    (``rows``: every row of the request; without --window or --comparator-class, every time window and
+    class of the condition and outcome)."""
+    with_rows = {r.id: r.label for r in rows}
+    out = []
+    for e in excluded:
+        if e.reason != REVIEW_REASON:
+            out.append(e)
+            continue
+        held = included.get(e.id, ())
+        if not held:
+            extra = " (kb records none of the trials it included: no record links to it with related: pooled-in)"
+        else:
+            numbers = [with_rows[t] for t in held if t in with_rows]
+            extra = (f"; kb holds {len(held)} of the trials it included, "
+                     + (f"{len(numbers)} of them with numbers for this question ({', '.join(numbers)})" if numbers
+                        else "none of them with numbers for this question"))
+        out.append(Excluded(e.id, e.reason + extra, e.outcome, e.timepoint, e.window, e.cls, e.label, e.days))
+    return out
 
 
 def class_of(comparator: str | None, req: MetaRequest) -> str | None:
@@ -244,7 +337,8 @@ def select_one(s, req: MetaRequest) -> tuple[bool, list[Row], list[Excluded]]:
         return False, [], excluded
 
     def out(reason: str, o=None, window: str | None = None, cls: str | None = None) -> tuple[bool, list, list[Excluded]]:
-        excluded.append(Excluded(s.id, reason, req.outcome, o.timepoint if o is not None else None, window, cls, s.label))
+        excluded.append(Excluded(s.id, reason, req.outcome, o.timepoint if o is not None else None, window, cls, s.label,
+                                 o.timepoint_days if o is not None else None))
         return True, [], excluded
 
     if not s.is_evidence:
@@ -256,8 +350,10 @@ def select_one(s, req: MetaRequest) -> tuple[bool, list[Row], list[Excluded]]:
                    "--any-condition includes it")
     if s.retracted:
         return out("retracted publication: never pooled")
+    if s.design in PUBLISHED_REVIEWS:
+        return out(REVIEW_REASON)
     if s.design in REVIEW_DESIGNS:
-        return out(f"a {s.design}: its trials are pooled one by one (pooling the review too would count them twice)")
+        return out(GUIDELINE_REASON.format(design=s.design))
     if s.design == "crossover-rct" and not req.crossover:
         return out("crossover trial (left out by --no-crossover)")
     route = s.intervention.route if s.intervention else None

@@ -18,8 +18,10 @@ Selection, in order (each exclusion is listed with its reason):
    depression reports PTSD response (``--any-condition`` includes them). An outcome that declares its
    own condition (si-response: suicidal-ideation) takes every study that lists that condition.
 3. Retracted publications: always out.
-4. Reviews (meta-analyses, systematic reviews, guidelines, consensus statements): out, since their
-   trials are pooled one by one and pooling the review too would count them twice.
+4. Reviews (meta-analyses, systematic reviews, guidelines, consensus statements): out. A published
+   review is set beside kb's results on the comparison page (:mod:`kb.comparison`), never pooled with
+   its own trials; its left-out reason says how many of the trials it included (``related: pooled-in``)
+   kb holds, and how many of those give numbers for the question asked.
 5. Options, with these defaults: crossover trials in (``--no-crossover``); derived counts in
    (``--no-derived``); routes other than IV out (``--non-iv``); esketamine out (``--esketamine``);
    comparators: the protocol's classes (inert placebo: saline, placebo; active placebo: midazolam),
@@ -44,9 +46,10 @@ from . import wording as W
 from .errors import BadRequest, KbError
 from .protocol import COMBINED, DEFAULT as DEFAULT_PROTOCOL, Protocol  # noqa: F401  (kb.site reads the default)
 # the request, rows and selection (re-exported: the site and the CLI use them through kb.synthesis)
-from .selection import (CONTROLS, REVIEW_DESIGNS, SUBGROUP_FIELDS, Excluded, MetaRequest, Row,  # noqa: F401
-                        SynthesisError, check_request, class_of, days_window, outcomes_with_data, rows_from_csv,
-                        select, select_one)
+from .selection import (CONTROLS, PUBLISHED_REVIEWS, REVIEW_DESIGNS, REVIEW_REASON, SUBGROUP_FIELDS,  # noqa: F401
+                        Excluded, MetaRequest, Row, SynthesisError, check_request, class_of, days_window,
+                        describe_reviews, included_map, listed_in_other_cells, listed_without_entry, only_ids,
+                        outcomes_with_data, rows_from_csv, select, select_one)
 
 RANDOMISED = frozenset({"rct", "crossover-rct"})
 HIGH_RISK = frozenset({"high", "serious", "critical"})
@@ -97,13 +100,17 @@ def answer_question(kb, req: MetaRequest, data_file: Path | None = None) -> dict
     check_request(req, kb.vocab if kb is not None else None)
     summaries: dict = {}
     if data_file is not None:
+        if req.ids:
+            raise BadRequest("--ids picks records; it cannot restrict a --data file", hint="drop --ids, or --data")
         rows, excluded = rows_from_csv(data_file)
         return analyse_rows(rows, excluded, req, None, None, str(data_file))
     from .load import load_studies, load_summaries
 
     report = load_studies(kb)
     summaries = load_summaries(kb)
+    req.included = included_map((s.id, r.relation, r.id) for s in report.studies for r in s.related)
     rows, excluded = select(report.studies, req, kb.vocab)
+    excluded = describe_reviews(rows, excluded, req.included)
     return analyse_cells(rows, excluded, req, summaries.get(req.condition) if req.condition else None, kb.vocab)
 
 
@@ -119,14 +126,22 @@ def analyse_cells(rows: list[Row], excluded: list[Excluded], req: MetaRequest, s
                   loo: bool = True) -> dict:
     """Pool each (time window, comparator class) of ``rows`` on its own: one result, or a table of them."""
     found = cells(rows, req.protocol)
+
+    def left_out(w, c) -> list[Excluded]:
+        here = [e for e in excluded if e.concerns(w, c)]
+        if req.ids:  # a listed record whose numbers are all in other cells is accounted for in this one too
+            here += listed_in_other_cells(req.ids, rows, excluded, w, c, describe=lambda w2, c2: cell_label(
+                req.protocol, w2, c2, vocab))
+        return here
+
     if len(found) <= 1:
         w, c = found[0] if found else (req.window, req.comparator_class)
-        return analyse_rows(rows, [e for e in excluded if e.concerns(w, c)], req, summary, vocab, loo=loo)
+        return analyse_rows(rows, left_out(w, c), req, summary, vocab, loo=loo)
     analyses, not_pooled = [], []
     for w, c in found:
         sub = [r for r in rows if (r.window, r.cls) == (w, c)]
         try:
-            analyses.append(analyse_rows(sub, [e for e in excluded if e.concerns(w, c)], req, summary, vocab, loo=loo))
+            analyses.append(analyse_rows(sub, left_out(w, c), req, summary, vocab, loo=loo))
         except SynthesisError as e:
             not_pooled.append({"window": _window_info(req.protocol, w), "comparator_class": _class_info(req.protocol, c, vocab),
                                "message": e.message, "hint": e.hint})
@@ -136,6 +151,13 @@ def analyse_cells(rows: list[Row], excluded: list[Excluded], req: MetaRequest, s
             "condition_label": label("condition", req.condition) if req.condition else None,
             "analyses": analyses, "not_pooled": not_pooled,
             "excluded": [e.as_dict() for e in excluded if e.window is None and e.cls is None]}
+
+
+def cell_label(protocol: Protocol, window_id: str | None, class_id: str | None, vocab=None) -> str:
+    """'about 24 h, inert placebo (saline)': a time window and a comparator class in words."""
+    w = protocol.window(window_id) if window_id else None
+    c = _class_info(protocol, class_id, vocab)
+    return ", ".join(x for x in (w.label if w else window_id, c["label"] if c else None) if x)
 
 
 def _window_info(protocol: Protocol, window_id: str | None) -> dict | None:
@@ -176,7 +198,7 @@ def analyse_rows(rows: list[Row], excluded: list[Excluded], req: MetaRequest, su
                  "derived": req.derived, "non_iv": req.non_iv, "esketamine": req.esketamine,
                  "any_condition": req.any_condition, "timepoint": req.timepoint, "window": req.window,
                  "comparator_class": req.comparator_class, "combine_placebos": req.combine_placebos,
-                 "smd_variant": req.smd_variant, "knha": req.knha, "level": req.level},
+                 "smd_variant": req.smd_variant, "knha": req.knha, "level": req.level, "ids": list(req.ids)},
         excluded=[e.as_dict() for e in excluded],
     )
     try:

@@ -428,3 +428,165 @@ def changes_text(result: dict, echo: Callable[[str], None]) -> None:
         echo(f"note: record files with errors are left out, as a build leaves them out: {left['since']} at "
              f"{since['short']}, {left['now']} now (a record this kb can no longer read counts as added once fixed; "
              "`kb validate` lists them)")
+
+
+# -- kb compare -------------------------------------------------------------------------------------
+
+_ABBR = {"or": "OR", "rr": "RR", "rd": "RD", "smd": "SMD", "md": "MD", "hr": "HR"}
+
+
+def _effect(measure: str | None, text: str | None) -> str:
+    return f"{_ABBR.get(measure, (measure or '').upper())} {text}".strip() if text else ""
+
+
+def compare_reported(rep: dict) -> str:
+    """A review's reported result in one line: 'OR 3.94 (1.54 to 10.10); k = 7, 185 participants;
+    certainty very low', or its words when it gives no number kb could read."""
+    if not rep.get("measure"):
+        return "in words: " + (rep.get("result") or "no result text")
+    parts = [(f"{rep['definition']}: " if rep.get("definition") else "") + _effect(rep["measure"], rep["text"])]
+    size = ", ".join(x for x in (f"k = {rep['k']}" if rep.get("k") else None,
+                                 f"{rep['participants']:,} participants" if rep.get("participants") else None) if x)
+    if size:
+        parts.append(size)
+    parts.append(f"certainty {rep['certainty'].replace('-', ' ')}" if rep.get("certainty") else "certainty not recorded")
+    if rep.get("pool_note"):
+        parts.append(f"as printed; {rep['pool_note']}")
+    return "; ".join(parts)
+
+
+def compare_kb_text(res: dict) -> str:
+    """kb's answer in one line (kb meta's numbers)."""
+    if not res["ok"]:
+        return f"k = 0: {res['message']}"
+    return (f"{_effect(res['measure'], res['text'])}; k = {res['k']}, {res['participants']:,} participants; "
+            f"certainty {res['certainty'].replace('-', ' ')}")
+
+
+def compare_held_text(held: dict) -> str:
+    n, m = len(held["included"]), len(held["with_numbers"])
+    if not n:
+        return "none of its trials is recorded in kb (related: pooled-in)"
+    return (f"{n} of its trials in kb; {m} with numbers in this analysis"
+            + (f" ({', '.join(held['with_numbers'])})" if m else ""))
+
+
+def compare_repro_text(rp: dict) -> str:
+    res = rp["result"]
+    verdict = "agrees with the review to its printed precision" if rp["agrees"] else "does not reproduce the review"
+    return f"{compare_kb_text(res)}; {verdict}"
+
+
+def _hang(label: str, text: str, indent: int, width: int = 100, hang: int | None = None) -> str:
+    """'label text' wrapped; continuation lines under the text, or ``hang`` columns in."""
+    pad = " " * indent
+    return textwrap.fill(text, width=width, initial_indent=pad + label,
+                         subsequent_indent=pad + " " * (len(label) if hang is None else hang))
+
+
+def compare_reasons(reasons: list[str]) -> str:
+    """A candidate trial's reasons as sentences."""
+    return " ".join((r[:1].upper() + r[1:]).rstrip(".") + "." for r in reasons)
+
+
+def _status(c: dict) -> str:
+    return {"pooled": "in kb's pool", "held, no numbers here": "kb holds it, no numbers here",
+            "held, not linked to the review": "kb holds it, not linked to the review",
+            "not in kb": "not in kb"}[c["status"]]
+
+
+def compare_text(result: dict, echo: Callable[[str], None], style: Callable[..., str]) -> None:
+    """`kb compare`'s text: per review, each reported result beside kb's, and the reproduction."""
+    for rv in result["reviews"]:
+        how = ("reproduced: kb pools the trials it included, with its measure and model" if rv["reproduce"]
+               else "set beside kb's results, not reproduced")
+        echo(style(f"{rv['label']} ({rv['design']}): {how}", bold=True))
+        if rv["reason"]:
+            echo(_hang("Why: " if not rv["reproduce"] else "How: ", rv["reason"].rstrip(".") + ".", 2))
+        if rv["method_note"]:
+            echo(_hang("Model: ", rv["method_note"], 2))
+        echo(_hang("Its trials in kb: ", f"{len(rv['included'])} (records with related: pooled-in to it)"
+                   + (": " + ", ".join(h["label"] for h in rv["included"]) if rv["included"] else ""), 2))
+        for row in rv["rows"]:
+            q = row["question"]
+            echo("")
+            echo(style(f"  {q['text']}", bold=True))
+            for note in (q["window_note"], q["comparator_note"]):
+                if note:
+                    echo(_hang("(", note + ")", 4))
+            echo(_hang("review      ", compare_reported(row["reported"]), 4))
+            echo(_hang("kb          ", compare_kb_text(row["kb"]) + " (kb meta's defaults)", 4))
+            echo(_hang("its trials  ", compare_held_text(row["held"]), 4))
+            rp = row["reproduction"]
+            if rp:
+                echo(_hang("kb, only its trials  ", compare_repro_text(rp), 4))
+                echo(_hang("command     ", rp["command"], 4))
+                for c in rp["candidates"]:
+                    echo(_hang(f"- {c['trial']} [{c['membership']}; {_status(c)}]: ", compare_reasons(c["reasons"]), 6, hang=2))
+        if rv["same_comparison"]:
+            echo("")
+            echo(style("  kb's own analyses of the same comparison (kb meta's defaults)", bold=True))
+            for x in rv["same_comparison"]:
+                echo(_hang("", f"{x['text']}: {compare_kb_text(x['kb'])}", 4))
+        echo("")
+    if result["not_compared"]:
+        echo(style("Reviews not compared", bold=True))
+        for x in result["not_compared"]:
+            echo(f"  {x['label']}: {x['reason']}")
+
+
+def _md(text) -> str:
+    return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ")
+
+
+def compare_markdown(result: dict) -> str:
+    """`kb compare --format markdown`: the same content as tables (docs/comparison-table.md)."""
+    out = ["<!-- Generated by `kb compare --format markdown`; do not edit by hand. -->", "",
+           "# kb and the published meta-analyses: the comparison, as computed", ""]
+    for rv in result["reviews"]:
+        how = ("reproduced (kb pools the trials it included, with its measure and model)" if rv["reproduce"]
+               else "set beside kb's results, not reproduced")
+        out += [f"## {rv['label']} ({rv['design']}): {how}", ""]
+        if rv["reason"]:
+            reason = rv["reason"][:1].upper() + rv["reason"][1:]
+            out += [("**How.** " if rv["reproduce"] else "**Why not reproduced.** ") + _md(reason) + ".", ""]
+        if rv["method_note"]:
+            out += ["**Model.** " + _md(rv["method_note"]), ""]
+        out += [f"**Trials it included that kb holds** (`related: pooled-in`): {len(rv['included'])}"
+                + (" (" + ", ".join(h["label"] for h in rv["included"]) + ")" if rv["included"] else "") + ".", ""]
+        head = ["Question", "Review (as its record gives it)", "kb, every eligible trial (kb meta's defaults)",
+                "Its trials in kb"] + (["kb, its trials only"] if rv["reproduce"] else [])
+        out += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        for row in rv["rows"]:
+            q = row["question"]
+            notes = "".join(f" ({n})" for n in (q["window_note"], q["comparator_note"]) if n)
+            rp = row["reproduction"]
+            cells = [q["text"] + notes, compare_reported(row["reported"]), compare_kb_text(row["kb"]),
+                     compare_held_text(row["held"])]
+            if rv["reproduce"]:
+                cells.append(compare_repro_text(rp) if rp else "not reproduced")
+            out.append("| " + " | ".join(_md(x) for x in cells) + " |")
+        out.append("")
+        for row in rv["rows"]:
+            rp = row["reproduction"]
+            if not rp:
+                continue
+            out += [f"### {rv['label']}: {row['question']['text']}, trial by trial", "",
+                    f"`{rp['command']}`", "",
+                    "| Trial (review's name) | kb record | Membership of this analysis | In kb's pool | Why |",
+                    "| --- | --- | --- | --- | --- |"]
+            for c in rp["candidates"]:
+                out.append("| " + " | ".join(_md(x) for x in (
+                    c["trial"], c["id"] or "none", f"{c['membership']}: {c['basis']}", _status(c),
+                    compare_reasons(c["reasons"]))) + " |")
+            out.append("")
+        if rv["same_comparison"]:
+            out += [f"### kb's own analyses of the same comparison as {rv['label']}", "",
+                    "| Question | kb (kb meta's defaults) |", "| --- | --- |"]
+            out += [f"| {_md(x['text'])} | {_md(compare_kb_text(x['kb']))} |" for x in rv["same_comparison"]]
+            out.append("")
+    if result["not_compared"]:
+        out += ["## Reviews not compared", ""]
+        out += [f"- {x['label']}: {_md(x['reason'])}" for x in result["not_compared"]]
+        out.append("")
+    return "\n".join(out)

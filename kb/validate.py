@@ -61,8 +61,9 @@ class FileResult:
     problems: list[Problem] = field(default_factory=list)
     # identity keys for checks across files: (kind, value) -> (field, line, col)
     keys: list[tuple[str, str, str, int, int]] = field(default_factory=list)
-    related: list[tuple[str, str, int, int]] = field(default_factory=list)
+    related: list[tuple[str, str, int, int, str | None]] = field(default_factory=list)  # (id, field, line, col, relation)
     record_id: str | None = None
+    design: str | None = None  # for checks of links across files (a pooled-in link must name a review)
 
 
 @dataclass
@@ -414,20 +415,28 @@ def _collect_keys(res: FileResult, data: dict, loaded: yamlio.Loaded) -> None:
     if isinstance(regs, list):
         for i, r in enumerate(regs):
             put("registration", r, ("registrations", i))
+    design = data.get("design")
+    res.design = design if isinstance(design, str) else None
     rel = data.get("related")
     if isinstance(rel, list):
         for i, r in enumerate(rel):
             if isinstance(r, dict) and isinstance(r.get("id"), str):
                 line, col = yamlio.locate(loaded.node, ("related", i, "id"))
-                res.related.append((r["id"], f"related[{i}].id", line, col))
+                relation = r.get("relation") if isinstance(r.get("relation"), str) else None
+                res.related.append((r["id"], f"related[{i}].id", line, col, relation))
 
 
 # -- across files ---------------------------------------------------------------------
 
 
+REVIEW_DESIGNS = frozenset({"meta-analysis", "systematic-review"})  # what a `pooled-in` link may name
+
+
 def cross_checks(results: list[FileResult], context: list[FileResult], known_ids: set[str]) -> list[Problem]:
-    """Ids, DOIs, PMIDs and registrations shared by two files; links to unknown records."""
+    """Ids, DOIs, PMIDs and registrations shared by two files; links to unknown records; a `pooled-in`
+    link that names a record which is not a review or meta-analysis."""
     out: list[Problem] = []
+    designs = {r.record_id: r.design for r in (*results, *context) if r.record_id}
     links: set[frozenset[str]] = set()
     for r in (*results, *context):
         for target, *_ in r.related:
@@ -456,7 +465,7 @@ def cross_checks(results: list[FileResult], context: list[FileResult], known_ids
                 out.append(Problem(first.display, fline, fcol, ffld,
                                    f"{labels[kind]} {value} is also in {r.display}", "error", hint, "duplicate"))
     for r in results:
-        for target, fld, line, col in r.related:
+        for target, fld, line, col, relation in r.related:
             if target == r.record_id:
                 out.append(Problem(r.display, line, col, fld, "a record cannot be related to itself", "error",
                                    code="related"))
@@ -464,6 +473,13 @@ def cross_checks(results: list[FileResult], context: list[FileResult], known_ids
                 close = difflib.get_close_matches(target, sorted(known_ids), n=1, cutoff=0.7)
                 out.append(Problem(r.display, line, col, fld, f"no record with id '{target}'"
                                    + (f"; did you mean '{close[0]}'?" if close else ""), "error", code="related"))
+            elif relation == "pooled-in" and designs.get(target) not in REVIEW_DESIGNS:
+                out.append(Problem(
+                    r.display, line, col, fld,
+                    f"pooled-in names the review that included this trial, but '{target}' is a "
+                    f"{designs.get(target) or 'record without a design'}, not a review or meta-analysis", "error",
+                    "link the review's record (design: meta-analysis or systematic-review), or use another relation "
+                    "(same-trial, secondary-analysis, companion)", "related"))
     return out
 
 
@@ -529,9 +545,9 @@ def check_files(files: list[Path], vocab: Vocabulary, *, base: Path | None = Non
 def validate_paths(paths: Iterable[Path], vocab: Vocabulary | None = None, *, kb_studies: Path | None = None,
                    base: Path | None = None, jobs: int | None = None,
                    progress: Callable[[int, int], None] | None = None, keep_studies: bool = True,
-                   summaries: Path | None = None, protocol=None) -> Report:
-    """Validate the record files under ``paths``, and the summaries/<condition>.yaml files in
-    ``summaries`` when given.
+                   summaries: Path | None = None, protocol=None, comparisons: Path | None = None) -> Report:
+    """Validate the record files under ``paths``, the summaries/<condition>.yaml files in
+    ``summaries`` and the comparisons/<review-id>.yaml files in ``comparisons`` when given.
 
     When the files are part of a knowledge base (``kb_studies``), its other
     records take part in the checks across files, but only problems of the
@@ -558,7 +574,12 @@ def validate_paths(paths: Iterable[Path], vocab: Vocabulary | None = None, *, kb
     if summaries is not None:
         n_summaries, summary_problems = check_summaries(summaries, vocab, base, studies, protocol)
         problems.extend(summary_problems)  # after the records', as the files are listed
-    return Report(files=len(files) + n_summaries, problems=problems, studies=studies)
+    n_notes = 0
+    if comparisons is not None:
+        designs = {r.record_id: r.design for r in (*results, *context) if r.record_id}
+        n_notes, notes_problems = check_review_notes(comparisons, vocab, designs, base)
+        problems.extend(notes_problems)
+    return Report(files=len(files) + n_summaries + n_notes, problems=problems, studies=studies)
 
 
 def summaries_cite_evidence(folder: Path) -> bool:
@@ -646,3 +667,54 @@ def check_summary_file(path: Path, vocab: Vocabulary, display: str | None = None
                                  f"the file is named {path.name} but is about '{summary.condition}'", "error",
                                  f"rename it to {summary.condition}.yaml", "summary-name")]
     return summary, []
+
+
+def check_review_notes(folder: Path, vocab: Vocabulary, designs: dict[str, str | None] | None = None,
+                       base: Path | None = None) -> tuple[int, list[Problem]]:
+    """(files, problems) of every comparisons/<review-id>.yaml in ``folder`` (missing folder: none).
+    With ``designs`` (record id -> design), the review must be a review record and every trial id a record."""
+    if not folder.is_dir():
+        return 0, []
+    files = sorted(folder.glob("*.y*ml"))
+    problems: list[Problem] = []
+    for path in files:
+        display = str(path.relative_to(base)) if base and path.is_relative_to(base) else str(path)
+        problems.extend(check_review_notes_file(path, vocab, display, designs)[1])
+    return len(files), problems
+
+
+def check_review_notes_file(path: Path, vocab: Vocabulary, display: str | None = None,
+                            designs: dict[str, str | None] | None = None):
+    """(notes or None, problems) for one comparisons/<review-id>.yaml file."""
+    from .review_notes import validate_review_notes
+
+    display = display or str(path)
+    try:
+        loaded = yamlio.load(path)
+    except yamlio.YamlProblem as p:
+        return None, [Problem(display, p.line, p.column, p.field, p.message, "error", p.hint, p.code)]
+    try:
+        notes = validate_review_notes(loaded.data, vocab)
+    except ValidationError as err:
+        return None, _schema_problems(err, loaded.data, loaded, display)
+    problems: list[Problem] = []
+
+    def add(loc: tuple, message: str, hint: str) -> None:
+        line, col = yamlio.locate(loaded.node, loc)
+        problems.append(Problem(display, line, col, yamlio.format_loc(loc), message, "error", hint, "comparison"))
+
+    if path.stem != notes.review:
+        add(("review",), f"the file is named {path.name} but is about '{notes.review}'",
+            f"rename it to {notes.review}.yaml")
+    if designs is not None:
+        if notes.review not in designs:
+            add(("review",), f"no record with id '{notes.review}'", "name the review's record id")
+        elif designs[notes.review] not in REVIEW_DESIGNS:
+            add(("review",), f"'{notes.review}' is a {designs[notes.review]}, not a review or meta-analysis",
+                "comparisons/ holds notes on published reviews only")
+        for i, a in enumerate(notes.analyses):
+            for j, c in enumerate(a.candidates):
+                if c.id is not None and c.id not in designs:
+                    add(("analyses", i, "candidates", j, "id"), f"no record with id '{c.id}'",
+                        "leave `id` empty (with a `reason`) for a trial kb does not hold")
+    return notes, problems

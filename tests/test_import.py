@@ -240,7 +240,7 @@ def test_an_existing_file_is_never_overwritten(runner, tmp_path):
 
 
 def test_update_fills_only_empty_fields_and_keeps_every_other_byte(runner, tmp_path):
-    root = new_kb(tmp_path / "kb")
+    root = new_kb(tmp_path / "kb", ("wilkinson-2018",))  # the review feder-2014 links to (related: pooled-in)
     path = root / "studies" / "feder-2014.yaml"
     original = (ROOT / "studies" / "feder-2014.yaml").read_text(encoding="utf-8")
     # the reviewer's copy: a comment, no doi, a title of their own

@@ -336,6 +336,7 @@ PAGE_TYPES = {
     "changes": "changes.html",
     "downloads": "downloads.html",
     "not found": "404.html",
+    "comparison": "comparison.html",
 }
 
 
@@ -363,6 +364,7 @@ AXE_PAGES = {
     "retracted-study": "studies/parsaik-2015.html",
     "search-with-results": "search.html?q=PTSD",
     "methods": "methods.html",
+    "comparison": "comparison.html",
 }
 
 

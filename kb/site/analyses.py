@@ -25,6 +25,7 @@ class Site:
     info: SiteInfo | None  # None for a snapshot of the evidence at a commit (kb.site.history): no pages
     digests: dict[str, dict]  # id -> digest
     summaries: dict
+    review_notes: dict = field(default_factory=dict)  # review id -> comparisons/<id>.yaml (kb.review_notes)
     # (condition, outcome, window, comparator class) -> result or error; window and class are None for a
     # (condition, outcome) with data that nothing could be pooled from
     analyses: dict[tuple, dict] = field(default_factory=dict)
@@ -69,18 +70,52 @@ class Site:
 def run_analyses(site: Site) -> None:
     """Pool every (condition, outcome) pair some study has numbers for, with kb meta's defaults: one
     analysis per time window and comparator class (never pooled together; kb.synthesis.analyse_groups),
-    from the digests' rows."""
-    groups: dict[tuple[str, str], tuple[list, list]] = defaultdict(lambda: ([], []))
+    from the digests' rows; a review's left-out entry says how many of its trials kb holds."""
+    groups = row_groups(site)
+    included = included_of(site)
     with_data = set()
     for d in sorted(site.digests.values(), key=lambda d: d["id"]):
         if not d["draft"]:  # a preview's drafts are listed as left out, and make no analysis of their own
             for cond, outcome in ((c, o) for c in d["conditions"] for o in d["data_outcomes"]):
                 with_data.add((cond, outcome))
-        for cond, outcome, rows, excluded in d["rows"]:
+    groups = {key: (rows, S.describe_reviews(rows, excluded, included)) for key, (rows, excluded) in groups.items()}
+    site.analyses = S.analyse_groups(groups, with_data, site.kb.protocol, site.summaries, site.vocab, LOO_MAX_K)
+
+
+def row_groups(site: Site, comparator: str | None = None) -> dict[tuple[str, str], tuple[list, list]]:
+    """(condition, outcome) -> (rows, entries left out), from the digests in id order: what kb meta's
+    selection gives with its defaults, or with ``--comparator C`` for a comparator outside the protocol's
+    classes (the digests hold those rows for the studies that have such a comparator)."""
+    groups: dict[tuple[str, str], tuple[list, list]] = defaultdict(lambda: ([], []))
+    for d in sorted(site.digests.values(), key=lambda d: d["id"]):
+        items = d["rows"] if comparator is None else [(c, o, r, e) for c, o, comp, r, e in d["other_rows"]
+                                                        if comp == comparator]
+        for cond, outcome, rows, excluded in items:
             found, out = groups[(cond, outcome)]
             found.extend(S.Row(**row) for row in rows)
             out.extend(S.Excluded(**e) for e in excluded)
-    site.analyses = S.analyse_groups(groups, with_data, site.kb.protocol, site.summaries, site.vocab, LOO_MAX_K)
+    return dict(groups)
+
+
+def included_of(site: Site) -> dict[str, tuple[str, ...]]:
+    """review id -> the trials the digests record as included in it (related: pooled-in)."""
+    return S.included_map((d["id"], "pooled-in", review) for d in site.digests.values()
+                          for review, _ in d["compare"]["pooled_in"])
+
+
+def comparison(site: Site) -> dict:
+    """The comparison page's data: kb.comparison over the digests (the same rows ``kb compare`` makes)."""
+    from ..comparison import compare
+
+    groups = {None: row_groups(site)}
+
+    def rows_of(cond: str, outcome: str, comparator: str | None):
+        if comparator not in groups:
+            groups[comparator] = row_groups(site, comparator)
+        return groups[comparator].get((cond, outcome), ([], []))
+
+    facts = {d["id"]: d["compare"] for d in site.digests.values()}
+    return compare(facts, rows_of, site.review_notes, site.kb.protocol, site.vocab, site.summaries)
 
 
 def analyses_of(site: Site, cond: str | None = None, outcome: str | None = None) -> list[tuple[tuple, dict]]:

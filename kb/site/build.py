@@ -365,12 +365,12 @@ class Build:
     # -- 4. the analyses and the pages that span studies -------------------------------------
 
     def load_site(self) -> None:
-        from ..load import load_summaries
+        from ..load import load_review_notes, load_summaries
 
         drafts = self.drafts
         self.site = analyses.Site(kb=self.kb, info=self.info, digests={d["id"]: d for d in self.digests.values()
                                                                        if listed(d, drafts)},
-                                  summaries=load_summaries(self.kb))
+                                  summaries=load_summaries(self.kb), review_notes=load_review_notes(self.kb))
         if self.progress:
             self.progress("pooling", 0, 1)
 

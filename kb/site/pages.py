@@ -1,5 +1,5 @@
-"""The pages that span studies: home, condition, outcome, search, methods, changes, downloads and
-Summary of Findings pages, the feed and the sitemaps; their contexts (unit-tested), and the writing of
+"""The pages that span studies: home, condition, outcome, search, methods, changes, downloads,
+Summary of Findings and comparison (kb and the published meta-analyses) pages, the feed and the sitemaps; their contexts (unit-tested), and the writing of
 them all, on all cores for a big site.
 
 The workers' state (``_P``) lives here, beside the function forked workers run.
@@ -22,7 +22,7 @@ from ..protocol import ELIGIBILITY
 from ..export import FILE_NAMES
 from ..records import label_from_id
 from ..stats import year_band
-from .analyses import LOO_MAX_K, Site, analyses_of, fmt_pair
+from .analyses import LOO_MAX_K, Site, analyses_of, comparison, fmt_pair
 from .output import Writer
 from .studies import ROW_TEMPLATES, has_dosing, study_row_html, vocab_order
 
@@ -248,6 +248,12 @@ def sof_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def comparison_context(site: Site) -> dict:
+    """The comparison page (kb and the published meta-analyses): kb.comparison's rows over the digests."""
+    return {"root": "", "cmp": comparison(site), "linkable": set(site.digests),
+            "abbr": {"or": "OR", "rr": "RR", "rd": "RD", "smd": "SMD", "md": "MD", "hr": "HR"}}
+
+
 def methods_context(site: Site) -> dict:
     from ..effects import MEASURE_LABELS
     from ..metaanalysis import METHOD_LABELS
@@ -289,7 +295,7 @@ class _Pages:
         heavy.sort(key=lambda t: -len(site.studies(condition=t[2]) if t[1] == "condition" else site.studies(outcome=t[2])))
         light = [(name, name, None) for name in ("index.html", "outcomes/index.html", "search.html", "methods.html",
                                                    "changes.html", "downloads.html", "404.html", "feed.xml",
-                                                   "summary-of-findings.html")]
+                                                   "summary-of-findings.html", "comparison.html")]
         light.append((f"downloads/{SOF_CSV}", "sof-csv", None))
         return heavy + light
 
@@ -332,6 +338,8 @@ class _Pages:
             return render("404.html", root=site.info.base_url or "")
         if kind == "summary-of-findings.html":
             return render("summary-of-findings.html", root="", rows=sof_table(site), csv_name=SOF_CSV)
+        if kind == "comparison.html":
+            return render("comparison.html", **comparison_context(site))
         if kind == "sof-csv":
             return sof_csv(sof_table(site))
         if kind == "feed.xml":

@@ -12,11 +12,11 @@ from typing import Callable
 from ..config import KnowledgeBase
 from ..errors import BadRequest, KbError
 from ..files import scan
-from ..load import summaries_dir
+from ..load import comparisons_dir, summaries_dir
 
 
 def watched_state(kb: KnowledgeBase) -> tuple:
-    """(size, mtime) of every input of the site: records, summaries, templates, kb.yaml."""
+    """(size, mtime) of every input of the site: records, summaries, notes on reviews, templates, kb.yaml."""
     templates = []
     if kb.templates_dir.is_dir():
         for dirpath, dirs, files in os.walk(kb.templates_dir):
@@ -31,7 +31,7 @@ def watched_state(kb: KnowledgeBase) -> tuple:
                     templates.append((p, st.st_size, st.st_mtime_ns))
     cfg = kb.root / "kb.yaml"
     st = cfg.stat() if cfg.is_file() else None
-    return (scan(kb.studies_dir), scan(summaries_dir(kb)), sorted(templates),
+    return (scan(kb.studies_dir), scan(summaries_dir(kb)), scan(comparisons_dir(kb)), sorted(templates),
             (st.st_size, st.st_mtime_ns) if st else None)
 
 

@@ -32,7 +32,8 @@ from ..validate import Problem
 
 SITE_VERSION = "5"  # 2: digests say whether the study is a draft; 3: rows per time window and comparator class;
 # 4: an outcome's own condition (si-response: suicidal-ideation) takes studies whatever their main condition;
-# 5: digests carry each outcome's own numbers (entry_texts) for bottom lines
+# 5: digests carry each outcome's own numbers (entry_texts) for bottom lines, and the comparison page's facts
+#    (reported results, pooled-in links, rows for other comparators)
 
 
 # -- build information ------------------------------------------------------------------
@@ -76,7 +77,8 @@ def build_info(kb: KnowledgeBase, base_url: str | None, latest: str | None) -> S
     commit = _git(kb.root, "rev-parse", "HEAD")
     dirty = False
     if commit:
-        status = _git(kb.root, "status", "--porcelain", "--", "studies", "summaries", "kb.yaml", "templates")
+        status = _git(kb.root, "status", "--porcelain", "--", "studies", "summaries", "comparisons", "kb.yaml",
+                      "templates")
         dirty = bool(status)
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch:
@@ -122,14 +124,16 @@ def theme_key(kb: KnowledgeBase) -> str:
 
 
 def summaries_key(kb: KnowledgeBase) -> str:
-    """The key of the condition summaries (summaries/*.yaml), which the pages that span studies show."""
-    from ..load import summaries_dir
+    """The key of the reviewers' files the pages that span studies show: the condition summaries
+    (summaries/*.yaml) and the notes on published reviews (comparisons/*.yaml)."""
+    from ..load import comparisons_dir, summaries_dir
 
     h = hashlib.sha1()
-    folder = summaries_dir(kb)
-    if folder.is_dir():
-        for p in sorted(folder.glob("*.y*ml")):
-            h.update(p.name.encode() + b"\0" + p.read_bytes())
+    for folder in (summaries_dir(kb), comparisons_dir(kb)):
+        h.update(folder.name.encode() + b"\0")
+        if folder.is_dir():
+            for p in sorted(folder.glob("*.y*ml")):
+                h.update(p.name.encode() + b"\0" + p.read_bytes())
     return h.hexdigest()
 
 

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 from .. import synthesis as S
 from ..bottomline import entry_text
 from ..citations import to_bibtex, to_ris
+from ..comparison import record_facts
 from ..config import KnowledgeBase, searched_up_to
 from ..export import FORMATS, fragments
 from ..records import label_from_id
@@ -55,20 +56,37 @@ def study_links(s) -> list[dict]:
     return links
 
 
-def study_rows(s, outcomes: list[str], protocol=None, vocab=None) -> list[tuple[str, str, list[dict], list[dict]]]:
+def study_rows(s, outcomes: list[str], protocol=None, vocab=None,
+               comparator: str | None = None) -> list[tuple[str, str, list[dict], list[dict]]]:
     """(condition, outcome, rows, entries left out) for every pair the study can feed, with the site's
-    analysis options (kb meta's defaults): a row per time window and comparator class; ``outcomes``:
-    the study's, sorted."""
+    analysis options (kb meta's defaults, or ``--comparator C`` for one comparator outside the protocol's
+    classes): a row per time window and comparator class; ``outcomes``: the study's, sorted."""
     out = []
     proto = protocol or S.DEFAULT_PROTOCOL
     for cond in dict.fromkeys(s.condition_terms):
         for outcome in outcomes:
             req = S.MetaRequest(outcome=outcome, condition=cond, protocol=proto, outcome_condition=(
-                vocab.meaning("outcome", outcome).get("condition") if vocab is not None else None))
+                vocab.meaning("outcome", outcome).get("condition") if vocab is not None else None),
+                comparators=(comparator,) if comparator else ())
             seen, rows, excluded = S.select_one(s, req)
             if seen:
                 out.append((cond, outcome, [dict(vars(r)) for r in rows], [dict(vars(e)) for e in excluded]))
     return out
+
+
+NO_CLASS = frozenset({None, "none", "pre-post", "mixed"})  # comparators that make no analysis of their own
+
+
+def other_rows(s, outcomes: list[str], protocol=None, vocab=None) -> list[tuple[str, str, str, list[dict], list[dict]]]:
+    """(condition, outcome, comparator, rows, entries left out) for each comparator of the study outside the
+    protocol's classes (ECT, another drug ...), selected as ``kb meta --comparator C`` does: what the
+    comparison page sets beside a review of ketamine against that comparator."""
+    proto = protocol or S.DEFAULT_PROTOCOL
+    default = s.comparator.type if s.comparator else None
+    others = dict.fromkeys(o.comparator or default for o in s.outcomes if o.data is not None)
+    return [(cond, outcome, c, rows, excluded)
+            for c in others if c not in NO_CLASS and c not in proto.controls()
+            for cond, outcome, rows, excluded in study_rows(s, outcomes, proto, vocab, comparator=c)]
 
 
 def digest(s, sha1: str, protocol=None, vocab=None) -> dict:
@@ -95,6 +113,7 @@ def digest(s, sha1: str, protocol=None, vocab=None) -> dict:
         # a record's own numbers per outcome, for bottom lines' {study: ID, outcome: TERM}
         "entry_texts": {o: [entry_text(e) for e in s.outcomes if e.outcome == o and e.data is not None]
                         for o in outcomes},
+        "other_rows": other_rows(s, outcomes, protocol, vocab), "compare": record_facts(s),
     }
 
 
@@ -132,7 +151,7 @@ def study_context(s, d: dict, vocab, known_ids: set[str] | frozenset | dict, fra
         "study": s, "root": "../", "links": study_links(s),
         "bibtex": frags["bibtex"] if frags else to_bibtex([s]).rstrip("\n"),
         "ris": frags["ris"] if frags else to_ris([s]).rstrip("\n"),
-        "related": [{"id": r.id, "relation": r.relation, "present": r.id in known_ids,
+        "related": [{"id": r.id, "relation": r.relation, "present": r.id in known_ids, "note": r.note,
                      "label": (label_of(r.id) if label_of and r.id in known_ids else None) or label_from_id(r.id)}
                     for r in s.related],
         "feeds": [{"condition": c, "outcome": o, "slug": "-".join(x for x in (c, o, w, k) if x),
