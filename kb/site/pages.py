@@ -19,6 +19,7 @@ from .. import synthesis as S
 from ..protocol import ELIGIBILITY
 from ..export import FILE_NAMES
 from ..records import label_from_id
+from ..robplot import layout as robplot_layout
 from ..stats import year_band
 from .analyses import LOO_MAX_K, Site, analyses_of, fmt_pair
 from .output import Writer
@@ -167,7 +168,8 @@ def _sof_row(site: Site, key: tuple, a: dict) -> dict:
     r = a["result"]
     uid = f"forest-{slug}"
     row.update(result=r, pair=fmt_pair(r), excluded=r["excluded"], uid=uid,
-               draw=r["k"] <= FOREST_MAX_K, studies=r["studies"])
+               draw=r["k"] <= FOREST_MAX_K, studies=r["studies"],
+               rob=robplot_layout(r, site.vocab, uid=f"rob-{slug}", trials=r["k"] <= FOREST_MAX_K))
     return row
 
 
