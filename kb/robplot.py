@@ -243,7 +243,7 @@ def _legend_items(out: dict, vocab) -> list[dict]:
         if look not in seen:
             continue
         labels = seen[look]
-        text = labels and " / ".join(lab if len(labels) == 1 else f"{lab} ({', '.join(dict.fromkeys(tools))})"
+        text = " / ".join(lab if len(labels) == 1 else f"{lab} ({', '.join(dict.fromkeys(tools))})"
                                      for lab, tools in labels.items())
         symbol, fill, ink = LOOKS[look]
         items.append({"kind": "mark", "symbol": symbol, "fill": fill, "ink": ink, "text": text,
@@ -266,9 +266,9 @@ def _bar_legend(out: dict, vocab) -> list[dict]:
             for seg in bar["segments"]:
                 key = seg["key"]
                 text = seg["label"] if key in OTHER_LABELS or len(out["blocks"]) == 1 else f"{seg['label']} ({b['short']})"
-                if key in OTHER_LABELS and key in seen or text in seen:
+                if text in seen:
                     continue
-                seen.add(key if key in OTHER_LABELS else text)
+                seen.add(text)
                 items.append({"key": key, "symbol": seg["symbol"], "fill": seg["fill"], "ink": seg["ink"],
                               "text": text, "w": 22 + text_width(text)})
     order = {k: i for i, k in enumerate(LOOKS)}
