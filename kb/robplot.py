@@ -378,6 +378,28 @@ def _words(result: dict, out: dict, vocab) -> tuple[str, str]:
     return title, " ".join(parts)
 
 
+TEXT_SYMBOLS = {"low": "+", "concerns": "-", "high": "x", "critical": "!", "no-information": "?",
+                NOT_JUDGED: ".", NOT_APPLICABLE: "n/a"}
+TEXT_KEY = "+ low, - some concerns or unclear, x high, ! critical, ? no information, . not judged, n/a not applicable"
+
+
+def text_lines(result: dict, vocab) -> list[str]:
+    """The picture as plain text lines for ``kb meta --format text``: per trial its tool, each domain's
+    mark (ASCII), the overall judgement in the tool's words and whether one assessor alone judged it."""
+    p = layout(result, vocab, trials=True)
+    lines = []
+    for b in p["blocks"]:
+        for r in b["rows"]:
+            marks = " ".join(f"{d['code']} {TEXT_SYMBOLS[c['look'] or c['key']]}" for d, c in zip(b["domains"], r["cells"]))
+            notes = "; ".join(n for n, on in (("derived from the domains", r["derived"]),
+                                              ("a single assessor's", r["single"])) if on)
+            lines.append(f"{r['label']:<24} {b['short']:<8} {marks + '  ' if marks else ''}overall "
+                         f"{r['overall']['label'].lower()}" + (f" ({notes})" if notes else ""))
+    for r in (p["missing"] or {"rows": []})["rows"]:
+        lines.append(f"{r['label']:<24} not assessed")
+    return lines
+
+
 def robplot_svg(result: dict, kb=None, uid: str = "rob", env=None, trials: bool = True) -> str:
     """The SVG of one analysis (``result`` as :func:`kb.synthesis.analyse_rows` gives it)."""
     from .templating import make_env

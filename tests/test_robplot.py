@@ -19,7 +19,7 @@ from kb.records import rob_overall
 from kb.robplot import (LOOKS, NOT_APPLICABLE, NOT_ASSESSED, NOT_JUDGED, OTHER_TOOL, layout, robplot_svg)
 from kb.vocab import load_vocabulary
 
-from .conftest import ROOT
+from .conftest import ROOT, invoke
 from .test_risk_of_bias import ROB1_DOMAINS, rob2
 from .test_synthesis import binary, make_kb, meta_json, trial
 
@@ -297,3 +297,17 @@ def test_bundled_mixed_tool_analysis(runner):
     # Hu 2016's source judged three of RoB 1's seven domains: the other four are not judged
     hu = p["blocks"][1]["rows"][0]
     assert sum(c["key"] == NOT_JUDGED for c in hu["cells"]) == 7 - len(robs["hu-2016"]["domains"])
+
+
+def test_kb_meta_text_lists_each_trials_risk_of_bias(runner):
+    res = invoke(runner, "--kb", ROOT, "meta", "--condition", "depression", "--outcome", "remission")
+    assert res.exit_code == 0, res.output
+    lines = [line.strip() for line in res.output.splitlines()]
+    assert any(line.startswith("Risk of bias (+ low, - some concerns or unclear, x high") for line in lines)
+    hu = next(line for line in lines if line.startswith("Hu 2016") and "RoB 1" in line)
+    # the Cochrane review judged three of RoB 1's seven domains, each unclear: the rest are not judged
+    assert hu.split("RoB 1", 1)[1].split("overall")[0].split() == [
+        "D1", "-", "D2", "-", "D3", "-", "D4", ".", "D5", ".", "D6", ".", "D7", "."]
+    assert hu.endswith("overall unclear risk (derived from the domains)")
+    ionescu = next(line for line in lines if line.startswith("Ionescu 2019") and "RoB 2" in line)
+    assert ionescu.endswith("overall high risk (derived from the domains; a single assessor's)")
