@@ -203,7 +203,7 @@ def layout(result: dict, vocab, uid: str = "rob", trials: bool = True) -> dict:
     missing = {"rows": [{"id": s["id"], "label": s["label"], "weight": s["weight"], "weight_text": f"{s['weight']:.1f}%"}
                         for s in unassessed_studies], "share": unassessed, "share_text": _pct(unassessed)}
     out = {"uid": uid, "blocks": blocks, "missing": missing if unassessed_studies else None, "trials": trials,
-           "k": len(studies), "single": sum(r["single"] for b in blocks for r in b["rows"])}
+           "k": len(studies), "single": sum(r["single"] for b in blocks for r in b["rows"]), "looks": styles()}
     out.update(_geometry(out, vocab))
     out["title"], out["desc"] = _words(result, out, vocab)
     return out
@@ -219,7 +219,7 @@ def _flow(items: list[dict], x0: float, width: float, y: float) -> tuple[list[di
     for it in items:
         if x > x0 and x + it["w"] > x0 + width:
             x, y = x0, y + LEGEND_H
-        placed.append({**it, "x": x, "y": y})
+        placed.append({**it, "x": round(x, 1), "y": y})
         x += it["w"] + 14
     return placed, y + LEGEND_H
 
@@ -246,7 +246,7 @@ def _legend_items(out: dict, vocab) -> list[dict]:
         text = " / ".join(lab if len(labels) == 1 else f"{lab} ({', '.join(dict.fromkeys(tools))})"
                                      for lab, tools in labels.items())
         symbol, fill, ink = LOOKS[look]
-        items.append({"kind": "mark", "symbol": symbol, "fill": fill, "ink": ink, "text": text,
+        items.append({"kind": "mark", "look": look, "symbol": symbol, "fill": fill, "ink": ink, "text": text,
                       "w": 2 * RADIUS + 6 + text_width(text)})
     for key in (NOT_JUDGED, NOT_APPLICABLE):
         if key in others:
@@ -270,7 +270,7 @@ def _bar_legend(out: dict, vocab) -> list[dict]:
                     continue
                 seen.add(text)
                 items.append({"key": key, "symbol": seg["symbol"], "fill": seg["fill"], "ink": seg["ink"],
-                              "text": text, "w": 22 + text_width(text)})
+                              "cls": seg["cls"], "ink_cls": seg["ink_cls"], "text": text, "w": 22 + text_width(text)})
     order = {k: i for i, k in enumerate(LOOKS)}
     items.sort(key=lambda it: (it["key"] in OTHER_LABELS,
                                list(OTHER_LABELS).index(it["key"]) if it["key"] in OTHER_LABELS
@@ -305,6 +305,8 @@ def _geometry(out: dict, vocab) -> dict:
                 r["text"] = _label_text(r)
                 for c, col in zip(r["cells"], b["cols"]):
                     c["x"] = col["x"]
+                r["overall"]["x"] = b["overall_x"]
+                r["marks"] = r["cells"] + [r["overall"]]
                 y += ROW_H
             y += 10
         if out["missing"]:
@@ -349,10 +351,21 @@ def _geometry(out: dict, vocab) -> dict:
 
 
 def _segment_look(tool: str, key: str, vocab) -> dict:
-    if key in OTHER_LABELS:
-        return {"label": OTHER_LABELS[key], "symbol": "", "fill": OTHER_FILLS[key], "ink": "#1a1a1a"}
-    symbol, fill, ink = LOOKS[LOOK_OF.get(key, "no-information")]
-    return {"label": judgement_label(tool, key, vocab), "symbol": symbol, "fill": fill, "ink": ink}
+    """A summary segment's label, symbol and style classes (``rb-f-*`` fills, ``rb-i-*`` inks: :func:`styles`)."""
+    if key in OTHER_LABELS:  # not assessed is hatched (its fill is the picture's pattern, not a class)
+        return {"label": OTHER_LABELS[key], "symbol": "", "fill": OTHER_FILLS[key], "ink": "#1a1a1a",
+                "cls": "" if key == NOT_ASSESSED else f"rb-f-{key}", "ink_cls": "rb-text"}
+    look = LOOK_OF.get(key, "no-information")
+    symbol, fill, ink = LOOKS[look]
+    return {"label": judgement_label(tool, key, vocab), "symbol": symbol, "fill": fill, "ink": ink,
+            "cls": f"rb-f-{look}", "ink_cls": f"rb-i-{look}"}
+
+
+def styles() -> list[dict]:
+    """The fill and ink of each look, and the fills of the segments that are not judgements, for the
+    picture's stylesheet (class ``rb-f-<key>`` fills a mark or segment, ``rb-i-<key>`` inks its symbol)."""
+    return [{"key": k, "fill": fill, "ink": ink} for k, (_, fill, ink) in LOOKS.items()] + [
+        {"key": k, "fill": OTHER_FILLS[k], "ink": "#1a1a1a"} for k in (NOT_JUDGED, NOT_APPLICABLE, OTHER_TOOL)]
 
 
 def _words(result: dict, out: dict, vocab) -> tuple[str, str]:
