@@ -311,3 +311,15 @@ def test_kb_meta_text_lists_each_trials_risk_of_bias(runner):
     assert hu.endswith("overall unclear risk (derived from the domains)")
     ionescu = next(line for line in lines if line.startswith("Ionescu 2019") and "RoB 2" in line)
     assert ionescu.endswith("overall high risk (derived from the domains; a single assessor's)")
+
+
+def test_an_analysis_too_large_to_list_draws_its_summary_bars_only():
+    studies = [study(f"trial-{2000 + i}", 1.0, assessed("rob2", {d: "low" for d in ROB2_DOMAINS}) if i % 2 else None)
+               for i in range(6)]
+    svg = parse_svg(robplot_svg(result(studies), uid="rob-big", trials=False))
+    groups = [g.get("class") for g in svg.iter(f"{SVG}g")]
+    assert "rb-block" not in groups and "rb-row" not in groups and groups.count("rb-bar") == 6
+    overall = next(g for g in svg.iter(f"{SVG}g") if g.get("class") == "rb-bar" and g.get("data-domain") == "Overall")
+    assert [r.get("data-key") for r in overall.iter(f"{SVG}rect") if "rb-seg" in (r.get("class") or "")] == [
+        "low", NOT_ASSESSED]
+    assert "Not assessed: 3 trials" in svg.find(f"{SVG}desc").text
