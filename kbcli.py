@@ -366,7 +366,7 @@ def meta(ctx: click.Context, fmt: str, **opts) -> None:
     else:
         from kb import terminal as render
 
-        render.meta_answer_text(result, click.echo, click.style)
+        render.meta_answer_text(result, click.echo, click.style, kb.vocab if kb is not None else None)
 
 
 @cli.command()

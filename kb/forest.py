@@ -7,6 +7,7 @@ the static site can include the same figure inline. The SVG carries a <title> an
 
 from __future__ import annotations
 
+import functools
 import math
 
 from . import effects as E
@@ -25,6 +26,7 @@ NARROW_LINE = 17
 _CHAR_W = {"upper": 8.2, "lower": 6.7, "digit": 7.0, "space": 3.5, "narrow": 3.6, "other": 7.4}
 
 
+@functools.lru_cache(maxsize=8192)  # labels and percentages repeat across plots
 def text_width(text: str, bold: bool = False, size: float = 12) -> float:
     """Estimated width in px of ``text`` set in the plot's font."""
     w = 0.0

@@ -74,7 +74,8 @@ class Row:
     design: str | None = None
     fields: dict[str, str | None] = field(default_factory=dict)  # for subgroups
     derived: bool = False
-    rob: str | None = None
+    rob: str | None = None  # the overall judgement (the assessment's, else kb's from its domains)
+    rob_detail: dict | None = None  # the whole assessment, plain data (rob_assessment): tool, domains, who, where from
     instrument: str | None = None
     measure: str | None = None  # for reported effects
     timepoint: str | None = None
@@ -418,21 +419,32 @@ def _weak(o, sources) -> bool:
     return bool(infos) and all(i.weak for i in infos)
 
 
-def _rob(s, o) -> str | None:
-    """The result's own risk-of-bias judgement, else the trial's default (RoB 2 judges results, not trials)."""
-    rob = getattr(o, "risk_of_bias", None) or getattr(s, "risk_of_bias", None)
-    return rob.judgement if rob else None
+def rob_assessment(s, o) -> dict | None:
+    """The result's own risk-of-bias assessment, else the trial's default (RoB 2 judges results, not trials),
+    as plain data (JSON- and marshal-able, for the site's digests): ``tool``,
+    ``judgement`` (the reviewer's overall, else kb's from the domains: :attr:`RiskOfBias.judgement`),
+    ``derived``, ``domains`` (domain -> judgement, in the record's order), ``source``, ``assessed_by``,
+    ``verified_by``, ``single_assessor`` (no one verified it) and ``applies_to``: ``result`` when the
+    outcome entry carries its own, else ``trial`` (the record's default)."""
+    own = getattr(o, "risk_of_bias", None)
+    rob = own or getattr(s, "risk_of_bias", None)
+    if rob is None:
+        return None
+    return {"tool": rob.tool, "judgement": rob.judgement, "derived": rob.derived, "domains": dict(rob.domains),
+            "source": rob.source, "assessed_by": rob.assessed_by, "verified_by": rob.verified_by,
+            "single_assessor": not rob.verified_by, "applies_to": "result" if own is not None else "trial"}
 
 
 def _row(s, o, comparator: str, window: str | None = None, cls: str | None = None) -> Row:
     d = o.data
     label = s.label
+    rob = rob_assessment(s, o)
     fields = {"condition": s.condition_terms[0] if s.condition_terms else None, "comparator": comparator,
               "route": s.intervention.route if s.intervention else None, "design": s.design,
               "drug": s.intervention.drug if s.intervention else None, "blinding": s.blinding,
               "counts": o.counts or ("reported" if d.type == "effect" else "stated"), "instrument": o.instrument}
     row = Row(id=s.id, label=label, kind=d.type, values={}, year=s.year, design=s.design, fields=fields,
-              derived=o.counts == "derived", rob=_rob(s, o),
+              derived=o.counts == "derived", rob=rob["judgement"] if rob else None, rob_detail=rob,
               instrument=o.instrument, timepoint=o.timepoint, window=window, cls=cls, definition=o.definition,
               crossover=s.design == "crossover-rct" and o.period != "first",
               weak_source=_weak(o, s.sources),

@@ -373,7 +373,7 @@ def _pool(rows: list[Row], measure: str, req: MetaRequest, loo: bool = True) -> 
             "derived": r.derived, "participants": r.participants, "events": r.events, "timepoint": r.timepoint,
             "instrument": r.instrument, "definition": r.definition, "crossover": r.crossover,
             "weak_source": r.weak_source, "indirect": r.indirect,
-            "risk_of_bias": r.rob, "fields": r.fields,
+            "risk_of_bias": r.rob, "risk_of_bias_assessment": r.rob_detail, "fields": r.fields,
         })
     out = {
         "measure": measure, "measure_label": E.MEASURE_LABELS.get(measure, "effect (yi)"), "scale": "log" if ratio else "natural",

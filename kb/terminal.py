@@ -218,11 +218,11 @@ def results_csv(result) -> str:
     return buf.getvalue()
 
 
-def meta_answer_text(answer: dict, echo: Callable[[str], None], style: Callable[..., str]) -> None:
+def meta_answer_text(answer: dict, echo: Callable[[str], None], style: Callable[..., str], vocab=None) -> None:
     """`kb meta`'s output: one analysis in full, or a Summary of Findings table (one analysis per time
     window and comparator class) followed by each analysis in full."""
     if "analyses" not in answer:
-        meta_text(answer, echo, style)
+        meta_text(answer, echo, style, vocab)
         return
     rows = answer["analyses"]
     outcome = answer.get("outcome_label") or answer["outcome"]
@@ -239,11 +239,12 @@ def meta_answer_text(answer: dict, echo: Callable[[str], None], style: Callable[
         echo(style(f"== {r['window']['label'] if r['window'] else ''} vs {r['comparator_class']['label'] if r['comparator_class'] else ''}"
                    f"  (--window {r['window']['id'] if r['window'] else ''} --comparator-class "
                    f"{r['comparator_class']['id'] if r['comparator_class'] else ''})", bold=True))
-        meta_text(r, echo, style)
+        meta_text(r, echo, style, vocab)
 
 
-def meta_text(result: dict, echo: Callable[[str], None], style: Callable[..., str]) -> None:
-    """One analysis: its sentence, its numbers and absolute effect, then the studies, exclusions and checks."""
+def meta_text(result: dict, echo: Callable[[str], None], style: Callable[..., str], vocab=None) -> None:
+    """One analysis: its sentence, its numbers and absolute effect, then the studies, their risk of bias,
+    exclusions and checks (``vocab`` names the risk-of-bias tools, domains and judgements; kb's own by default)."""
     from .synthesis import fmt
     from .wording import absolute_text
 
@@ -305,6 +306,14 @@ def meta_text(result: dict, echo: Callable[[str], None], style: Callable[..., st
              + (f"; {s['instrument']}" if s.get("instrument") else "")
              + (f"; {s['timepoint']}" if s.get("timepoint") else "")
              + (f"; event: {s['definition']}" if s.get("definition") else ""))
+    if result.get("source") == "records":  # a CSV's rows carry no assessment
+        from .robplot import TEXT_KEY, text_lines
+        from .vocab import load_vocabulary
+
+        echo("")
+        echo(style(f"  Risk of bias ({TEXT_KEY})", bold=True))
+        for line in text_lines(result, vocab or load_vocabulary()):
+            echo(f"  {line}")
     if result.get("subgroups"):
         sg = result["subgroups"]
         echo("")

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -514,6 +515,130 @@ def test_summary_of_findings_page_and_csv(built):
     body = html.split('<table class="data sof-table">')[1].split("</tbody>")[0]
     assert body.count("<tr><td>") == len(rows)
     assert "<td>357 (143 to 894)</td><td>238 more (24 more to 775 more)</td><td>NNTB 5 (95% CI 2 to 43)</td>" in body
+
+
+# -- risk-of-bias pictures -------------------------------------------------------------------
+
+SVG_NS = "{http://www.w3.org/2000/svg}"
+
+
+class _RobTables(HTMLParser):
+    """The risk-of-bias data tables of one Summary of Findings entry: per trial (tr data-id), its tool (the
+    table's data-tool), the data-key of each judgement cell and its weight text."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.rows: dict[str, dict] = {}
+        self.captions: list[str] = []
+        self._tool = self._row = None
+        self._cell: list[str] | None = None
+        self._caption: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "table" and "rob-data" in (a.get("class") or ""):
+            self._tool = a["data-tool"]
+        elif tag == "tr" and self._tool and a.get("data-id"):
+            self._row = self.rows[a["data-id"]] = {"tool": self._tool, "keys": [], "cells": []}
+        elif tag == "td" and self._row is not None:
+            if a.get("data-key"):
+                self._row["keys"].append(a["data-key"])
+            self._cell = []
+        elif tag == "caption" and self._tool:
+            self._caption = []
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self._tool = None
+        elif tag == "tr":
+            self._row = None
+        elif tag == "td" and self._cell is not None and self._row is not None:
+            self._row["cells"].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "caption" and self._caption is not None:
+            self.captions.append("".join(self._caption).strip())
+            self._caption = None
+
+    def handle_data(self, data):
+        for buf in (self._cell, self._caption):
+            if buf is not None:
+                buf.append(data)
+
+
+def sof_sections(html: str) -> dict[str, str]:
+    """Summary of Findings entries by anchor: each up to the next one (the last, up to the page's end)."""
+    return {s.split('"', 1)[0]: s for s in html.split('<section class="sof" id="')[1:]}
+
+
+def rob_picture(section: str) -> tuple[ET.Element, _RobTables]:
+    """The risk-of-bias SVG (as XML) and tables of one Summary of Findings entry."""
+    rob = section.split('<section class="rob"', 1)[1]
+    svg = ET.fromstring(rob[rob.index("<svg"):rob.index("</svg>") + len("</svg>")])
+    tables = _RobTables()
+    tables.feed(rob)
+    return svg, tables
+
+
+def test_every_pooled_analysis_has_its_risk_of_bias_picture(built):
+    """On every condition and outcome page, each Summary of Findings entry with a result shows its
+    risk-of-bias picture after the forest plot: an accessible SVG and tables holding the same judgements,
+    the same trials as the forest plot's table, each in its tool's block."""
+    csv_rows = list(csv.DictReader(io.StringIO((built / "downloads/summary-of-findings.csv").read_text(encoding="utf-8"))))
+    pictured: dict[str, set[str]] = {"conditions": set(), "outcomes": set()}
+    tools_seen = set()
+    for page in sorted((built / "conditions").glob("*.html")) + sorted((built / "outcomes").glob("*.html")):
+        for anchor, sec in sof_sections(page.read_text(encoding="utf-8")).items():
+            where = f"{page.name}#{anchor}"
+            if '<p class="sof-sentence">' not in sec:
+                assert '<section class="rob"' not in sec, where  # nothing pooled: no picture
+                continue
+            assert '<section class="rob"' in sec, f"{where}: no risk-of-bias picture"
+            assert sec.index('<figure class="forest">') < sec.index('<section class="rob"'), where
+            assert ">Risk of bias in this analysis</h4>" in sec, where
+            svg, tables = rob_picture(sec)
+            assert svg.get("role") == "img", where
+            title, desc = svg.find(f"{SVG_NS}title"), svg.find(f"{SVG_NS}desc")
+            assert title.text.startswith("Risk of bias: ") and desc.text.startswith("Risk of bias of the "), where
+            assert svg.get("aria-labelledby").split() == [title.get("id"), desc.get("id")], where
+            # the picture and the tables hold the same trials, tools and judgements
+            drawn = {}
+            for block in (g for g in svg.iter(f"{SVG_NS}g") if g.get("class") == "rb-block"):
+                for row in (g for g in block.iter(f"{SVG_NS}g") if g.get("class") == "rb-row"):
+                    keys = [m.get("data-key") for m in row.iter(f"{SVG_NS}g") if m.get("class") == "rb-mark"]
+                    weight = [t.text for t in row.findall(f"{SVG_NS}text")][-1]
+                    drawn[row.get("data-id")] = (block.get("data-tool"), keys or ["not-assessed"], weight)
+            tabled = {i: (r["tool"], r["keys"], next(c for c in r["cells"] if c.endswith("%")))
+                      for i, r in tables.rows.items()}
+            assert drawn == tabled, where
+            forest_ids = set(re.findall(r'href="\.\./studies/([a-z0-9-]+)\.html"',
+                                        sec.split('<table class="data">')[1].split("</table>")[0]))
+            assert set(drawn) == forest_ids, where
+            tools_seen |= {tool for tool, _, _ in drawn.values()}
+            pictured[page.parent.name].add(anchor[2:])
+    # each analysis once on its condition's page and once on its outcome's page
+    assert len(pictured["conditions"]) == len(csv_rows) and pictured["conditions"] == pictured["outcomes"]
+    assert {"rob1", "rob2"} <= tools_seen
+
+
+def test_a_mixed_tool_analysis_shows_one_block_per_tool(built):
+    """Remission after 7 days against saline (depression): Hu 2016 judged by the Cochrane review's RoB 1,
+    Ionescu 2019 by kb's own RoB 2, a single assessor's. Two blocks, two tables, each in its own domains."""
+    sec = sof_sections((built / "conditions/depression.html").read_text(encoding="utf-8"))[
+        "o-depression-remission-later-inert-placebo"]
+    svg, tables = rob_picture(sec)
+    assert [g.get("data-tool") for g in svg.iter(f"{SVG_NS}g") if g.get("class") == "rb-block"] == ["rob2", "rob1"]
+    assert {i: r["tool"] for i, r in tables.rows.items()} == {"ionescu-2019": "rob2", "hu-2016": "rob1"}
+    assert tables.captions == [
+        "Cochrane RoB 2 judgements for Remission in depression, after 7 days, vs inert placebo (saline)",
+        "Cochrane RoB 1 judgements for Remission in depression, after 7 days, vs inert placebo (saline)"]
+    rob = sec.split('<section class="rob"', 1)[1]
+    assert "<th scope=\"col\">D1: Random sequence generation (selection bias)</th>" in rob
+    assert "<th scope=\"col\">D1: Bias arising from the randomisation process</th>" in rob
+    hu, ionescu = tables.rows["hu-2016"], tables.rows["ionescu-2019"]
+    assert hu["cells"][0] == "Cochrane RoB 1" and ionescu["cells"][0] == "Cochrane RoB 2"
+    assert hu["cells"][-1] == "no" and ionescu["cells"][-1] == "yes"  # verified by the review's authors; kb alone
+    assert hu["cells"][-3].startswith("Dean 2021 (Cochrane CD011612)")
+    assert "whole weight, so the weight of trials judged with another tool completes each bar" in rob
 
 
 # -- page contexts ---------------------------------------------------------------------------

@@ -362,6 +362,7 @@ AXE_PAGES = {
     "condition": "conditions/depression.html",
     "study": FEDER_PAGE,
     "retracted-study": "studies/parsaik-2015.html",
+    "outcome-mixed-risk-of-bias-tools": "outcomes/remission.html",
     "search-with-results": "search.html?q=PTSD",
     "methods": "methods.html",
     "comparison": "comparison.html",
@@ -489,6 +490,67 @@ def test_forest_plots_fit_the_screen_and_no_text_touches_a_mark(browser, base, w
                     assert g["diamond"] is None or not _overlap(box, g["diamond"]), f"{where}: {text!r} overlaps the pooled diamond"
                     for mark in g["marks"]:
                         assert not _overlap(box, mark), f"{where}: {text!r} overlaps a study's square"
+    finally:
+        context.close()
+
+
+# --- risk-of-bias pictures ---------------------------------------------------------------------
+
+_ROB_GEOMETRY = """svg => {
+  const box = e => { const b = e.getBoundingClientRect(); return [b.left, b.top, b.right, b.bottom]; };
+  const texts = [...svg.querySelectorAll('text')];
+  return {
+    svg: box(svg), scale: svg.getBoundingClientRect().width / svg.viewBox.baseVal.width,
+    name: svg.getAttribute('aria-labelledby').split(' ').map(id => svg.querySelector(`[id='${id}']`).textContent).join(' '),
+    texts: texts.filter(t => !t.matches('.rb-sym, .rb-seg-text')).map(t => [t.textContent, box(t)]),
+    symbols: [...svg.querySelectorAll('g.rb-mark')].map(g => [g.querySelector('circle') && box(g.querySelector('circle')),
+                                                               g.querySelector('text') && box(g.querySelector('text'))]),
+    circles: [...svg.querySelectorAll('circle')].map(box),
+    segments: [...svg.querySelectorAll('rect.rb-seg')].map(r => [box(r), r.nextElementSibling && r.nextElementSibling.matches('.rb-seg-text') ? box(r.nextElementSibling) : null]),
+    figure: [svg.closest('figure').scrollWidth, svg.closest('figure').clientWidth],
+  };
+}"""
+
+
+def _inside(inner, outer, tol=0.5) -> bool:
+    return inner[0] >= outer[0] - tol and inner[1] >= outer[1] - tol and inner[2] <= outer[2] + tol and inner[3] <= outer[3] + tol
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_risk_of_bias_pictures_fit_the_screen_and_no_text_touches_a_mark(browser, base, width):
+    """Every risk-of-bias picture of the depression page and the remission page (one mixes RoB 1 and RoB 2):
+    on screen without sideways scrolling, text at a readable size, no label on a mark, each symbol inside
+    its circle, each percentage inside its bar segment, no two texts on top of each other."""
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    pg = context.new_page()
+    try:
+        for path in ("conditions/depression", "outcomes/remission"):
+            pg.goto(base + f"{path}.html")
+            figures = pg.locator("section.rob figure.robplot")
+            assert figures.count() >= 1, path
+            assert figures.count() == pg.locator("figure.forest").count(), f"{path}: a forest plot without its risk of bias"
+            assert pg.evaluate("document.documentElement.scrollWidth") <= width, f"{path} overflows at {width} px"
+            for i in range(figures.count()):
+                svg = figures.nth(i).locator("svg[role=img]")
+                expect(svg).to_be_visible()
+                g = svg.evaluate(_ROB_GEOMETRY)
+                where = f"{path} picture {i + 1} at {width} px"
+                assert g["name"].startswith("Risk of bias: "), where
+                assert g["svg"][0] >= 0 and g["svg"][2] <= width, f"{where}: leaves the screen {g['svg']}"
+                assert g["figure"][0] <= g["figure"][1], f"{where}: scrolls sideways {g['figure']}"
+                assert 12 * g["scale"] >= 10.5, f"{where}: text drawn at {12 * g['scale']:.1f} px"
+                for circle, symbol in g["symbols"]:
+                    if circle and symbol:
+                        assert _inside(symbol, circle, tol=1.5), f"{where}: a symbol leaves its circle"
+                for seg, text in g["segments"]:
+                    if text:
+                        assert _inside(text, seg, tol=1), f"{where}: a share leaves its bar segment"
+                for n, (text, box) in enumerate(g["texts"]):
+                    for circle in g["circles"]:
+                        assert not _overlap(box, circle), f"{where}: {text!r} overlaps a mark"
+                    for other, obox in g["texts"][n + 1:]:
+                        assert not _overlap(box, obox), f"{where}: {text!r} overlaps {other!r}"
     finally:
         context.close()
 

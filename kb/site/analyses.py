@@ -27,7 +27,8 @@ class Site:
     summaries: dict
     review_notes: dict = field(default_factory=dict)  # review id -> comparisons/<id>.yaml (kb.review_notes)
     # (condition, outcome, window, comparator class) -> result or error; window and class are None for a
-    # (condition, outcome) with data that nothing could be pooled from
+    # (condition, outcome) with data that nothing could be pooled from. The pages add a result's
+    # risk-of-bias picture ("picture": kb.robplot's layout, and its SVG) the first time they show it.
     analyses: dict[tuple, dict] = field(default_factory=dict)
     changes: dict = field(default_factory=dict)  # since the last build of the same output folder
     since_commit: dict = field(default_factory=dict)  # since an earlier commit (kb.site.history.since_commit)

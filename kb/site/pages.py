@@ -21,6 +21,7 @@ from ..config import searched_up_to
 from ..protocol import ELIGIBILITY
 from ..export import FILE_NAMES
 from ..records import label_from_id
+from ..robplot import layout as robplot_layout
 from ..stats import year_band
 from .analyses import LOO_MAX_K, Site, analyses_of, comparison, fmt_pair
 from .output import Writer
@@ -187,8 +188,10 @@ def _sof_row(site: Site, key: tuple, a: dict) -> dict:
         return row
     r = a["result"]
     uid = f"forest-{slug}"
+    if "picture" not in a:  # the risk-of-bias picture's layout, made once for the condition and the outcome page
+        a["picture"] = robplot_layout(r, site.vocab, uid=f"rob-{slug}", trials=r["k"] <= FOREST_MAX_K)
     row.update(result=r, pair=fmt_pair(r), excluded=r["excluded"], uid=uid,
-               draw=r["k"] <= FOREST_MAX_K, studies=r["studies"])
+               draw=r["k"] <= FOREST_MAX_K, studies=r["studies"], rob=a["picture"])
     return row
 
 
@@ -278,6 +281,12 @@ class _Pages:
         self.common = {**common, "rows_html": self.rows_html}
         self.forest = lambda result, uid: forest_html(result, site.kb, uid=uid, env=env)
 
+        def robplot(picture: dict) -> Markup:  # rendered once per analysis, shown on two pages
+            if "svg" not in picture:
+                picture["svg"] = Markup(env.get_template("_robplot.svg").render(p=picture))
+            return picture["svg"]
+        self.robplot = robplot
+
     def rows_html(self, studies: list[dict], template: str = "_study_row.html") -> Markup:
         key = ROW_TEMPLATES[template]
         out = []
@@ -306,9 +315,9 @@ class _Pages:
             return self.env.get_template(name).render(**self.common, **ctx)
 
         if kind == "condition":
-            return render("condition.html", forest=self.forest, **condition_context(site, arg))
+            return render("condition.html", forest=self.forest, robplot=self.robplot, **condition_context(site, arg))
         if kind == "outcome":
-            return render("outcome.html", forest=self.forest, **outcome_context(site, arg))
+            return render("outcome.html", forest=self.forest, robplot=self.robplot, **outcome_context(site, arg))
         if kind == "index.html":
             return render("index.html", **home_context(site))
         if kind == "outcomes/index.html":

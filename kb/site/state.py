@@ -30,10 +30,11 @@ from ..files import read_marshal, write_marshal
 from ..templating import default_templates_dir
 from ..validate import Problem
 
-SITE_VERSION = "5"  # 2: digests say whether the study is a draft; 3: rows per time window and comparator class;
+SITE_VERSION = "6"  # 2: digests say whether the study is a draft; 3: rows per time window and comparator class;
 # 4: an outcome's own condition (si-response: suicidal-ideation) takes studies whatever their main condition;
 # 5: digests carry each outcome's own numbers (entry_texts) for bottom lines, and the comparison page's facts
 #    (reported results, pooled-in links, rows for other comparators)
+# 6: rows carry the whole risk-of-bias assessment (rob_detail), for the risk-of-bias pictures
 
 
 # -- build information ------------------------------------------------------------------
