@@ -388,7 +388,7 @@ def test_markdown_is_the_docs_table(runner):
 def test_text_output(runner):
     r = invoke(runner, "--kb", ROOT, "compare")
     assert r.exit_code == 0
-    assert "Dean 2021 (systematic-review): reproduced" in r.output
+    assert "Dean 2021 (systematic-review): reproduction attempted" in r.output
     assert "review      50% reduction: OR 3.94 (1.54 to 10.10); k = 7, 185 participants; certainty very low" in r.output
     assert "Wilkinson 2018 (meta-analysis): set beside kb's results, not reproduced" in r.output
 
