@@ -1,0 +1,70 @@
+"""Reliability under bad input (issue 18): each case reproduced on a copy of bundled records, with the
+behaviour it must have. Each test fails without its fix."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, invoke, new_kb
+
+# commands that read every record (or one), and what each must do with a broken record
+EVERY_RECORD = [
+    ("validate",),
+    ("stats",),
+    ("search", "ketamine"),
+    ("build", "--no-search", "-o", "{out}"),
+    ("export", "--format", "ris"),
+    ("meta", "--condition", "depression", "--outcome", "response"),
+]
+
+
+def _commands(root: Path):
+    for cmd in EVERY_RECORD:
+        yield tuple(str(root / "_site") if a == "{out}" else a for a in cmd)
+
+
+def _no_internal_error(result) -> None:
+    assert "internal error" not in result.output, result.output
+    assert "Traceback" not in result.output, result.output
+
+
+# -- 1. a NUL byte after the first 8 KB of a record --------------------------------------------
+
+
+def test_a_nul_byte_deep_in_a_record_is_reported_by_every_command_with_file_and_line(runner, tmp_path):
+    root = new_kb(tmp_path / "kb", ("singh-2016", "murrough-2013", "zarate-2006"))
+    path = root / "studies" / "singh-2016.yaml"
+    raw = path.read_bytes()
+    assert len(raw) > 9000
+    at = raw.index(b"\n", 9000) + 1
+    line = raw.count(b"\n", 0, at) + 1
+    path.write_bytes(raw[:at] + b"# a comment with a \x00 in it\n" + raw[at:])
+    where = f"studies/singh-2016.yaml:{line}:"
+    for cmd in _commands(root):
+        result = invoke(runner, "--kb", root, *cmd)
+        _no_internal_error(result)
+        if cmd[0] in ("validate", "build"):
+            assert where in result.output and "NUL byte" in result.output, (cmd, result.output)
+        elif cmd[0] == "stats":
+            assert "1 file(s) with errors left out" in result.output
+    result = invoke(runner, "--kb", root, "validate")
+    assert result.exit_code == 1
+    result = invoke(runner, "--kb", root, "show", "singh-2016")
+    assert result.exit_code == 1 and where in result.output and "NUL byte" in result.output
+
+
+@pytest.mark.parametrize("char, name", [("\x1b", "U+001B (ESC)"), ("\x7f", "U+007F (DEL)"), ("\x9b", "U+009B (CSI)"),
+                                        ("\x07", "U+0007 (BEL)"), ("\ufffe", "U+FFFE")])
+def test_a_raw_control_character_anywhere_is_a_clear_problem_with_its_line(tmp_path, char, name):
+    from kb import yamlio
+
+    path = tmp_path / "x-2020.yaml"
+    path.write_text("id: x-2020\n" + "# a comment line\n" * 900 + f"title: a {char}title\n", encoding="utf-8")
+    with pytest.raises(yamlio.YamlProblem) as e:
+        yamlio.load(path)
+    assert (e.value.line, e.value.column) == (902, 10)
+    assert name in e.value.message and e.value.code == "encoding"
