@@ -146,10 +146,9 @@ def read_text(path: Path, raw: bytes | None = None) -> str:
                               hint=_UNREADABLE_HINT.get(type(e), "check that the file can be read")) from None
     nul = raw.find(b"\x00")  # the whole file: a NUL deep inside is as fatal to the YAML reader as one in the first line
     if nul >= 0:
+        if nul < 8192:  # within the first block, as a file type check would look: not a text file at all
+            raise YamlProblem("encoding", "binary file, not YAML text", hint="records are UTF-8 YAML text files")
         line, col = _byte_position(raw, nul)
-        if nul < 8192:
-            raise YamlProblem("encoding", "binary file, not YAML text", line, col,
-                              hint="records are UTF-8 YAML text files")
         raise YamlProblem("encoding", "a NUL byte (binary zero) in the text; YAML text cannot hold it", line, col,
                           hint="remove it: it often comes from a broken copy, a crashed editor or a corrupt disk")
     try:
