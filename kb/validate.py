@@ -368,6 +368,12 @@ def record_checks(study: Study, path: Path, add: Callable[..., None]) -> None:
     evidence_checks(study, add)
 
 
+def unreadable_problem(display: str, e: OSError) -> Problem:
+    """The error of a record file that exists but cannot be read: the file is left out, and says why."""
+    p = yamlio.unreadable(e)
+    return Problem(display, p.line, p.column, p.field, p.message, "error", p.hint, p.code)
+
+
 def check_file(path: Path, vocab: Vocabulary, display: str | None = None, raw: bytes | None = None) -> FileResult:
     """Every problem of one record file (checks across files are separate); ``raw``: its bytes, if read."""
     display = display or str(path)

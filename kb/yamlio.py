@@ -123,13 +123,19 @@ def _byte_position(raw: bytes, offset: int) -> tuple[int, int]:
     return line, col
 
 
+def unreadable(e: OSError) -> YamlProblem:
+    """The problem of a file that exists but cannot be read (permissions, an I/O error)."""
+    return YamlProblem("unreadable", f"cannot read file: {e.strerror or e}",
+                       hint=_UNREADABLE_HINT.get(type(e), "check that the file can be read"))
+
+
 def read_text(path: Path, raw: bytes | None = None) -> str:
     """A record file's text, refusing oversized and non-UTF-8 files (``raw``: its bytes, if read)."""
     if raw is None:
         try:
             size = path.stat().st_size
         except OSError as e:
-            raise YamlProblem("unreadable", f"cannot read file: {e.strerror}") from None
+            raise unreadable(e) from None
     else:
         size = len(raw)
     if size > MAX_BYTES:
@@ -142,8 +148,7 @@ def read_text(path: Path, raw: bytes | None = None) -> str:
         try:
             raw = path.read_bytes()
         except OSError as e:
-            raise YamlProblem("unreadable", f"cannot read file: {e.strerror or e}",
-                              hint=_UNREADABLE_HINT.get(type(e), "check that the file can be read")) from None
+            raise unreadable(e) from None
     nul = raw.find(b"\x00")  # the whole file: a NUL deep inside is as fatal to the YAML reader as one in the first line
     if nul >= 0:
         if nul < 8192:  # within the first block, as a file type check would look: not a text file at all

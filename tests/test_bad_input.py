@@ -68,3 +68,65 @@ def test_a_raw_control_character_anywhere_is_a_clear_problem_with_its_line(tmp_p
         yamlio.load(path)
     assert (e.value.line, e.value.column) == (902, 10)
     assert name in e.value.message and e.value.code == "encoding"
+
+
+# -- 4. an unreadable record --------------------------------------------------------------------
+
+
+def make_unreadable(monkeypatch, path: Path) -> None:
+    """``path`` cannot be read: chmod 000, or (as root, who reads any file) every open of it raises
+    PermissionError, as the kernel would."""
+    if os.geteuid() != 0:
+        path.chmod(0)
+        return
+    import builtins
+    import io
+
+    real_open = builtins.open
+    target = os.path.realpath(path)
+
+    def refusing_open(file, *args, **kwargs):
+        if isinstance(file, (str, bytes, os.PathLike)) and os.path.realpath(file) == target:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", refusing_open)
+    monkeypatch.setattr(io, "open", refusing_open)
+
+
+def test_an_unreadable_record_is_a_problem_for_validate_and_left_out_with_its_reason(runner, tmp_path, monkeypatch):
+    root = new_kb(tmp_path / "kb", ("singh-2016", "murrough-2013", "zarate-2006"))
+    make_unreadable(monkeypatch, root / "studies" / "singh-2016.yaml")
+    why = "studies/singh-2016.yaml:1:1: (file): cannot read file: Permission denied"
+
+    result = invoke(runner, "--kb", root, "validate")
+    _no_internal_error(result)
+    assert result.exit_code == 1 and why in result.output and "chmod" in result.output
+    report = json.loads(invoke(runner, "--kb", root, "validate", "--format", "json").output)
+    assert [p["code"] for p in report["problems"] if p["file"] == "studies/singh-2016.yaml"] == ["unreadable"]
+
+    for _ in range(2):  # the second build and search say it again: the file is never silently forgotten
+        result = invoke(runner, "--kb", root, "build", "--no-search", "-o", root / "_site")
+        _no_internal_error(result)
+        assert result.exit_code == 0 and why in result.output
+        assert "1 record file(s) with errors left out of the site" in result.output
+        assert not (root / "_site" / "studies" / "singh-2016.html").exists()
+        result = invoke(runner, "--kb", root, "search", "ketamine")
+        _no_internal_error(result)
+        assert f"left out of the index: {why}" in result.output
+        assert "1 record file with errors left out of the index" in result.output
+
+    for cmd in ("stats", "export"):
+        result = invoke(runner, "--kb", root, cmd)
+        _no_internal_error(result)
+        assert result.exit_code == 0
+    result = invoke(runner, "--kb", root, "show", "singh-2016")
+    assert result.exit_code == 1 and why in result.output
+
+    monkeypatch.undo()  # readable again (the stamp is unchanged): the next build and search take it back
+    (root / "studies" / "singh-2016.yaml").chmod(0o644)
+    result = invoke(runner, "--kb", root, "build", "--no-search", "-o", root / "_site")
+    assert result.exit_code == 0 and "left out" not in result.output
+    assert (root / "_site" / "studies" / "singh-2016.html").exists()
+    result = invoke(runner, "--kb", root, "search", "ketamine", "--format", "ids")
+    assert "singh-2016" in result.output.split() and "left out" not in result.output

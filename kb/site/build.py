@@ -240,7 +240,10 @@ class Build:
                 todo.append(rel)  # (a draft whose page comes or goes is rendered, or not, again)
                 continue
             if tuple(old[:2]) != stamp:
-                sha = hashlib.sha1((kb.studies_dir / rel).read_bytes()).hexdigest()
+                try:
+                    sha = hashlib.sha1((kb.studies_dir / rel).read_bytes()).hexdigest()
+                except OSError:  # unreadable now: parsed again, to be listed with its problem
+                    sha = None
                 if sha != old[2]:
                     todo.append(rel)
                     continue

@@ -24,7 +24,7 @@ from ..records import label_from_id
 from ..sources import CLASSES, SourceInfo, outcome_sources, source_info
 from ..stats import year_band
 from ..templating import make_env
-from ..validate import check_file
+from ..validate import check_file, unreadable_problem
 from ..yamlio import MAX_BYTES
 from .output import SEPARATORS, unchanged, write_page
 
@@ -238,8 +238,18 @@ def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
                 raw = fh.read(min(st.st_size, MAX_BYTES) + 1)
                 if len(raw) > st.st_size and len(raw) <= MAX_BYTES:  # grew since the stat
                     raw += fh.read(MAX_BYTES + 1 - len(raw))
-        except OSError as e:
+        except FileNotFoundError as e:
             results.append({"rel": rel, "gone": True, "error": str(e)})
+            continue
+        except OSError as e:  # there, but unreadable (permissions): left out and listed, never silently
+            try:
+                st = os.stat(path)
+            except OSError:
+                results.append({"rel": rel, "gone": True, "error": str(e)})
+                continue
+            # stamped with an impossible mtime and no hash, so that the next build reads it again
+            results.append({"rel": rel, "stamp": (st.st_size, -1), "sha1": "", "digest": None,
+                            "problems": [unreadable_problem(f"studies/{rel}", e)]})
             continue
         sha1 = hashlib.sha1(raw).hexdigest()
         # an oversized file is checked from its path, so that the message gives its real size
