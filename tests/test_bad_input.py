@@ -130,3 +130,30 @@ def test_an_unreadable_record_is_a_problem_for_validate_and_left_out_with_its_re
     assert (root / "_site" / "studies" / "singh-2016.html").exists()
     result = invoke(runner, "--kb", root, "search", "ketamine", "--format", "ids")
     assert "singh-2016" in result.output.split() and "left out" not in result.output
+
+
+# -- 5. kb.yaml through yamlio (the limits, duplicate keys and a list title are in test_config.py) ----
+
+
+@pytest.mark.parametrize("text, where, message", [
+    (b"title: Test KB\n" + b"# padding\n" * 1000 + b"description: a \x00 here\n", ":1002:16: ", "NUL byte"),
+    (b"title: Test \x1b]0;owned\x07KB\n", ":1:13: ", "control character U+001B (ESC)"),
+    (b"title: [Test, KB]\n", ":1:8: title: ", "must be text, not a list"),
+])
+def test_kb_yaml_with_bad_bytes_names_the_file_and_line(runner, tmp_path, text, where, message):
+    root = new_kb(tmp_path / "kb")
+    (root / "kb.yaml").write_bytes(text)
+    result = invoke(runner, "--kb", root, "stats")
+    _no_internal_error(result)
+    assert result.exit_code == 1
+    assert f"Error: {root / 'kb.yaml'}{where}" in result.output and message in result.output
+    assert "\x1b" not in result.output
+
+
+def test_an_unreadable_kb_yaml_is_a_clear_error(runner, tmp_path, monkeypatch):
+    root = new_kb(tmp_path / "kb")
+    make_unreadable(monkeypatch, root / "kb.yaml")
+    result = invoke(runner, "--kb", root, "validate")
+    _no_internal_error(result)
+    assert result.exit_code == 1
+    assert f"Error: {root / 'kb.yaml'}:1:1: cannot read file: Permission denied" in result.output
