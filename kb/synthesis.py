@@ -368,10 +368,15 @@ def _pool(rows: list[Row], measure: str, req: MetaRequest, loo: bool = True) -> 
         "studies": studies,
         "leave_one_out": _leave_one_out(rows, measure, req) if loo and len(rows) >= 3 else [],
         "egger": None,
+        "egger_note": None,
     }
     if len(rows) >= 10:
-        e = M.egger([r.yi for r in rows], [r.vi for r in rows])
-        out["egger"] = {"intercept": e.intercept, "se": e.se, "t": e.t, "df": e.df, "p": e.p}
+        try:
+            e = M.egger([r.yi for r in rows], [r.vi for r in rows])
+        except M.PoolingError as err:  # identical study data and the like: not testable, never a p-value
+            out["egger_note"] = str(err)
+        else:
+            out["egger"] = {"intercept": e.intercept, "se": e.se, "t": e.t, "df": e.df, "p": e.p}
     return out
 
 
@@ -483,6 +488,8 @@ def certainty(rows: list[Row], result: dict, measure: str, override=None, overri
                         "text": f"Egger's test p = {result['egger']['p']:.3f} (small-study effects)"})
     elif result["k"] < 10:
         reasons.append({"domain": "publication_bias", "change": 0, "text": "fewer than 10 studies: not testable"})
+    elif result.get("egger_note"):
+        reasons.append({"domain": "publication_bias", "change": 0, "text": f"Egger's test {result['egger_note']}"})
     score = LEVELS.index(start) + sum(r["change"] for r in reasons)
     suggested = LEVELS[max(0, score)]
     out = {"level": suggested, "suggested": suggested, "start": start, "reasons": reasons, "override": None,

@@ -331,6 +331,8 @@ def meta_text(result: dict, echo: Callable[[str], None], style: Callable[..., st
     if result["egger"]:
         e = result["egger"]
         echo(f"  Egger's test: intercept {e['intercept']:.2f}, t = {e['t']:.2f} on {e['df']} df, p = {_p(e['p'])}")
+    elif result.get("egger_note"):
+        echo(f"  Egger's test: {result['egger_note']}")
     if result["excluded"]:
         echo("")
         echo(style(f"  Left out ({len(result['excluded'])})", bold=True))

@@ -157,3 +157,59 @@ def test_an_unreadable_kb_yaml_is_a_clear_error(runner, tmp_path, monkeypatch):
     _no_internal_error(result)
     assert result.exit_code == 1
     assert f"Error: {root / 'kb.yaml'}:1:1: cannot read file: Permission denied" in result.output
+
+
+# -- 17. Egger's test on identical study data ---------------------------------------------------
+
+
+def clones(root: Path, n: int, source: str = "lii-2023") -> Path:
+    """A knowledge base of ``n`` copies of one bundled trial (identifiers dropped, so that none is a
+    duplicate of another): every study's data identical."""
+    import re
+
+    new_kb(root)
+    text = (ROOT / "studies" / f"{source}.yaml").read_text(encoding="utf-8")
+    text = re.sub(r"^(doi|pmid|pmcid): .*\n", "", text, flags=re.M)
+    text = re.sub(r"^(registrations|related):\n((- |  ).*\n)+", "", text, flags=re.M)
+    for i in range(n):
+        rid = f"{source}{chr(97 + i // 26)}{chr(97 + i % 26)}"
+        (root / "studies" / f"{rid}.yaml").write_text(re.sub(r"^id: .*$", f"id: {rid}", text, count=1, flags=re.M),
+                                                      encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize("n", [10, 40, 77])
+def test_egger_on_identical_study_data_is_not_testable_never_a_crash_or_a_downgrade(runner, tmp_path, n):
+    root = clones(tmp_path / "kb", n)
+    result = invoke(runner, "--kb", root, "meta", "--condition", "depression", "--outcome", "response",
+                    "--format", "json")
+    _no_internal_error(result)
+    assert result.exit_code == 0, result.output
+    analyses = [a for a in json.loads(result.output)["analyses"] if a["k"] == n]
+    assert analyses
+    for a in analyses:
+        assert a["egger"] is None and a["egger_note"].startswith("not testable")
+        bias = [r for r in a["certainty"]["reasons"] if r["domain"] == "publication_bias"]
+        assert [r["change"] for r in bias] == [0] and "not testable" in bias[0]["text"]
+    text = invoke(runner, "--kb", root, "meta", "--condition", "depression", "--outcome", "response").output
+    assert "Egger's test: not testable" in text and "p = 0.000" not in text
+    result = invoke(runner, "--kb", root, "build", "--no-search", "-o", root / "_site")
+    _no_internal_error(result)
+    assert result.exit_code == 0, result.output
+    page = (root / "_site" / "conditions" / "depression.html").read_text(encoding="utf-8")
+    assert "Egger&#39;s test not testable" in page
+
+
+@pytest.mark.parametrize("y, v, why", [
+    ([0.2] * 12, [0.04] * 12, "same standard error"),
+    ([0.2] * 12, [0.04 * (1 + 1e-13 * i) for i in range(12)], "same standard error"),
+    ([0.2] * 12, [0.01 * (i + 1) for i in range(12)], "exactly on a line"),
+    ([0.1 + 0.5 * (0.01 * (i + 1)) ** 0.5 for i in range(12)], [0.01 * (i + 1) for i in range(12)], "exactly on a line"),
+    ([0.2] * 11 + [float("nan")], [0.04] * 11 + [0.05], "no finite effect"),
+])
+def test_egger_refuses_a_regression_that_cannot_test(y, v, why):
+    from kb import metaanalysis as M
+
+    with pytest.raises(M.PoolingError, match="not testable") as e:
+        M.egger(y, v)
+    assert why in str(e.value)
