@@ -16,7 +16,14 @@ from kb.errors import KbError, NoKnowledgeBase
 
 
 class KbGroup(click.Group):
-    """Turns kb's domain errors into one clear message and its exit code."""
+    """Turns kb's domain errors into one clear message and its exit code; every choice of every
+    command is case-insensitive (`--measure RR`, `--format JSON`)."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        for param in cmd.params:  # click then passes on the choice as listed (rr), so kb/ sees one spelling
+            if isinstance(param.type, click.Choice):
+                param.type.case_sensitive = False
+        super().add_command(cmd, name)
 
     def invoke(self, ctx: click.Context):
         try:

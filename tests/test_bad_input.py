@@ -213,3 +213,31 @@ def test_egger_refuses_a_regression_that_cannot_test(y, v, why):
     with pytest.raises(M.PoolingError, match="not testable") as e:
         M.egger(y, v)
     assert why in str(e.value)
+
+
+# -- click choices are case-insensitive ---------------------------------------------------------
+
+
+def test_meta_measure_in_metafors_spelling_is_the_same_as_lower_case(runner, tmp_path):
+    root = new_kb(tmp_path / "kb", ("lii-2023", "su-2023", "hu-2016"))
+    args = ("--kb", root, "meta", "--condition", "depression", "--outcome", "response", "--format")
+    upper = invoke(runner, *args, "JSON", "--measure", "RR", "--method", "reml")
+    lower = invoke(runner, *args, "json", "--measure", "rr", "--method", "REML")
+    assert upper.exit_code == 0, upper.output
+    assert upper.output == lower.output
+    assert json.loads(upper.output)["analyses"][0]["measure"] == "rr"
+
+
+def test_every_choice_of_every_command_is_case_insensitive():
+    import click
+
+    from kbcli import cli
+
+    choices = [(name, p.name) for name, cmd in cli.commands.items() for p in cmd.params
+               if isinstance(p.type, click.Choice)]
+    assert len(choices) >= 10
+    for name, cmd in cli.commands.items():
+        for p in cmd.params:
+            if isinstance(p.type, click.Choice):
+                listed = p.type.choices[0]
+                assert p.type.convert(listed.swapcase(), p, None) == listed, (name, p.name)
