@@ -519,9 +519,12 @@ def serve(ctx: click.Context, out: Path | None, base_url: str | None, no_search:
 @click.option("--report", "report_fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="How to print the report.")
 @click.option("--verbose", "-v", is_flag=True, help="List every new record and duplicate (default: the first 20).")
+@click.option("--max-size", metavar="SIZE", default="512MB", show_default=True,
+              help="The most text one file may hold once un-gzipped (KB, MB, GB); a larger file stops the "
+                   "import, nothing written. Guards against gzip bombs; raise it for a genuinely huge export.")
 @click.pass_context
 def import_(ctx: click.Context, files: tuple[Path, ...], fmt, encoding, dry_run, update, all_or_nothing, report_fmt,
-            verbose) -> None:
+            verbose, max_size) -> None:
     """Import references from PubMed, MEDLINE, RIS, BibTeX or CSV exports as draft records.
 
     Each new reference becomes studies/<firstauthor-year>.yaml with status
@@ -558,8 +561,13 @@ def import_(ctx: click.Context, files: tuple[Path, ...], fmt, encoding, dry_run,
       kb import pubmed.xml --update
       kb import old-export.ris --encoding cp1252
     """
+    from kb.formats import parse_size
     from kb.importer import ImportFailed, import_files, text_report
 
+    try:
+        max_bytes = parse_size(max_size)
+    except ValueError as e:
+        raise click.BadParameter(f"{e}; write e.g. 512MB or 2GB", param_hint="--max-size") from None
     kb = _kb(ctx)
 
     def print_report(report) -> None:
@@ -572,7 +580,7 @@ def import_(ctx: click.Context, files: tuple[Path, ...], fmt, encoding, dry_run,
     try:
         with _progress("importing", phased=True) as update_bar:  # the bar is gone before the report prints
             report = import_files(kb, list(files), fmt=fmt, encoding=encoding, dry_run=dry_run, update=update,
-                                  all_or_nothing=all_or_nothing, progress=update_bar)
+                                  all_or_nothing=all_or_nothing, progress=update_bar, max_size=max_bytes)
     except ImportFailed as e:
         if e.report is not None:
             print_report(e.report)

@@ -241,3 +241,79 @@ def test_every_choice_of_every_command_is_case_insensitive():
             if isinstance(p.type, click.Choice):
                 listed = p.type.choices[0]
                 assert p.type.convert(listed.swapcase(), p, None) == listed, (name, p.name)
+
+
+# -- 9. a gzip bomb -----------------------------------------------------------------------------
+
+RIS_RECORD = ("TY  - JOUR\nTI  - Efficacy of intravenous ketamine for treatment of chronic posttraumatic stress "
+              "disorder: a randomized clinical trial\nAU  - Feder, A.\nPY  - 2014\nDO  - 10.1001/jamapsychiatry.2014.62\n"
+              "ER  - \n\n")
+
+
+def _bomb(path: Path, expands_to: int, newlines: bool = False) -> Path:
+    import gzip
+
+    with gzip.open(path, "wb", compresslevel=9) as fh:
+        fh.write(RIS_RECORD.encode())
+        block = (b"N1  - " + b"A" * 1000 + b"\n") * 1024 if newlines else b"A" * (1 << 20)
+        for _ in range(expands_to // len(block) + 1):
+            fh.write(block)
+    return path
+
+
+@pytest.mark.parametrize("newlines", [False, True])
+def test_a_gzip_bomb_stops_at_the_size_limit_with_a_clear_message_and_nothing_written(runner, tmp_path, newlines):
+    root = new_kb(tmp_path / "kb")
+    bomb = _bomb(tmp_path / "export.ris.gz", 8 << 20, newlines)
+    assert bomb.stat().st_size < 1 << 20
+    result = invoke(runner, "--kb", root, "import", bomb, "--max-size", "2MB")
+    _no_internal_error(result)
+    assert result.exit_code == 1
+    assert f"Error: {bomb} holds more than 2 MB once un-gzipped; nothing was imported" in result.output
+    assert "gzip bomb" in result.output and "--max-size 8MB" in result.output
+    assert list((root / "studies").iterdir()) == []
+    result = invoke(runner, "--kb", root, "import", bomb, "--max-size", "20MB", "--report", "json")
+    assert json.loads(result.output)["written"] is True
+    assert [p.name for p in (root / "studies").iterdir()] == ["feder-2014.yaml"]
+
+
+def test_the_size_limit_applies_to_plain_files_and_defaults_to_512_mb(runner, tmp_path):
+    from kb import formats
+    from kb.importer import import_files
+
+    import inspect
+
+    assert formats.MAX_SIZE == 512 << 20
+    assert inspect.signature(import_files).parameters["max_size"].default == formats.MAX_SIZE
+    root = new_kb(tmp_path / "kb")
+    plain = tmp_path / "export.ris"
+    plain.write_text(RIS_RECORD * 50, encoding="utf-8")
+    result = invoke(runner, "--kb", root, "import", plain, "--max-size", "1KB")
+    assert result.exit_code == 1 and f"{plain} holds more than 1 KB; nothing was imported" in result.output
+    assert "gzip" not in result.output
+    result = invoke(runner, "--kb", root, "import", plain, "--max-size", "a lot")
+    assert result.exit_code == 2 and "'a lot' is not a size" in result.output
+
+
+@pytest.mark.parametrize("text, size", [("512MB", 512 << 20), ("2GB", 2 << 30), ("2g", 2 << 30), ("1.5 kb", 1536),
+                                        ("100", 100), ("3MiB", 3 << 20)])
+def test_sizes_read_as_powers_of_1024(text, size):
+    from kb.formats import parse_size
+
+    assert parse_size(text) == size
+
+
+def test_a_record_the_ris_reader_cannot_read_always_says_why(tmp_path, monkeypatch):
+    from kb import formats
+    from kb.biblio import Failure
+    from kb.formats import ris
+
+    def out_of_memory(lines):
+        raise MemoryError()
+
+    monkeypatch.setattr(ris._PARSER, "parse_lines", out_of_memory)
+    path = tmp_path / "x.ris"
+    path.write_text(RIS_RECORD, encoding="utf-8")
+    (failure,) = list(formats.read(path))
+    assert isinstance(failure, Failure)
+    assert failure.reason == "rispy could not read the record: MemoryError"
