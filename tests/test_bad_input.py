@@ -317,3 +317,53 @@ def test_a_record_the_ris_reader_cannot_read_always_says_why(tmp_path, monkeypat
     (failure,) = list(formats.read(path))
     assert isinstance(failure, Failure)
     assert failure.reason == "rispy could not read the record: MemoryError"
+
+
+# -- 10. files kb writes honour the umask -------------------------------------------------------
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+@pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_files_written_by_import_new_and_export_honour_the_umask(runner, tmp_path, mask, expected):
+    root = new_kb(tmp_path / "kb")
+    ris = tmp_path / "export.ris"
+    ris.write_text(RIS_RECORD, encoding="utf-8")
+    old = os.umask(mask)
+    try:
+        assert invoke(runner, "--kb", root, "import", ris).exit_code == 0
+        assert invoke(runner, "--kb", root, "new", "--title", "A trial", "--author", "Smith J", "--year", "2020",
+                      "--design", "rct", "--condition", "depression",
+                      "--source", "https://pubmed.ncbi.nlm.nih.gov/24740528/").exit_code == 0
+        assert invoke(runner, "--kb", root, "export", "-o", tmp_path / "out.ris").exit_code == 0
+        assert invoke(runner, "--kb", root, "schema", "-o", tmp_path / "schema.json").exit_code == 0
+    finally:
+        os.umask(old)
+    written = [root / "studies" / "feder-2014.yaml", root / "studies" / "smith-2020.yaml", tmp_path / "out.ris",
+               tmp_path / "schema.json"]
+    assert {p.name: oct(_mode(p)) for p in written} == {p.name: oct(expected) for p in written}
+
+
+def test_a_replaced_file_keeps_its_permissions_and_nothing_is_overwritten(runner, tmp_path, umask_022):
+    root = new_kb(tmp_path / "kb")
+    out = tmp_path / "out.ris"
+    ris = tmp_path / "export.ris"
+    ris.write_text(RIS_RECORD, encoding="utf-8")
+    assert invoke(runner, "--kb", root, "import", ris).exit_code == 0
+    out.write_text("mine\n")
+    out.chmod(0o640)
+    result = invoke(runner, "--kb", root, "export", "-o", out)
+    assert result.exit_code == 1 and out.read_text() == "mine\n"
+    assert invoke(runner, "--kb", root, "export", "-o", out, "--force").exit_code == 0
+    assert out.read_text() != "mine\n" and _mode(out) == 0o640
