@@ -518,7 +518,7 @@ def serve(ctx: click.Context, out: Path | None, base_url: str | None, no_search:
               "that parsed and list the failures).")
 @click.option("--report", "report_fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="How to print the report.")
-@click.option("--verbose", "-v", is_flag=True, help="List every new record and duplicate (default: the first 20).")
+@click.option("--verbose", "-v", is_flag=True, help="List every new record, duplicate and failure (default: the first 20 of each).")
 @click.option("--max-size", metavar="SIZE", default="512MB", show_default=True,
               help="The most text one file may hold once un-gzipped (KB, MB, GB); a larger file stops the "
                    "import, nothing written. Guards against gzip bombs; raise it for a genuinely huge export.")

@@ -637,7 +637,7 @@ def text_report(report: ImportReport, verbose: bool = False, limit: int = 20) ->
 
     def more(items) -> None:
         if not verbose and len(items) > limit:
-            out.append(f"  ... and {len(items) - limit:,} more (--verbose lists them all)")
+            out.append(f"  ... and {len(items) - limit:,} more (--verbose lists them all; so does --report json)")
 
     if report.drafts:
         verb = "would write" if report.dry_run else "wrote"
@@ -670,10 +670,11 @@ def text_report(report: ImportReport, verbose: bool = False, limit: int = 20) ->
                    "duplicates of them cannot be detected: " + ", ".join(report.skipped_records[:5]))
     if report.failures:
         out.append(f"failures ({len(report.failures):,}):")
-        for f in report.failures:
+        for f in shown(report.failures):  # a junk file fails on every line: the first ones say what is wrong
             out.append(f"  {f.source}: {f.reason}")
             if f.hint:
                 out.append(f"    hint: {f.hint}")
+        more(report.failures)
     if report.dry_run:
         out.append("dry run: nothing was written")
     return out

@@ -367,3 +367,24 @@ def test_a_replaced_file_keeps_its_permissions_and_nothing_is_overwritten(runner
     assert result.exit_code == 1 and out.read_text() == "mine\n"
     assert invoke(runner, "--kb", root, "export", "-o", out, "--force").exit_code == 0
     assert out.read_text() != "mine\n" and _mode(out) == 0o640
+
+
+# -- a junk import lists the first failures, not every one ---------------------------------------
+
+
+def test_a_junk_import_lists_the_first_failures_and_json_lists_them_all(runner, tmp_path):
+    root = new_kb(tmp_path / "kb")
+    junk = tmp_path / "junk.ris"
+    junk.write_text("".join(f"TY  - JOUR\nTI  - Record {i} without a year\nER  - \n\n" for i in range(500)),
+                    encoding="utf-8")
+    result = invoke(runner, "--kb", root, "import", junk, "--dry-run")
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert "failures (500):" in lines
+    assert sum(": no publication year" in ln for ln in lines) == 20
+    assert "  ... and 480 more (--verbose lists them all; so does --report json)" in lines
+    assert len(lines) < 60
+    report = json.loads(invoke(runner, "--kb", root, "import", junk, "--dry-run", "--report", "json").output)
+    assert len(report["failed"]) == 500
+    verbose = invoke(runner, "--kb", root, "import", junk, "--dry-run", "--verbose").output
+    assert verbose.count(": no publication year") == 500
