@@ -13,6 +13,7 @@ import click
 from kb import __version__
 from kb.config import KnowledgeBase, open_kb
 from kb.errors import KbError, NoKnowledgeBase
+from kb.terminal import safe, safe_json
 
 
 class KbGroup(click.Group):
@@ -29,9 +30,9 @@ class KbGroup(click.Group):
         try:
             return super().invoke(ctx)
         except KbError as e:
-            click.echo(f"Error: {e.message}", err=True)
+            click.echo(safe(f"Error: {e.message}"), err=True)
             if e.hint:
-                click.echo(f"hint: {e.hint}", err=True)
+                click.echo(safe(f"hint: {e.hint}"), err=True)
             ctx.exit(e.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
             raise
@@ -41,8 +42,8 @@ class KbGroup(click.Group):
         except Exception as e:  # a bug in kb, not bad input: one line, and the trace on request
             if os.environ.get("KB_DEBUG"):
                 raise
-            click.echo(f"Error: internal error in kb ({type(e).__name__}: {e}); "
-                       "set KB_DEBUG=1 for the traceback and please report it", err=True)
+            click.echo(safe(f"Error: internal error in kb ({type(e).__name__}: {e}); "
+                            "set KB_DEBUG=1 for the traceback and please report it"), err=True)
             ctx.exit(1)
 
 
@@ -166,7 +167,7 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, fmt: str
         click.echo(json.dumps(report.as_dict(strict), indent=2))
     else:
         for p in report.problems:
-            click.echo(p.format())
+            click.echo(safe(p.format()))
         click.echo(report.summary(strict))
     ctx.exit(1 if report.failed(strict) else 0)
 
@@ -193,7 +194,7 @@ def index(ctx: click.Context, rebuild: bool, jobs: int | None) -> None:
     with _progress("indexing") as update:
         report = SearchIndex(kb).refresh(rebuild=rebuild, jobs=jobs, progress=update)
     for p in report.problems:
-        click.echo(p.format(), err=True)
+        click.echo(safe(p.format()), err=True)
     click.echo(report.summary())
     if report.problems:
         click.echo(f"{report.files_left_out} record file(s) with errors left out of the index; run `kb validate`", err=True)
@@ -244,7 +245,7 @@ def search(ctx: click.Context, query: tuple[str, ...], sort, match, limit, offse
     with _progress("updating the index") as update:
         result = run_search(kb, req, progress=update)
     for note in result.notices:
-        click.echo(f"note: {note}", err=True)
+        click.echo(safe(f"note: {note}"), err=True)
     _print_results(kb, result, fmt)
     if result.total == 0:
         ctx.exit(1)
@@ -354,7 +355,7 @@ def meta(ctx: click.Context, fmt: str, **opts) -> None:
     """
     kb, result = _analyse(ctx, opts, every=True)
     if fmt == "json":
-        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        click.echo(safe_json(json.dumps(result, indent=2, ensure_ascii=False)))
     else:
         from kb import terminal as render
 
@@ -450,11 +451,11 @@ def build(ctx: click.Context, out: Path | None, base_url: str | None, no_search:
     kb = _kb(ctx)
     report = _build(kb, out, base_url, jobs, not no_search, full, strict, include_drafts=include_drafts)
     for p in report.problems:
-        click.echo(p.format(), err=True)
+        click.echo(safe(p.format()), err=True)
     if report.problems:
         click.echo(f"{report.files_left_out} record file(s) with errors left out of the site; run `kb validate`", err=True)
     for n in report.notices:
-        click.echo(f"note: {n}", err=True)
+        click.echo(safe(f"note: {n}"), err=True)
     click.echo(report.summary())
 
 
@@ -490,10 +491,10 @@ def serve(ctx: click.Context, out: Path | None, base_url: str | None, no_search:
         fresh = open_kb(kb.root)  # kb.yaml may have changed too
         r = _build(fresh, out, base_url, jobs, not no_search, False, False, quiet=True)
         for p in r.problems:
-            click.echo(p.format(), err=True)
+            click.echo(safe(p.format()), err=True)
         return r.summary()
 
-    preview = Preview(kb, report.out, rebuild, host=host, port=port, on_event=click.echo)
+    preview = Preview(kb, report.out, rebuild, host=host, port=port, on_event=lambda text: click.echo(safe(text)))
     preview.start()
     click.echo(f"serving {report.out} at {preview.url} (Ctrl-C stops)")
     try:
@@ -572,10 +573,10 @@ def import_(ctx: click.Context, files: tuple[Path, ...], fmt, encoding, dry_run,
 
     def print_report(report) -> None:
         if report_fmt == "json":
-            click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False, default=str))
+            click.echo(safe_json(json.dumps(report.as_dict(), indent=2, ensure_ascii=False, default=str)))
         else:
             for line in text_report(report, verbose):
-                click.echo(line)
+                click.echo(safe(line))
 
     try:
         with _progress("importing", phased=True) as update_bar:  # the bar is gone before the report prints
@@ -635,7 +636,7 @@ def export(ctx: click.Context, query, fmt, output, force, **filters) -> None:
     req = _search_request(query, filters, sort="year", limit=10_000_000, facets=False) if selects else None
     studies, notices = select(kb, req)
     for note in notices:
-        click.echo(f"note: {note}", err=True)
+        click.echo(safe(f"note: {note}"), err=True)
     if not studies:
         raise NotFound("no records to export" + (" match the search" if req else ""),
                        hint="`kb search` with the same query shows what matches" if req else "`kb stats` shows the records")
@@ -654,7 +655,7 @@ def _print_results(kb: KnowledgeBase, result, fmt: str) -> None:
     from kb import terminal as render
 
     if fmt == "json":
-        click.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+        click.echo(safe_json(json.dumps(result.as_dict(), indent=2, ensure_ascii=False)))
     elif fmt == "ids":
         for h in result.hits:
             click.echo(h.id)
@@ -800,7 +801,7 @@ def new(ctx: click.Context, title, authors, year, design, conditions, sources, d
         return
     click.echo(f"wrote {result.path}")
     for w in result.warnings:
-        click.echo(f"{w.severity}: {w.field}: {w.message}", err=True)
+        click.echo(safe(f"{w.severity}: {w.field}: {w.message}"), err=True)
 
 
 @cli.command()

@@ -5,7 +5,10 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+import re
+
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PrefixLoader, StrictUndefined
+from markupsafe import Markup
 
 from .config import KnowledgeBase
 
@@ -16,6 +19,22 @@ def default_templates_dir() -> Path:
     if packaged.is_dir():
         return packaged
     return Path(__file__).resolve().parent.parent / "templates"
+
+
+# What HTML and XML may not hold: C0 controls but tab, newline and CR; DEL; the C1 controls. Autoescaping
+# leaves them alone, so a record's ESC or OSC would reach the page (and a terminal showing its source).
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_find_control = _CONTROLS.search
+
+
+def without_controls(value):
+    """Every ``{{ value }}`` of every template passes through here (the environment's ``finalize``):
+    control characters are dropped; markup stays markup. (About 150 ns a call, 100-200 calls a study
+    page: ~2% of a build.)"""
+    if isinstance(value, str) and _find_control(value) is not None:
+        cleaned = _CONTROLS.sub("", value)
+        return Markup(cleaned) if isinstance(value, Markup) else cleaned
+    return value
 
 
 def make_env(kb: KnowledgeBase | None = None) -> Environment:
@@ -30,5 +49,6 @@ def make_env(kb: KnowledgeBase | None = None) -> Environment:
         loaders.append(FileSystemLoader(str(kb.templates_dir)))
     loaders += [default, PrefixLoader({"default": default}, delimiter=":")]
     env = Environment(loader=ChoiceLoader(loaders), autoescape=True, undefined=StrictUndefined,
-                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, auto_reload=False)
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, auto_reload=False,
+                      finalize=without_controls)
     return env

@@ -388,3 +388,99 @@ def test_a_junk_import_lists_the_first_failures_and_json_lists_them_all(runner, 
     assert len(report["failed"]) == 500
     verbose = invoke(runner, "--kb", root, "import", junk, "--dry-run", "--verbose").output
     assert verbose.count(": no publication year") == 500
+
+
+# -- 7. terminal escape sequences in records and imports ---------------------------------------
+
+import re  # noqa: E402
+
+RAW_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # what no output of kb may hold raw
+# an OSC that retitles the terminal, one that clears the screen and colours, and a C1 CSI
+ESCAPES = r"\e]0;pwned\a\e[2J\e[31m"
+ESCAPED_TITLE = f'"{ESCAPES}Ketamine\\x9b31m for rapid reduction of suicidal ideation: a randomized controlled trial"'
+
+
+def _escaped_kb(root: Path) -> Path:
+    new_kb(root, ("murrough-2015", "murrough-2013", "price-2014", "grunebaum-2018"))
+    path = root / "studies" / "murrough-2015.yaml"
+    text = path.read_text(encoding="utf-8")
+    old = "title: 'Ketamine for rapid reduction of suicidal ideation: a randomized controlled trial'"
+    assert old in text
+    population = ("population: patients with mood and anxiety spectrum disorders and clinically significant suicidal "
+                  "ideation\n")
+    assert population in text
+    path.write_text(text.replace(old, f"title: {ESCAPED_TITLE}")
+                    .replace(population, 'population: "\\x1b]8;;https://evil.example\\x07patients\\x1b]8;;\\x07"\n'),
+                    encoding="utf-8")
+    return root
+
+
+def test_control_characters_in_a_record_are_never_printed_raw(runner, tmp_path):
+    root = _escaped_kb(tmp_path / "kb")
+    outputs = {}
+    for args in (("show", "murrough-2015"), ("show", "murrough-2015", "--format", "json"),
+                 ("show", "murrough-2015", "--format", "html"), ("show", "murrough-2015", "--format", "yaml"),
+                 ("search", "suicidal", "rapid"), ("search", "suicidal", "--format", "json"),
+                 ("search", "suicidal", "--format", "csv"), ("search", "suicidal", "--format", "ris"),
+                 ("search", "suicidal", "--format", "bibtex"), ("validate",),
+                 ("meta", "--condition", "suicidal-ideation", "--outcome", "si-severity"),
+                 *(("export", "--format", f) for f in ("ris", "bibtex", "csv", "csl-json", "json", "metapsy"))):
+        result = invoke(runner, "--kb", root, *args)
+        _no_internal_error(result)
+        assert not RAW_CONTROL.search(result.output), (args, RAW_CONTROL.search(result.output))
+        outputs[args] = result.output
+    text = outputs[("show", "murrough-2015")]
+    assert "\\x1b]0;pwned\\x07\\x1b[2J\\x1b[31mKetamine\\x9b31m for rapid" in text  # visible, not obeyed
+    shown = json.loads(invoke(runner, "--kb", root, "show", "murrough-2015", "--format", "json").output)
+    assert shown["title"].startswith("\x1b]0;pwned\x07\x1b[2J\x1b[31mKetamine\x9b31m")  # JSON keeps the value
+    assert "\\x1b]0;pwned" in outputs[("search", "suicidal", "rapid")]
+
+
+def test_validate_warns_about_control_characters_naming_the_field(runner, tmp_path):
+    root = _escaped_kb(tmp_path / "kb")
+    report = json.loads(invoke(runner, "--kb", root, "validate", "--format", "json").output)
+    found = [(p["file"], p["field"], p["severity"]) for p in report["problems"] if p["code"] == "control-characters"]
+    assert found == [("studies/murrough-2015.yaml", "title", "warning"),
+                     ("studies/murrough-2015.yaml", "population", "warning")]
+    text = invoke(runner, "--kb", root, "validate").output
+    assert "studies/murrough-2015.yaml:2:8: title: warning: control character U+001B (ESC) in the text" in text
+
+
+def test_pages_feed_and_downloads_hold_no_control_characters(runner, tmp_path):
+    root = _escaped_kb(tmp_path / "kb")
+    result = invoke(runner, "--kb", root, "build", "--no-search", "-o", root / "_site")
+    assert result.exit_code == 0, result.output
+    for f in (root / "_site").rglob("*"):
+        if f.is_file() and f.suffix in (".html", ".xml", ".json", ".csv", ".ris", ".bib", ".svg", ".txt"):
+            text = f.read_text(encoding="utf-8")
+            assert not RAW_CONTROL.search(text), (f, RAW_CONTROL.search(text))
+    page = (root / "_site" / "studies" / "murrough-2015.html").read_text(encoding="utf-8")
+    assert "]0;pwned[2J[31mKetamine31m for rapid" in page
+
+
+def test_the_jinja_finalize_drops_controls_and_keeps_markup():
+    from markupsafe import Markup
+
+    from kb.templating import make_env, without_controls
+
+    assert without_controls("a\x1bb\x9bc\td\ne") == "a" + "b" + "c\td\ne"
+    kept = without_controls(Markup("<b>\x07x</b>"))
+    assert isinstance(kept, Markup) and kept == Markup("<b>x</b>")
+    env = make_env()
+    assert env.from_string("{{ a }}|{{ b }}").render(a="<\x1b[31m>", b=Markup("<i>\x9b</i>")) == "&lt;[31m&gt;|<i></i>"
+
+
+def test_an_import_with_escape_sequences_writes_clean_drafts_and_a_clean_report(runner, tmp_path):
+    root = new_kb(tmp_path / "kb")
+    ris = tmp_path / "export.ris"
+    ris.write_text(RIS_RECORD.replace("TI  - Efficacy", "TI  - \x1b]0;pwned\x07\x1b[31mEfficacy")
+                   + "TI  - \x1b]2;stray\x07 a title outside any record\n", encoding="utf-8")
+    for fmt in ("text", "json"):
+        result = invoke(runner, "--kb", root, "import", ris, "--dry-run", "--report", fmt)
+        _no_internal_error(result)
+        assert not RAW_CONTROL.search(result.output), (fmt, result.output)
+    result = invoke(runner, "--kb", root, "import", ris)
+    assert "RIS fields outside any record: 'TI  - \\x1b]2;stray\\x07" in result.output
+    draft = (root / "studies" / "feder-2014.yaml").read_text(encoding="utf-8")
+    assert "title: ']0;pwned[31mEfficacy of intravenous ketamine" in draft
+    assert "\\e" not in draft and not RAW_CONTROL.search(draft)
