@@ -395,12 +395,13 @@ def forest(ctx: click.Context, output: Path | None, force: bool, **opts) -> None
     click.echo(f"wrote {output} ({result['k']} studies)", err=True)
 
 
-def _build(kb: KnowledgeBase, out, base_url, jobs, search, full, strict, quiet=False, include_drafts=False):
+def _build(kb: KnowledgeBase, out, base_url, jobs, search, full, strict, quiet=False, include_drafts=False,
+           safe_templates=False):
     from kb.site import build_site
 
     with _progress("building", phased=True, quiet=quiet) as update:
         return build_site(kb, out, base_url=base_url, jobs=jobs, search=search, full=full, strict=strict,
-                          include_drafts=include_drafts, progress=update)
+                          include_drafts=include_drafts, progress=update, safe_templates=safe_templates)
 
 
 def _site_options(f):
@@ -421,9 +422,11 @@ def _site_options(f):
 @click.option("--strict", is_flag=True, help="Fail (exit 1) if any record has errors, instead of leaving it out.")
 @click.option("--include-drafts", is_flag=True, help="Preview the drafts too: each draft's page carries a DRAFT "
               "banner and the lists mark it; drafts are still never pooled, downloaded or in the feed.")
+@click.option("--safe-templates", is_flag=True, help="Render in Jinja's sandbox: for building someone else's "
+              "repository (e.g. CI on pull requests), whose templates/ would otherwise run as code.")
 @click.pass_context
 def build(ctx: click.Context, out: Path | None, base_url: str | None, no_search: bool, jobs: int | None, full: bool,
-          strict: bool, include_drafts: bool) -> None:
+          strict: bool, include_drafts: bool, safe_templates: bool) -> None:
     """Build the static evidence site: a folder any static host can serve.
 
     Pages: home, one per condition (bottom line, summary of findings with
@@ -447,9 +450,11 @@ def build(ctx: click.Context, out: Path | None, base_url: str | None, no_search:
       kb build -o public --base-url https://evidence.example.org/
       kb build --no-search --full
       kb build --include-drafts -o _preview
+      kb build --safe-templates --no-search    # a pull request's knowledge base
     """
     kb = _kb(ctx)
-    report = _build(kb, out, base_url, jobs, not no_search, full, strict, include_drafts=include_drafts)
+    report = _build(kb, out, base_url, jobs, not no_search, full, strict, include_drafts=include_drafts,
+                    safe_templates=safe_templates)
     for p in report.problems:
         click.echo(safe(p.format()), err=True)
     if report.problems:

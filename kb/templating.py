@@ -37,18 +37,29 @@ def without_controls(value):
     return value
 
 
-def make_env(kb: KnowledgeBase | None = None) -> Environment:
+def make_env(kb: KnowledgeBase | None = None, sandboxed: bool = False) -> Environment:
     """Autoescaping environment; ``{% extends "default:base.html" %}`` reaches kb's own file.
 
     Each build makes its own environment, so templates are not checked for changes on every
     ``get_template`` (Jinja's default stats the file each time: 100k+ stats in a big build);
-    ``kb serve`` picks up template edits because each rebuild starts a new environment."""
+    ``kb serve`` picks up template edits because each rebuild starts a new environment.
+
+    A knowledge base's own templates/ are code: in a plain environment a template can reach Python
+    objects' internals and run anything the user can (as a theme can in MkDocs or Hugo).
+    ``sandboxed`` (kb build --safe-templates) renders with Jinja's ImmutableSandboxedEnvironment,
+    for building someone else's repository: unsafe attributes (``__class__``, ``mro`` ...) and
+    functions are refused, and nothing passed in can be changed."""
     default = FileSystemLoader(str(default_templates_dir()))
     loaders = []
     if kb is not None and kb.templates_dir.is_dir():
         loaders.append(FileSystemLoader(str(kb.templates_dir)))
     loaders += [default, PrefixLoader({"default": default}, delimiter=":")]
-    env = Environment(loader=ChoiceLoader(loaders), autoescape=True, undefined=StrictUndefined,
+    cls = Environment
+    if sandboxed:
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        cls = ImmutableSandboxedEnvironment
+    env = cls(loader=ChoiceLoader(loaders), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, auto_reload=False,
                       finalize=without_controls)
     return env

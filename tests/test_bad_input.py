@@ -484,3 +484,53 @@ def test_an_import_with_escape_sequences_writes_clean_drafts_and_a_clean_report(
     draft = (root / "studies" / "feder-2014.yaml").read_text(encoding="utf-8")
     assert "title: ']0;pwned[31mEfficacy of intravenous ketamine" in draft
     assert "\\e" not in draft and not RAW_CONTROL.search(draft)
+
+
+# -- kb build --safe-templates ------------------------------------------------------------------
+
+
+def _hostile_templates(root: Path, marker: Path) -> None:
+    """templates/404.html that, unsandboxed, reaches os through a Jinja global and makes ``marker``."""
+    (root / "templates").mkdir()
+    (root / "templates" / "404.html").write_text(
+        '{% extends "default:404.html" %}{% block main %}'
+        f"{{{{ cycler.__init__.__globals__.os.mkdir('{marker}') }}}}{{% endblock %}}", encoding="utf-8")
+
+
+def test_safe_templates_refuses_a_template_that_reaches_python(runner, tmp_path):
+    root = new_kb(tmp_path / "kb", ("murrough-2015", "lii-2023"))
+    marker = tmp_path / "ran"
+    _hostile_templates(root, marker)
+    result = invoke(runner, "--kb", root, "build", "--no-search", "--safe-templates", "-o", root / "_site")
+    _no_internal_error(result)
+    assert result.exit_code == 1 and not marker.exists()
+    assert "Error: --safe-templates: a template did what the sandbox refuses" in result.output
+    assert "unsafe" in result.output and str(root / "templates") in result.output
+    # what --safe-templates is for: without it, a knowledge base's templates run as code
+    result = invoke(runner, "--kb", root, "build", "--no-search", "-o", root / "_site")
+    assert result.exit_code == 0 and marker.is_dir()
+
+
+def test_safe_templates_builds_kbs_own_theme_byte_for_byte(runner, tmp_path):
+    root = new_kb(tmp_path / "kb", ("murrough-2015", "lii-2023", "su-2023", "parsaik-2015"))
+    assert invoke(runner, "--kb", root, "build", "--no-search", "-o", root / "plain").exit_code == 0
+    result = invoke(runner, "--kb", root, "build", "--no-search", "--safe-templates", "-o", root / "safe")
+    assert result.exit_code == 0, result.output
+    plain = {p.relative_to(root / "plain"): p.read_bytes() for p in (root / "plain").rglob("*") if p.is_file()}
+    safe = {p.relative_to(root / "safe"): p.read_bytes() for p in (root / "safe").rglob("*") if p.is_file()}
+    assert set(plain) == set(safe)
+    assert [p for p in plain if plain[p] != safe[p]] == [Path(".kb-build.json")]  # its build id names the mode
+    # a sandboxed build after a plain one into the same folder renders every page again
+    result = invoke(runner, "--kb", root, "build", "--no-search", "--safe-templates", "-o", root / "plain")
+    assert result.exit_code == 0 and "site up to date" not in result.output
+
+
+def test_a_template_that_does_not_render_is_a_clear_error(runner, tmp_path):
+    root = new_kb(tmp_path / "kb", ("murrough-2015",))
+    (root / "templates").mkdir()
+    (root / "templates" / "404.html").write_text('{% extends "default:404.html" %}{% block main %}'
+                                                 "{{ no_such_thing.title }}{% endblock %}", encoding="utf-8")
+    result = invoke(runner, "--kb", root, "build", "--no-search", "-o", root / "_site")
+    _no_internal_error(result)
+    assert result.exit_code == 1 and "Error: a template cannot be rendered:" in result.output
+    assert "no_such_thing" in result.output

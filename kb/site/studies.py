@@ -188,8 +188,10 @@ def vocab_order(vocab, category: str, terms: Iterable[str]) -> list[str]:
 _W: dict[str, Any] = {}
 
 
-def _worker_init(kb: KnowledgeBase, out: str, known_ids: dict, spool: str | None, drafts: bool = False) -> None:
-    _W.update(kb=kb, out=out, known=known_ids, spool=spool, drafts=drafts, env=make_env(kb), labels={})
+def _worker_init(kb: KnowledgeBase, out: str, known_ids: dict, spool: str | None, drafts: bool = False,
+                 sandboxed: bool = False) -> None:
+    _W.update(kb=kb, out=out, known=known_ids, spool=spool, drafts=drafts, env=make_env(kb, sandboxed=sandboxed),
+              labels={})
     _W["tpl"] = _W["env"].get_template("study.html")
 
 
@@ -299,9 +301,10 @@ def known_ids(stamps: dict, digests: dict, drafts: bool) -> dict[str, str]:
 
 
 def render_studies(kb, out: Path, todo: list[str], old_page_sha: dict, known_ids, spool, jobs, progress,
-                   drafts: bool = False) -> list[dict]:
+                   drafts: bool = False, sandboxed: bool = False) -> list[dict]:
     """Parse, check, render and write the study pages of the record files ``todo``, in batches: in this
-    process for a few, on all cores for many. Returns what the worker returns for each file."""
+    process for a few, on all cores for many (``sandboxed``: in Jinja's sandbox). Returns what the worker
+    returns for each file."""
     jobs = jobs or os.cpu_count() or 1
     size = 100 if len(todo) < 20_000 else 400
     batches = [(i, [(rel, old_page_sha.get(rel)) for rel in todo[j:j + size]])
@@ -310,7 +313,7 @@ def render_studies(kb, out: Path, todo: list[str], old_page_sha: dict, known_ids
     if progress:
         progress("studies", 0, len(todo))
     if jobs <= 1 or len(todo) < PARALLEL_THRESHOLD:
-        _worker_init(kb, str(out), known_ids, spool, drafts)
+        _worker_init(kb, str(out), known_ids, spool, drafts, sandboxed)
         for b in batches:
             results.extend(_process(b))
             if progress:
@@ -321,9 +324,9 @@ def render_studies(kb, out: Path, todo: list[str], old_page_sha: dict, known_ids
     # jobs - 1 forked workers take the first batches; this process works through the rest meanwhile
     # (a parent that only waited would still compete for a core while unpickling results)
     split = len(batches) * (jobs - 1) // jobs
-    with worker_pool(jobs - 1, initializer=_worker_init, initargs=(kb, str(out), known_ids, spool, drafts)) as pool:
+    with worker_pool(jobs - 1, initializer=_worker_init, initargs=(kb, str(out), known_ids, spool, drafts, sandboxed)) as pool:
         futures = [pool.submit(_process, b) for b in batches[:split]]
-        _worker_init(kb, str(out), known_ids, spool, drafts)
+        _worker_init(kb, str(out), known_ids, spool, drafts, sandboxed)
         mine: list[dict] = []
         for b in batches[split:]:
             mine.extend(_process(b))
