@@ -193,7 +193,10 @@ def heterogeneity(v: list[float], tau2: float, q: float, q_df: int, random: bool
         return (max(0.0, 100 * (q - q_df) / q) if q > 0 else 0.0), q / q_df
     w = [1 / vi for vi in v]
     sw = sum(w)
-    s2 = q_df * sw / (sw ** 2 - sum(wi * wi for wi in w))
+    spread = sw * sw - sum(wi * wi for wi in w)
+    if not spread > 0 or not math.isfinite(spread):  # one study carries all the weight: undefined
+        return None, None
+    s2 = q_df * sw / spread
     return 100 * tau2 / (tau2 + s2), (tau2 + s2) / s2
 
 

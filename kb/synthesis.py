@@ -251,6 +251,12 @@ def _sensitivity(rows: list[Row], measure: str, req: MetaRequest) -> list[dict]:
 # -- effect sizes -------------------------------------------------------------------
 
 
+MAX_EFFECT = 1e6
+"""Effects (log ratios, SMDs, differences in a scale's points) beyond this are not data but typos."""
+MIN_VARIANCE, MAX_VARIANCE = 1e-12, 1e12
+"""Sampling variances outside these make the weights' sums overflow or vanish: such a row is left out."""
+
+
 def _effects(rows: list[Row], req: MetaRequest) -> tuple[str, list[Row], list[Excluded]]:
     kinds = {r.kind for r in rows}
     measure = req.measure
@@ -311,6 +317,14 @@ def _effects(rows: list[Row], req: MetaRequest) -> tuple[str, list[Row], list[Ex
         except E.EffectError as e:
             excluded.append(Excluded(r.id, f"data cannot be used: {e}"))
             continue
+        except (ArithmeticError, ValueError):  # numbers the schema lets through (an SD of 1e300) but arithmetic cannot
+            excluded.append(Excluded(r.id, "data cannot be used: the numbers give an effect or a variance out of any "
+                                           "plausible range (overflow)"))
+            continue
+        if not (abs(r.yi) <= MAX_EFFECT and MIN_VARIANCE <= r.vi <= MAX_VARIANCE):  # NaN fails too
+            excluded.append(Excluded(r.id, "data cannot be used: the numbers give an effect or a variance out of any "
+                                           f"plausible range (yi {r.yi:.3g}, vi {r.vi:.3g})"))
+            continue
         kept.append(r)
     if req.method == "MH" and any(r.kind != "binary" for r in kept):
         raise BadRequest("Mantel-Haenszel pools events and totals only")
@@ -330,6 +344,8 @@ def _fit(rows: list[Row], measure: str, req: MetaRequest) -> M.Fit:
         return M.pool(y, v, req.method, knha=req.knha and len(rows) > 1, level=req.level)
     except M.PoolingError as e:
         raise SynthesisError(str(e)) from None
+    except ArithmeticError as e:  # a safety net: the range checks in _effects keep the sums finite
+        raise SynthesisError(f"the numbers cannot be pooled: {e}") from None
 
 
 def _natural(measure: str, x: float | None) -> float | None:

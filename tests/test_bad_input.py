@@ -534,3 +534,36 @@ def test_a_template_that_does_not_render_is_a_clear_error(runner, tmp_path):
     _no_internal_error(result)
     assert result.exit_code == 1 and "Error: a template cannot be rendered:" in result.output
     assert "no_such_thing" in result.output
+
+
+# -- found by tests/test_fuzz.py ----------------------------------------------------------------
+
+
+def test_numbers_beyond_any_plausible_range_are_left_out_of_pooling_with_a_reason(runner, tmp_path):
+    """An SD of 1e300 passes the schema (it is a positive number) but overflowed the SMD's arithmetic:
+    OverflowError, an internal error in kb meta and kb build. The row is left out, saying why."""
+    root = clones(tmp_path / "kb", 3)
+    path = root / "studies" / "lii-2023aa.yaml"
+    text = path.read_text(encoding="utf-8")
+    assert "{label: ketamine, mean: 12.7, sd: 7.6, n: 20}" in text
+    path.write_text(text.replace("{label: ketamine, mean: 12.7, sd: 7.6, n: 20}",
+                                 "{label: ketamine, mean: 12.7, sd: 1.0e+300, n: 20}"), encoding="utf-8")
+    assert invoke(runner, "--kb", root, "validate").exit_code == 0
+    result = invoke(runner, "--kb", root, "meta", "--condition", "depression", "--outcome", "symptom-change",
+                    "--format", "json")
+    _no_internal_error(result)
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)
+    rows = answer["analyses"] if "analyses" in answer else [answer]
+    left = [x for r in rows for x in r["excluded"] if x["id"] == "lii-2023aa"]
+    assert left and "out of any plausible range" in left[0]["reason"]
+    assert all(r["k"] == 2 for r in rows)
+    result = invoke(runner, "--kb", root, "build", "--no-search", "-o", root / "_site")
+    _no_internal_error(result)
+    assert result.exit_code == 0
+
+
+def test_heterogeneity_is_undefined_when_one_study_carries_all_the_weight():
+    from kb import metaanalysis as M
+
+    assert M.heterogeneity([1e-300, 1e300, 1e300], 0.5, 3.0, 2, random=True) == (None, None)
