@@ -567,3 +567,31 @@ def test_heterogeneity_is_undefined_when_one_study_carries_all_the_weight():
     from kb import metaanalysis as M
 
     assert M.heterogeneity([1e-300, 1e300, 1e300], 0.5, 3.0, 2, random=True) == (None, None)
+
+
+# -- held in the probe: XML entity bombs and external entities -----------------------------------
+
+_LAUGHS = "".join(f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10))
+_ARTICLE = ("<PubmedArticleSet><PubmedArticle><MedlineCitation><PMID>24740528</PMID><Article><ArticleTitle>{title}"
+            "</ArticleTitle><Journal><JournalIssue><PubDate><Year>2014</Year></PubDate></JournalIssue></Journal>"
+            "<AuthorList><Author><LastName>Feder</LastName><Initials>A</Initials></Author></AuthorList></Article>"
+            "</MedlineCitation></PubmedArticle></PubmedArticleSet>\n")
+
+
+def test_an_xml_entity_bomb_is_refused_and_an_external_entity_never_read(runner, tmp_path):
+    root = new_kb(tmp_path / "kb")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOPSECRET", encoding="utf-8")
+    bomb = tmp_path / "bomb.xml"
+    bomb.write_text(f'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY lol0 "lol">{_LAUGHS}]>'
+                    + _ARTICLE.format(title="A &lol9; trial"), encoding="utf-8")
+    result = invoke(runner, "--kb", root, "import", bomb, "--dry-run")
+    _no_internal_error(result)
+    assert result.exit_code == 1 and "amplification" in result.output and "lollol" not in result.output
+    xxe = tmp_path / "xxe.xml"
+    xxe.write_text(f'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY xxe SYSTEM "file://{secret}">]>'
+                   + _ARTICLE.format(title="Ketamine for PTSD &xxe;"), encoding="utf-8")
+    result = invoke(runner, "--kb", root, "import", xxe, "--report", "json")
+    _no_internal_error(result)
+    assert "TOPSECRET" not in result.output
+    assert "TOPSECRET" not in "".join(p.read_text(encoding="utf-8") for p in (root / "studies").iterdir())
