@@ -322,6 +322,15 @@ def _analyse(ctx: click.Context, opts: dict, every: bool = False) -> tuple:
     return kb, (answer_question if every else analyse)(kb, _meta_request(opts), data_file=data_file)
 
 
+def _note_files_left_out(result: dict) -> None:
+    """The record files kb meta or kb forest left out for their errors, on standard error (JSON has them)."""
+    left = result.get("files_left_out") or []
+    for f in left[:3]:
+        click.echo(safe(f"note: {f['file']}:{f['line']}: {f['message']} (left out)"), err=True)
+    if left:
+        click.echo(f"note: {len(left)} record file(s) with errors left out; run `kb validate`", err=True)
+
+
 @cli.command()
 @_meta_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
@@ -360,6 +369,7 @@ def meta(ctx: click.Context, fmt: str, **opts) -> None:
         from kb import terminal as render
 
         render.meta_answer_text(result, click.echo, click.style)
+        _note_files_left_out(result)
 
 
 @cli.command()
@@ -392,6 +402,7 @@ def forest(ctx: click.Context, output: Path | None, force: bool, **opts) -> None
         write_new(output, svg, overwrite=force)
     except RecordExists:
         raise RecordExists(f"{output} already exists; not overwriting it", hint="--force overwrites it") from None
+    _note_files_left_out(result)
     click.echo(f"wrote {output} ({result['k']} studies)", err=True)
 
 

@@ -104,7 +104,13 @@ def answer_question(kb, req: MetaRequest, data_file: Path | None = None) -> dict
     report = load_studies(kb)
     summaries = load_summaries(kb)
     rows, excluded = select(report.studies, req, kb.vocab)
-    return analyse_cells(rows, excluded, req, summaries.get(req.condition) if req.condition else None, kb.vocab)
+    answer = analyse_cells(rows, excluded, req, summaries.get(req.condition) if req.condition else None, kb.vocab)
+    first: dict[str, object] = {}  # each record file left out for its errors, with its first error
+    for p in report.problems:
+        if p.severity == "error":
+            first.setdefault(p.file, p)
+    answer["files_left_out"] = [{"file": p.file, "line": p.line, "message": p.message} for p in first.values()]
+    return answer
 
 
 def cells(rows: list[Row], protocol: Protocol) -> list[tuple[str | None, str | None]]:

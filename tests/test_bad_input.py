@@ -36,7 +36,7 @@ def _no_internal_error(result) -> None:
 
 
 def test_a_nul_byte_deep_in_a_record_is_reported_by_every_command_with_file_and_line(runner, tmp_path):
-    root = new_kb(tmp_path / "kb", ("singh-2016", "murrough-2013", "zarate-2006"))
+    root = new_kb(tmp_path / "kb", ("singh-2016", "murrough-2013", "hu-2016", "lii-2023"))
     path = root / "studies" / "singh-2016.yaml"
     raw = path.read_bytes()
     assert len(raw) > 9000
@@ -47,12 +47,16 @@ def test_a_nul_byte_deep_in_a_record_is_reported_by_every_command_with_file_and_
     for cmd in _commands(root):
         result = invoke(runner, "--kb", root, *cmd)
         _no_internal_error(result)
-        if cmd[0] in ("validate", "build"):
+        if cmd[0] in ("validate", "build", "search", "meta"):  # the file and line, and why
             assert where in result.output and "NUL byte" in result.output, (cmd, result.output)
-        elif cmd[0] == "stats":
-            assert "1 file(s) with errors left out" in result.output
+        else:  # counted, pointing to kb validate
+            assert "with errors left out" in result.output, (cmd, result.output)
     result = invoke(runner, "--kb", root, "validate")
     assert result.exit_code == 1
+    meta = json.loads(invoke(runner, "--kb", root, "meta", "--condition", "depression", "--outcome", "response",
+                             "--format", "json").stdout)
+    assert meta["files_left_out"] == [{"file": "studies/singh-2016.yaml", "line": line,
+                                       "message": "a NUL byte (binary zero) in the text; YAML text cannot hold it"}]
     result = invoke(runner, "--kb", root, "show", "singh-2016")
     assert result.exit_code == 1 and where in result.output and "NUL byte" in result.output
 
