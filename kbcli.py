@@ -13,18 +13,26 @@ import click
 from kb import __version__
 from kb.config import KnowledgeBase, open_kb
 from kb.errors import KbError, NoKnowledgeBase
+from kb.terminal import safe, safe_json
 
 
 class KbGroup(click.Group):
-    """Turns kb's domain errors into one clear message and its exit code."""
+    """Turns kb's domain errors into one clear message and its exit code; every choice of every
+    command is case-insensitive (`--measure RR`, `--format JSON`)."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        for param in cmd.params:  # click then passes on the choice as listed (rr), so kb/ sees one spelling
+            if isinstance(param.type, click.Choice):
+                param.type.case_sensitive = False
+        super().add_command(cmd, name)
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except KbError as e:
-            click.echo(f"Error: {e.message}", err=True)
+            click.echo(safe(f"Error: {e.message}"), err=True)
             if e.hint:
-                click.echo(f"hint: {e.hint}", err=True)
+                click.echo(safe(f"hint: {e.hint}"), err=True)
             ctx.exit(e.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
             raise
@@ -34,8 +42,8 @@ class KbGroup(click.Group):
         except Exception as e:  # a bug in kb, not bad input: one line, and the trace on request
             if os.environ.get("KB_DEBUG"):
                 raise
-            click.echo(f"Error: internal error in kb ({type(e).__name__}: {e}); "
-                       "set KB_DEBUG=1 for the traceback and please report it", err=True)
+            click.echo(safe(f"Error: internal error in kb ({type(e).__name__}: {e}); "
+                            "set KB_DEBUG=1 for the traceback and please report it"), err=True)
             ctx.exit(1)
 
 
@@ -161,7 +169,7 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, fmt: str
         click.echo(json.dumps(report.as_dict(strict), indent=2))
     else:
         for p in report.problems:
-            click.echo(p.format())
+            click.echo(safe(p.format()))
         click.echo(report.summary(strict))
     ctx.exit(1 if report.failed(strict) else 0)
 
@@ -188,7 +196,7 @@ def index(ctx: click.Context, rebuild: bool, jobs: int | None) -> None:
     with _progress("indexing") as update:
         report = SearchIndex(kb).refresh(rebuild=rebuild, jobs=jobs, progress=update)
     for p in report.problems:
-        click.echo(p.format(), err=True)
+        click.echo(safe(p.format()), err=True)
     click.echo(report.summary())
     if report.problems:
         click.echo(f"{report.files_left_out} record file(s) with errors left out of the index; run `kb validate`", err=True)
@@ -239,7 +247,7 @@ def search(ctx: click.Context, query: tuple[str, ...], sort, match, limit, offse
     with _progress("updating the index") as update:
         result = run_search(kb, req, progress=update)
     for note in result.notices:
-        click.echo(f"note: {note}", err=True)
+        click.echo(safe(f"note: {note}"), err=True)
     _print_results(kb, result, fmt)
     if result.total == 0:
         ctx.exit(1)
@@ -328,6 +336,15 @@ def _analyse(ctx: click.Context, opts: dict, every: bool = False) -> tuple:
     return kb, (answer_question if every else analyse)(kb, _meta_request(opts), data_file=data_file)
 
 
+def _note_files_left_out(result: dict) -> None:
+    """The record files kb meta or kb forest left out for their errors, on standard error (JSON has them)."""
+    left = result.get("files_left_out") or []
+    for f in left[:3]:
+        click.echo(safe(f"note: {f['file']}:{f['line']}: {f['message']} (left out)"), err=True)
+    if left:
+        click.echo(f"note: {len(left)} record file(s) with errors left out; run `kb validate`", err=True)
+
+
 @cli.command()
 @_meta_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
@@ -362,11 +379,12 @@ def meta(ctx: click.Context, fmt: str, **opts) -> None:
     """
     kb, result = _analyse(ctx, opts, every=True)
     if fmt == "json":
-        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        click.echo(safe_json(json.dumps(result, indent=2, ensure_ascii=False)))
     else:
         from kb import terminal as render
 
         render.meta_answer_text(result, click.echo, click.style, kb.vocab if kb is not None else None)
+        _note_files_left_out(result)
 
 
 @cli.command()
@@ -399,15 +417,17 @@ def forest(ctx: click.Context, output: Path | None, force: bool, **opts) -> None
         write_new(output, svg, overwrite=force)
     except RecordExists:
         raise RecordExists(f"{output} already exists; not overwriting it", hint="--force overwrites it") from None
+    _note_files_left_out(result)
     click.echo(f"wrote {output} ({result['k']} studies)", err=True)
 
 
-def _build(kb: KnowledgeBase, out, base_url, jobs, search, full, strict, quiet=False, include_drafts=False):
+def _build(kb: KnowledgeBase, out, base_url, jobs, search, full, strict, quiet=False, include_drafts=False,
+           safe_templates=False):
     from kb.site import build_site
 
     with _progress("building", phased=True, quiet=quiet) as update:
         return build_site(kb, out, base_url=base_url, jobs=jobs, search=search, full=full, strict=strict,
-                          include_drafts=include_drafts, progress=update)
+                          include_drafts=include_drafts, progress=update, safe_templates=safe_templates)
 
 
 def _site_options(f):
@@ -428,9 +448,11 @@ def _site_options(f):
 @click.option("--strict", is_flag=True, help="Fail (exit 1) if any record has errors, instead of leaving it out.")
 @click.option("--include-drafts", is_flag=True, help="Preview the drafts too: each draft's page carries a DRAFT "
               "banner and the lists mark it; drafts are still never pooled, downloaded or in the feed.")
+@click.option("--safe-templates", is_flag=True, help="Render in Jinja's sandbox: for building someone else's "
+              "repository (e.g. CI on pull requests), whose templates/ would otherwise run as code.")
 @click.pass_context
 def build(ctx: click.Context, out: Path | None, base_url: str | None, no_search: bool, jobs: int | None, full: bool,
-          strict: bool, include_drafts: bool) -> None:
+          strict: bool, include_drafts: bool, safe_templates: bool) -> None:
     """Build the static evidence site: a folder any static host can serve.
 
     Pages: home, one per condition (bottom line, summary of findings with
@@ -454,15 +476,17 @@ def build(ctx: click.Context, out: Path | None, base_url: str | None, no_search:
       kb build -o public --base-url https://evidence.example.org/
       kb build --no-search --full
       kb build --include-drafts -o _preview
+      kb build --safe-templates --no-search    # a pull request's knowledge base
     """
     kb = _kb(ctx)
-    report = _build(kb, out, base_url, jobs, not no_search, full, strict, include_drafts=include_drafts)
+    report = _build(kb, out, base_url, jobs, not no_search, full, strict, include_drafts=include_drafts,
+                    safe_templates=safe_templates)
     for p in report.problems:
-        click.echo(p.format(), err=True)
+        click.echo(safe(p.format()), err=True)
     if report.problems:
         click.echo(f"{report.files_left_out} record file(s) with errors left out of the site; run `kb validate`", err=True)
     for n in report.notices:
-        click.echo(f"note: {n}", err=True)
+        click.echo(safe(f"note: {n}"), err=True)
     click.echo(report.summary())
 
 
@@ -576,10 +600,10 @@ def serve(ctx: click.Context, out: Path | None, base_url: str | None, no_search:
         fresh = open_kb(kb.root)  # kb.yaml may have changed too
         r = _build(fresh, out, base_url, jobs, not no_search, False, False, quiet=True)
         for p in r.problems:
-            click.echo(p.format(), err=True)
+            click.echo(safe(p.format()), err=True)
         return r.summary()
 
-    preview = Preview(kb, report.out, rebuild, host=host, port=port, on_event=click.echo)
+    preview = Preview(kb, report.out, rebuild, host=host, port=port, on_event=lambda text: click.echo(safe(text)))
     preview.start()
     click.echo(f"serving {report.out} at {preview.url} (Ctrl-C stops)")
     try:
@@ -604,10 +628,13 @@ def serve(ctx: click.Context, out: Path | None, base_url: str | None, no_search:
               "that parsed and list the failures).")
 @click.option("--report", "report_fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="How to print the report.")
-@click.option("--verbose", "-v", is_flag=True, help="List every new record and duplicate (default: the first 20).")
+@click.option("--verbose", "-v", is_flag=True, help="List every new record, duplicate and failure (default: the first 20 of each).")
+@click.option("--max-size", metavar="SIZE", default="512MB", show_default=True,
+              help="The most text one file may hold once un-gzipped (KB, MB, GB); a larger file stops the "
+                   "import, nothing written. Guards against gzip bombs; raise it for a genuinely huge export.")
 @click.pass_context
 def import_(ctx: click.Context, files: tuple[Path, ...], fmt, encoding, dry_run, update, all_or_nothing, report_fmt,
-            verbose) -> None:
+            verbose, max_size) -> None:
     """Import references from PubMed, MEDLINE, RIS, BibTeX or CSV exports as draft records.
 
     Each new reference becomes studies/<firstauthor-year>.yaml with status
@@ -644,21 +671,26 @@ def import_(ctx: click.Context, files: tuple[Path, ...], fmt, encoding, dry_run,
       kb import pubmed.xml --update
       kb import old-export.ris --encoding cp1252
     """
+    from kb.formats import parse_size
     from kb.importer import ImportFailed, import_files, text_report
 
+    try:
+        max_bytes = parse_size(max_size)
+    except ValueError as e:
+        raise click.BadParameter(f"{e}; write e.g. 512MB or 2GB", param_hint="--max-size") from None
     kb = _kb(ctx)
 
     def print_report(report) -> None:
         if report_fmt == "json":
-            click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False, default=str))
+            click.echo(safe_json(json.dumps(report.as_dict(), indent=2, ensure_ascii=False, default=str)))
         else:
             for line in text_report(report, verbose):
-                click.echo(line)
+                click.echo(safe(line))
 
     try:
         with _progress("importing", phased=True) as update_bar:  # the bar is gone before the report prints
             report = import_files(kb, list(files), fmt=fmt, encoding=encoding, dry_run=dry_run, update=update,
-                                  all_or_nothing=all_or_nothing, progress=update_bar)
+                                  all_or_nothing=all_or_nothing, progress=update_bar, max_size=max_bytes)
     except ImportFailed as e:
         if e.report is not None:
             print_report(e.report)
@@ -713,7 +745,7 @@ def export(ctx: click.Context, query, fmt, output, force, **filters) -> None:
     req = _search_request(query, filters, sort="year", limit=10_000_000, facets=False) if selects else None
     studies, notices = select(kb, req)
     for note in notices:
-        click.echo(f"note: {note}", err=True)
+        click.echo(safe(f"note: {note}"), err=True)
     if not studies:
         raise NotFound("no records to export" + (" match the search" if req else ""),
                        hint="`kb search` with the same query shows what matches" if req else "`kb stats` shows the records")
@@ -732,7 +764,7 @@ def _print_results(kb: KnowledgeBase, result, fmt: str) -> None:
     from kb import terminal as render
 
     if fmt == "json":
-        click.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+        click.echo(safe_json(json.dumps(result.as_dict(), indent=2, ensure_ascii=False)))
     elif fmt == "ids":
         for h in result.hits:
             click.echo(h.id)
@@ -878,7 +910,7 @@ def new(ctx: click.Context, title, authors, year, design, conditions, sources, d
         return
     click.echo(f"wrote {result.path}")
     for w in result.warnings:
-        click.echo(f"{w.severity}: {w.field}: {w.message}", err=True)
+        click.echo(safe(f"{w.severity}: {w.field}: {w.message}"), err=True)
 
 
 @cli.command()

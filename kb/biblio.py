@@ -79,15 +79,17 @@ class ParseError(Exception):
 
 # -- text ---------------------------------------------------------------------------
 
+_CONTROLS = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f]")  # C0 but the whitespace ones, DEL, C1 but NEL
 _SPACE = re.compile(r"\s+")
 _TAGS = re.compile(r"</?(?:i|b|u|em|strong|sup|sub|p|br|span|sc|inf)\b[^>]*>", re.I)
 
 
 def clean(text: str | None) -> str | None:
-    """Whitespace collapsed, inline HTML tags (<i>, <sup> ...) dropped; None when empty."""
+    """Whitespace collapsed, inline HTML tags (<i>, <sup> ...) and control characters (ESC, OSC ...:
+    a terminal would obey them) dropped; None when empty."""
     if text is None:
         return None
-    text = _TAGS.sub("", str(text))
+    text = _CONTROLS.sub("", _TAGS.sub("", str(text)))
     text = _SPACE.sub(" ", text).strip()
     return text or None
 

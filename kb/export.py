@@ -18,6 +18,7 @@ from typing import Iterable
 
 from .citations import bibtex_key, to_bibtex, to_ris
 from .records import Study, split_author, split_suffix, surname
+from .terminal import safe_json, without_controls
 
 FORMATS = ("json", "csv", "bibtex", "ris")
 FILE_NAMES = {"json": "studies.json", "csv": "studies.csv", "bibtex": "studies.bib", "ris": "studies.ris"}
@@ -71,13 +72,15 @@ def _csv_line(cells: Iterable[str]) -> str:
 
 
 def fragments(s: Study) -> dict[str, str]:
-    """The study in every download format, one fragment each (no trailing newline, no blank line)."""
+    """The study in every download format, one fragment each (no trailing newline, no blank line).
+    A record's control characters (ESC, OSC ...) are dropped from the text formats and escaped in JSON:
+    an export shown in a terminal obeys none of them."""
     return {
         # pydantic's own serializer: every field that has a value, in schema order, id first
-        "json": s.model_dump_json(exclude_none=True),
-        "csv": _csv_line(csv_row(s).values()),
-        "bibtex": to_bibtex([s]).rstrip("\n"),
-        "ris": to_ris([s]).rstrip("\n"),
+        "json": safe_json(s.model_dump_json(exclude_none=True)),
+        "csv": without_controls(_csv_line(csv_row(s).values())),
+        "bibtex": without_controls(to_bibtex([s]).rstrip("\n")),
+        "ris": without_controls(to_ris([s]).rstrip("\n")),
     }
 
 
@@ -132,9 +135,9 @@ def export_text(studies: Iterable[Study], fmt: str, keep_order: bool = False) ->
     ``keep_order`` (kb search lists its hits by rank)."""
     studies = list(studies) if keep_order else sorted(studies, key=lambda s: s.id)
     if fmt == "csl-json":
-        return json.dumps([csl_item(s) for s in studies], indent=2, ensure_ascii=False) + "\n"
+        return safe_json(json.dumps([csl_item(s) for s in studies], indent=2, ensure_ascii=False)) + "\n"
     if fmt == "metapsy":
-        return metapsy_csv(studies)
+        return without_controls(metapsy_csv(studies))
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt}")
     return assemble(fmt, (fragments(s)[fmt] for s in studies))

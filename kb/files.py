@@ -75,6 +75,21 @@ class gc_paused:
             gc.enable()
 
 
+def umask() -> int:
+    """The process's umask, read without changing it (Linux: /proc/self/status; elsewhere it is set
+    and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: Path, mode: str = "wb", *, fsync: bool = False, overwrite: bool = True,
                  exclusive: bool = False, encoding: str | None = None, newline: str | None = None) -> Iterator[IO]:
@@ -89,7 +104,8 @@ def atomic_write(path: Path, mode: str = "wb", *, fsync: bool = False, overwrite
     - ``overwrite=False``: never replace an existing file; the temporary file is linked into place
       (atomic create-if-absent) and :class:`FileExistsError` is raised if ``path`` exists.
     - ``exclusive``: make the temporary file with :func:`tempfile.mkstemp` (a random name no other
-      writer can take, and mkstemp's owner-only permissions, which the file then keeps).
+      writer can take). mkstemp makes it owner-only; it is given the permissions a plain ``open``
+      would (0666 less the umask: 0644 under umask 022), or those of the file it replaces.
     """
     path = Path(path)
     if exclusive:
@@ -97,6 +113,16 @@ def atomic_write(path: Path, mode: str = "wb", *, fsync: bool = False, overwrite
 
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         tmp = Path(name)
+        try:
+            perm = os.stat(path).st_mode & 0o7777 if overwrite else None
+        except OSError:
+            perm = None
+        try:
+            os.fchmod(fd, 0o666 & ~umask() if perm is None else perm)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
     else:
         fd, tmp = None, path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

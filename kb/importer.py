@@ -48,6 +48,10 @@ DESIGNS = (
 FORMAT_NAMES = {"pubmed-xml": "PubMed XML", "medline": "MEDLINE", "ris": "RIS", "bibtex": "BibTeX", "csv": "CSV"}
 
 
+class ImportTooLarge(KbError):
+    """An import file holds more than the size limit once un-gzipped (kb import --max-size)."""
+
+
 class ImportFailed(KbError):
     """--all-or-nothing: some records failed, so nothing was written. Carries the report."""
 
@@ -420,8 +424,9 @@ def fields_to_fill(existing: dict, ref: Reference) -> dict[str, Any]:
 def import_files(kb: KnowledgeBase, paths: list[Path], *, fmt: str | None = None, encoding: str | None = None,
                  dry_run: bool = False, update: bool = False, all_or_nothing: bool = False,
                  today: _dt.date | None = None, progress: Callable[[str, int, int], None] | None = None,
-                 fsync: bool = True) -> ImportReport:
-    """Import ``paths`` into ``kb``; see the module docstring. ``progress(phase, done, total)``."""
+                 fsync: bool = True, max_size: int = formats.MAX_SIZE) -> ImportReport:
+    """Import ``paths`` into ``kb``; see the module docstring. ``progress(phase, done, total)``.
+    A file holding more than ``max_size`` bytes (once un-gzipped) stops the import: nothing is written."""
     today = today or _dt.date.today()
     if fmt and fmt not in formats.FORMATS:
         raise BadRequest(f"unknown format '{fmt}'", hint="formats: " + ", ".join(formats.FORMATS))
@@ -469,7 +474,7 @@ def import_files(kb: KnowledgeBase, paths: list[Path], *, fmt: str | None = None
         report.files.append(fr)
         label = path.name
         try:
-            for item in formats.read(path, file_fmt, encoding, byte_tick):
+            for item in formats.read(path, file_fmt, encoding, byte_tick, max_size=max_size):
                 if isinstance(item, Failure):
                     fr.failed += 1
                     if item.number is not None:
@@ -514,6 +519,13 @@ def import_files(kb: KnowledgeBase, paths: list[Path], *, fmt: str | None = None
         except ParseError as e:  # a parser found the whole file unreadable
             fr.error = e.message
             report.failures.append(FailedRecord(str(path), e.message, e.hint))
+        except formats.TooLarge as e:  # a gzip bomb, or an export far beyond any search's: nothing is written
+            raise ImportTooLarge(
+                f"{path} holds {e}; nothing was imported",
+                hint=("a gzip file that expands this much is more likely a 'gzip bomb' than an export; "
+                      if e.gzipped else "")
+                + f"if the file is genuine, raise the limit with --max-size (e.g. --max-size "
+                  f"{formats.format_size(e.limit * 4).replace(' ', '')})") from None
 
     if update:
         _plan_updates(report, pending_fills)
@@ -625,7 +637,7 @@ def text_report(report: ImportReport, verbose: bool = False, limit: int = 20) ->
 
     def more(items) -> None:
         if not verbose and len(items) > limit:
-            out.append(f"  ... and {len(items) - limit:,} more (--verbose lists them all)")
+            out.append(f"  ... and {len(items) - limit:,} more (--verbose lists them all; so does --report json)")
 
     if report.drafts:
         verb = "would write" if report.dry_run else "wrote"
@@ -658,10 +670,11 @@ def text_report(report: ImportReport, verbose: bool = False, limit: int = 20) ->
                    "duplicates of them cannot be detected: " + ", ".join(report.skipped_records[:5]))
     if report.failures:
         out.append(f"failures ({len(report.failures):,}):")
-        for f in report.failures:
+        for f in shown(report.failures):  # a junk file fails on every line: the first ones say what is wrong
             out.append(f"  {f.source}: {f.reason}")
             if f.hint:
                 out.append(f"    hint: {f.hint}")
+        more(report.failures)
     if report.dry_run:
         out.append("dry run: nothing was written")
     return out

@@ -377,7 +377,7 @@ _PROGRESS = None  # a shared counter for worker processes (set before forking)
 def _index_files(storage_dir: str, indexname: str, studies: str, relpaths: list[str], root: str, vocab,
                  create: bool, lock_timeout: float = 5.0) -> tuple[dict, list[Problem], Counter]:
     """Parse, validate and add ``relpaths`` to one shard. Runs in a worker process or inline."""
-    from .validate import check_file
+    from .validate import check_file, unreadable_problem
 
     manifest: dict[str, FileState] = {}
     problems: list[Problem] = []
@@ -391,8 +391,19 @@ def _index_files(storage_dir: str, indexname: str, studies: str, relpaths: list[
             try:
                 st = path.stat()
                 sha = sha1(path)
-            except OSError:
+            except FileNotFoundError:
                 continue  # deleted meanwhile: the next refresh notices
+            except OSError as e:  # there, but unreadable (permissions): left out and listed, never silently
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue
+                problems.append(unreadable_problem(display, e))
+                # an impossible mtime and no hash: every refresh tries it again, and notices when it can be read
+                manifest[rel] = FileState(st.st_size, -1, "", ok=False)
+                if not create:
+                    writer.delete(rel)
+                continue
             res = check_file(path, vocab, display)
             errors = [p for p in res.problems if p.severity == "error"]
             manifest[rel] = FileState(st.st_size, st.st_mtime_ns, sha, ok=not errors and res.study is not None)
@@ -466,7 +477,10 @@ class SearchIndex:
             if known is None:
                 ch.added.append(rel)
             elif (known[0], known[1]) != stamp:
-                sha = sha1(self.kb.studies_dir / rel)
+                try:
+                    sha = sha1(self.kb.studies_dir / rel)
+                except OSError:  # unreadable now: indexed again, to be left out with its problem
+                    sha = None
                 if sha != known[2]:
                     ch.changed.append(rel)
                 else:

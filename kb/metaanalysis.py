@@ -193,7 +193,10 @@ def heterogeneity(v: list[float], tau2: float, q: float, q_df: int, random: bool
         return (max(0.0, 100 * (q - q_df) / q) if q > 0 else 0.0), q / q_df
     w = [1 / vi for vi in v]
     sw = sum(w)
-    s2 = q_df * sw / (sw ** 2 - sum(wi * wi for wi in w))
+    spread = sw * sw - sum(wi * wi for wi in w)
+    if not spread > 0 or not math.isfinite(spread):  # one study carries all the weight: undefined
+        return None, None
+    s2 = q_df * sw / spread
     return 100 * tau2 / (tau2 + s2), (tau2 + s2) / s2
 
 
@@ -264,24 +267,49 @@ class Egger:
     p: float
 
 
+EGGER_MAX_CONDITION = 1e10
+"""Above this condition number the regression's design is singular in all but rounding: not testable."""
+
+
 def egger(y: list[float], v: list[float]) -> Egger:
     """Egger's regression test: weighted least squares of the effect on its SE (weights 1/v), with the
-    residual variance estimated; the coefficient of the SE is tested with t on k - 2 df."""
+    residual variance estimated; the coefficient of the SE is tested with t on k - 2 df.
+
+    Raises PoolingError ("not testable: ...") when the regression cannot test anything: every study
+    with the same standard error (the design is singular: identical study data give this), or effects
+    that lie exactly on a line of their standard errors (no residual variation, so any t would be
+    rounding noise or infinite). Neither may ever read as a p-value."""
     k = len(y)
     if k < 3:
         raise PoolingError("Egger's test needs at least 3 studies")
     import numpy as np
 
     yv, vv = np.asarray(y, float), np.asarray(v, float)
-    X = np.column_stack([np.ones(k), np.sqrt(vv)])
+    if not (np.all(np.isfinite(yv)) and np.all(np.isfinite(vv)) and np.all(vv > 0)):
+        raise PoolingError("not testable: a study has no finite effect or positive variance")
+    sei = np.sqrt(vv)
+    if float(np.ptp(sei)) <= 1e-9 * float(np.max(sei)):
+        raise PoolingError("not testable: every study has the same standard error (identical study data?), "
+                           "so there is no small-study trend to test")
+    X = np.column_stack([np.ones(k), sei])
     W = 1 / vv
     xtwx = X.T @ (X * W[:, None])
+    if not np.isfinite(np.linalg.cond(xtwx)) or np.linalg.cond(xtwx) > EGGER_MAX_CONDITION:
+        raise PoolingError("not testable: the studies' standard errors barely differ (singular regression)")
     beta = np.linalg.solve(xtwx, X.T @ (W * yv))
     resid = yv - X @ beta
-    s2 = float(np.sum(W * resid ** 2) / (k - 2))
+    ss = float(np.sum(W * resid ** 2))
+    spread = float(np.sum(W * (yv - np.sum(W * yv) / np.sum(W)) ** 2))
+    if ss <= 1e-20 * max(spread, float(np.sum(W * yv ** 2)), 1e-300):
+        raise PoolingError("not testable: the effects lie exactly on a line of their standard errors "
+                           "(identical effects?), leaving no residual variation to test against")
+    s2 = ss / (k - 2)
     cov = s2 * np.linalg.inv(xtwx)
-    se = math.sqrt(cov[1, 1])
-    t = float(beta[1] / se) if se > 0 else math.inf
+    var = float(cov[1, 1])
+    if not math.isfinite(var) or var <= 0:  # pragma: no cover - excluded by the checks above
+        raise PoolingError("not testable: the regression's variance is not positive")
+    se = math.sqrt(var)
+    t = float(beta[1] / se)
     return Egger(intercept=float(beta[1]), se=se, t=t, df=k - 2, p=float(2 * _dist().t.sf(abs(t), k - 2)))
 
 

@@ -501,6 +501,8 @@ def search(kb: KnowledgeBase, req: SearchRequest, *, refresh: bool = True,
 def _apply_refresh(idx: SearchIndex, check, notices: list[str], progress) -> None:
     try:
         report = idx.refresh(progress=progress, lock_timeout=0.5, checked=check)
+        for p in report.problems[:3]:  # the reasons, as this refresh found them (kb validate lists them all)
+            notices.append(f"left out of the index: {p.format()}")
         if report.rebuilt:
             notices.append(f"index {'built' if report.reason == 'no index yet' else 'rebuilt'} "
                            f"({report.reason}): {report.records} records")

@@ -111,7 +111,13 @@ def answer_question(kb, req: MetaRequest, data_file: Path | None = None) -> dict
     req.included = included_map((s.id, r.relation, r.id) for s in report.studies for r in s.related)
     rows, excluded = select(report.studies, req, kb.vocab)
     excluded = describe_reviews(rows, excluded, req.included)
-    return analyse_cells(rows, excluded, req, summaries.get(req.condition) if req.condition else None, kb.vocab)
+    answer = analyse_cells(rows, excluded, req, summaries.get(req.condition) if req.condition else None, kb.vocab)
+    first: dict[str, object] = {}  # each record file left out for its errors, with its first error
+    for p in report.problems:
+        if p.severity == "error":
+            first.setdefault(p.file, p)
+    answer["files_left_out"] = [{"file": p.file, "line": p.line, "message": p.message} for p in first.values()]
+    return answer
 
 
 def cells(rows: list[Row], protocol: Protocol) -> list[tuple[str | None, str | None]]:
@@ -273,6 +279,12 @@ def _sensitivity(rows: list[Row], measure: str, req: MetaRequest) -> list[dict]:
 # -- effect sizes -------------------------------------------------------------------
 
 
+MAX_EFFECT = 1e6
+"""Effects (log ratios, SMDs, differences in a scale's points) beyond this are not data but typos."""
+MIN_VARIANCE, MAX_VARIANCE = 1e-12, 1e12
+"""Sampling variances outside these make the weights' sums overflow or vanish: such a row is left out."""
+
+
 def _effects(rows: list[Row], req: MetaRequest) -> tuple[str, list[Row], list[Excluded]]:
     kinds = {r.kind for r in rows}
     measure = req.measure
@@ -333,6 +345,14 @@ def _effects(rows: list[Row], req: MetaRequest) -> tuple[str, list[Row], list[Ex
         except E.EffectError as e:
             excluded.append(Excluded(r.id, f"data cannot be used: {e}"))
             continue
+        except (ArithmeticError, ValueError):  # numbers the schema lets through (an SD of 1e300) but arithmetic cannot
+            excluded.append(Excluded(r.id, "data cannot be used: the numbers give an effect or a variance out of any "
+                                           "plausible range (overflow)"))
+            continue
+        if not (abs(r.yi) <= MAX_EFFECT and MIN_VARIANCE <= r.vi <= MAX_VARIANCE):  # NaN fails too
+            excluded.append(Excluded(r.id, "data cannot be used: the numbers give an effect or a variance out of any "
+                                           f"plausible range (yi {r.yi:.3g}, vi {r.vi:.3g})"))
+            continue
         kept.append(r)
     if req.method == "MH" and any(r.kind != "binary" for r in kept):
         raise BadRequest("Mantel-Haenszel pools events and totals only")
@@ -352,6 +372,8 @@ def _fit(rows: list[Row], measure: str, req: MetaRequest) -> M.Fit:
         return M.pool(y, v, req.method, knha=req.knha and len(rows) > 1, level=req.level)
     except M.PoolingError as e:
         raise SynthesisError(str(e)) from None
+    except ArithmeticError as e:  # a safety net: the range checks in _effects keep the sums finite
+        raise SynthesisError(f"the numbers cannot be pooled: {e}") from None
 
 
 def _natural(measure: str, x: float | None) -> float | None:
@@ -390,10 +412,15 @@ def _pool(rows: list[Row], measure: str, req: MetaRequest, loo: bool = True) -> 
         "studies": studies,
         "leave_one_out": _leave_one_out(rows, measure, req) if loo and len(rows) >= 3 else [],
         "egger": None,
+        "egger_note": None,
     }
     if len(rows) >= 10:
-        e = M.egger([r.yi for r in rows], [r.vi for r in rows])
-        out["egger"] = {"intercept": e.intercept, "se": e.se, "t": e.t, "df": e.df, "p": e.p}
+        try:
+            e = M.egger([r.yi for r in rows], [r.vi for r in rows])
+        except M.PoolingError as err:  # identical study data and the like: not testable, never a p-value
+            out["egger_note"] = str(err)
+        else:
+            out["egger"] = {"intercept": e.intercept, "se": e.se, "t": e.t, "df": e.df, "p": e.p}
     return out
 
 
@@ -505,6 +532,8 @@ def certainty(rows: list[Row], result: dict, measure: str, override=None, overri
                         "text": f"Egger's test p = {result['egger']['p']:.3f} (small-study effects)"})
     elif result["k"] < 10:
         reasons.append({"domain": "publication_bias", "change": 0, "text": "fewer than 10 studies: not testable"})
+    elif result.get("egger_note"):
+        reasons.append({"domain": "publication_bias", "change": 0, "text": f"Egger's test {result['egger_note']}"})
     score = LEVELS.index(start) + sum(r["change"] for r in reasons)
     suggested = LEVELS[max(0, score)]
     out = {"level": suggested, "suggested": suggested, "start": start, "reasons": reasons, "override": None,

@@ -18,6 +18,46 @@ if TYPE_CHECKING:
 
 FORMATS = ("text", "yaml", "json", "html")
 
+# -- control characters ---------------------------------------------------------------------
+# A record or an import can hold ESC, OSC, CSI and the other C0/C1 controls (YAML's "\e" escape, a
+# copied terminal line): printed raw they can retitle the window, hide text or rewrite what the
+# terminal shows. Everything kb prints passes through one of these.
+
+CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+"""C0 controls but tab and newline, DEL, and the C1 controls (U+0080-U+009F, CSI and OSC among them)."""
+
+
+def safe(text: str) -> str:
+    """``text`` for a terminal: each control character shown as ``\\x1b`` (visible, never obeyed);
+    tab and newline kept."""
+    if not CONTROLS.search(text):
+        return text
+    return CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def safe_json(text: str) -> str:
+    """JSON text with DEL and the C1 controls escaped as ``\\u009b`` (json.dumps escapes the C0 ones
+    only): the same JSON value, with nothing a terminal would obey."""
+    return re.sub("[\x7f-\x9f]", lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def without_controls(text: str) -> str:
+    """``text`` with the control characters of :data:`CONTROLS` dropped (for files: exports, downloads)."""
+    return CONTROLS.sub("", text) if CONTROLS.search(text) else text
+
+
+def safe_data(value):
+    """``value`` (dicts, lists, strings) with :func:`safe` applied to every string in it."""
+    if isinstance(value, str):
+        return safe(value)
+    if isinstance(value, dict):
+        return {k: safe_data(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [safe_data(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(safe_data(v) for v in value)
+    return value
+
 
 def _wrap(label: str, text: str, width: int = 88) -> str:
     body = textwrap.fill(text, width=width, initial_indent=" " * 2, subsequent_indent=" " * 2)
@@ -123,15 +163,15 @@ def show(kb: KnowledgeBase, study: Study, fmt: str = "text") -> str:
     from . import yamlio
     from .records import record_data
 
-    if fmt == "yaml":
+    if fmt == "yaml":  # PyYAML writes control characters as escapes ("\e")
         return yamlio.dump(record_data(study))
     if fmt == "json":
-        return json.dumps(study.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+        return safe_json(json.dumps(study.model_dump(mode="json"), indent=2, ensure_ascii=False)) + "\n"
     if fmt == "html":
         from .site.studies import study_page
 
-        return study_page(kb, study)
-    return as_text(kb, study)
+        return safe(study_page(kb, study))
+    return safe(as_text(kb, study))
 
 
 # -- search results ------------------------------------------------------------------------
@@ -159,11 +199,12 @@ def results_table(result, echo, style, vocab, width: int = 100) -> None:
     """The results page for a terminal: ranked hits with snippets, then the facet counts.
 
     ``echo`` and ``style`` are click.echo and click.style (colour is dropped when not a terminal).
+    Every text from a record is made :func:`safe` before it is styled.
     """
     shown = f"{result.offset + 1}-{result.offset + len(result.hits)} of " if result.hits else ""
     head = f"{shown}{result.total} result{'s' * (result.total != 1)}"
     if result.query:
-        head += f' for "{result.query}"'
+        head += f' for "{safe(result.query)}"'
     echo(style(head, bold=True) + style(f"  (sorted by {result.sort}; {result.seconds * 1000:.0f} ms)", dim=True))
     for rank, h in enumerate(result.hits, result.offset + 1):
         bits = [vocab.label("design", h.design)]
@@ -178,28 +219,29 @@ def results_table(result, echo, style, vocab, width: int = 100) -> None:
         if h.draft:
             flag += "  " + style(" DRAFT: imported, not extracted ", fg="black", bg="yellow", bold=True)
         echo("")
-        echo(style(f"{rank:>2}. {h.id}", bold=True) + "  " + style(" · ".join(bits), fg="cyan") + flag)
-        echo(_wrapped(h.title or "(title not verified)", width=width))
+        echo(style(f"{rank:>2}. {safe(h.id)}", bold=True) + "  " + style(safe(" · ".join(bits)), fg="cyan") + flag)
+        echo(_wrapped(safe(h.title or "(title not verified)"), width=width))
         if h.snippet:
-            # wrap the plain text first, then emphasise the marked words
-            plain = _MARKED.sub(lambda m: "\x00" + m.group(1) + "\x01", h.snippet)
-            wrapped = _wrapped("… " + html.unescape(plain) + " …", width=width)
-            echo(re.sub("\x00(.*?)\x01", lambda m: style(m.group(1), bold=True, reverse=True), wrapped, flags=re.S)
-                 .replace("\x00", "").replace("\x01", ""))
+            # wrap the plain text first, then emphasise the marked words (two private-use characters mark
+            # them, so that the record's own control characters can be made visible in between)
+            plain = safe(html.unescape(_MARKED.sub(lambda m: "\ue000" + m.group(1) + "\ue001", h.snippet)))
+            wrapped = _wrapped("… " + plain + " …", width=width)
+            echo(re.sub("\ue000(.*?)\ue001", lambda m: style(m.group(1), bold=True, reverse=True), wrapped, flags=re.S)
+                 .replace("\ue000", "").replace("\ue001", ""))
         if h.key_finding:
-            echo(_wrapped("Key finding: " + h.key_finding, width=width))
+            echo(_wrapped(safe("Key finding: " + h.key_finding), width=width))
         if h.conditions or h.outcomes:
             extra = ", ".join(h.conditions) + (" | outcomes: " + ", ".join(h.outcomes) if h.outcomes else "")
-            echo(style(_wrapped(extra, width=width), dim=True))
+            echo(style(_wrapped(safe(extra), width=width), dim=True))
     if result.facets and result.total:
         echo("")
         for name, counts in result.facets.items():
             if counts:
-                items = "  ".join(f"{v} {style(str(c), bold=True)}" for v, c in counts.items())
+                items = "  ".join(f"{safe(str(v))} {style(str(c), bold=True)}" for v, c in counts.items())
                 echo(style(f"{name:>9}", fg="magenta") + "  " + items)
     if result.suggestions:
         echo("")
-        echo(style("did you mean: ", fg="yellow") + " ".join(result.suggestions))
+        echo(style("did you mean: ", fg="yellow") + safe(" ".join(result.suggestions)))
     if result.total == 0:
         echo(style("No study matched.", fg="yellow") + " Try fewer words, --match any, or drop a filter.")
 
@@ -212,7 +254,7 @@ def results_csv(result) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["id", "score", "title", "year", "design", "n", "conditions", "outcomes", "retracted", "doi", "pmid"])
     for h in result.hits:
-        w.writerow([h.id, "" if h.score is None else h.score, h.title or "", h.year, h.design,
+        w.writerow([h.id, "" if h.score is None else h.score, safe(h.title or ""), h.year, h.design,
                     "" if h.n is None else h.n, ";".join(h.conditions), ";".join(h.outcomes),
                     "yes" if h.retracted else "", h.doi or "", h.pmid or ""])
     return buf.getvalue()
@@ -220,7 +262,8 @@ def results_csv(result) -> str:
 
 def meta_answer_text(answer: dict, echo: Callable[[str], None], style: Callable[..., str], vocab=None) -> None:
     """`kb meta`'s output: one analysis in full, or a Summary of Findings table (one analysis per time
-    window and comparator class) followed by each analysis in full."""
+    window and comparator class) followed by each analysis in full. Every text in it is made :func:`safe`."""
+    answer = safe_data(answer)
     if "analyses" not in answer:
         meta_text(answer, echo, style, vocab)
         return
@@ -340,6 +383,8 @@ def meta_text(result: dict, echo: Callable[[str], None], style: Callable[..., st
     if result["egger"]:
         e = result["egger"]
         echo(f"  Egger's test: intercept {e['intercept']:.2f}, t = {e['t']:.2f} on {e['df']} df, p = {_p(e['p'])}")
+    elif result.get("egger_note"):
+        echo(f"  Egger's test: {result['egger_note']}")
     if result["excluded"]:
         echo("")
         echo(style(f"  Left out ({len(result['excluded'])})", bold=True))
@@ -364,10 +409,10 @@ def stats_tables(kb: KnowledgeBase, result: Stats) -> None:
     console = Console(width=100)
     invalid = result.invalid_files
     if result.scope == "drafts":
-        console.print(f"[bold]{escape(kb.title)}[/bold]: {result.studies} draft records in {kb.studies_dir} "
+        console.print(f"[bold]{escape(safe(kb.title))}[/bold]: {result.studies} draft records in {kb.studies_dir} "
                       "(imported or scaffolded, not yet extracted; not counted as evidence)")
     else:
-        console.print(f"[bold]{kb.title}[/bold]: {result.studies} studies in {kb.studies_dir}")
+        console.print(f"[bold]{escape(safe(kb.title))}[/bold]: {result.studies} studies in {kb.studies_dir}")
         if result.drafts:
             console.print(f"{result.drafts} draft {'record' if result.drafts == 1 else 'records'} not counted; "
                           "`kb stats --drafts` lists them")
@@ -390,7 +435,7 @@ def stats_tables(kb: KnowledgeBase, result: Stats) -> None:
         t.add_column("label")
         t.add_column("studies", justify="right")
         for term, label, n in rows:
-            t.add_row(term, label if label != term else "", str(n))
+            t.add_row(escape(safe(str(term))), escape(safe(label)) if label != term else "", str(n))
         console.print(t)
     if result.listing:
         t = Table(title="drafts", title_justify="left", show_edge=False, pad_edge=False)
@@ -400,7 +445,7 @@ def stats_tables(kb: KnowledgeBase, result: Stats) -> None:
         t.add_column("title", no_wrap=True, overflow="ellipsis", max_width=48)
         t.add_column("conditions", no_wrap=True, overflow="ellipsis", max_width=20)
         for d in result.listing:
-            t.add_row(d["id"], str(d["year"]), escape(d["title"] or ""), ", ".join(d["conditions"]))
+            t.add_row(d["id"], str(d["year"]), escape(safe(d["title"] or "")), escape(safe(", ".join(d["conditions"]))))
         console.print(t)
 
 

@@ -369,6 +369,42 @@ def record_checks(study: Study, path: Path, add: Callable[..., None]) -> None:
     evidence_checks(study, add)
 
 
+def unreadable_problem(display: str, e: OSError) -> Problem:
+    """The error of a record file that exists but cannot be read: the file is left out, and says why."""
+    p = yamlio.unreadable(e)
+    return Problem(display, p.line, p.column, p.field, p.message, "error", p.hint, p.code)
+
+
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # kb.terminal.CONTROLS: C0 but tab and newline, DEL, C1
+
+
+def control_problems(data: Any, loaded: yamlio.Loaded, display: str) -> list[Problem]:
+    """A warning for each text field holding a control character (ESC, OSC, BEL ...: YAML's "\\e" and
+    "\\x9b" escapes make them): kb shows them as \\x1b in a terminal and drops them from pages and
+    exports, but a record should not hold them."""
+    out: list[Problem] = []
+    if "\\" not in loaded.text and "\x85" not in loaded.text:
+        return out  # the reader refuses raw controls (but NEL): only a double-quoted escape makes one
+    stack: list[tuple[Any, tuple]] = [(data, ())]
+    while stack:
+        value, loc = stack.pop()
+        if isinstance(value, str):
+            m = _CONTROLS.search(value)
+            if m:
+                line, col = yamlio.locate(loaded.node, loc)
+                out.append(Problem(display, line, col, yamlio.format_loc(loc),
+                                   f"control character {yamlio.char_name(m.group())} in the text; terminals would "
+                                   "obey it (kb shows it as \\x" + f"{ord(m.group()):02x}" + " and drops it from pages)",
+                                   "warning", "remove it: it usually comes from copying out of a terminal, a PDF or "
+                                   "a word processor", "control-characters"))
+        elif isinstance(value, dict):
+            stack.extend((v, (*loc, k)) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, (*loc, i)) for i, v in enumerate(value))
+    out.sort(key=lambda p: (p.line, p.column))
+    return out
+
+
 def check_file(path: Path, vocab: Vocabulary, display: str | None = None, raw: bytes | None = None) -> FileResult:
     """Every problem of one record file (checks across files are separate); ``raw``: its bytes, if read."""
     display = display or str(path)
@@ -381,6 +417,7 @@ def check_file(path: Path, vocab: Vocabulary, display: str | None = None, raw: b
     data = loaded.data
     rid = data.get("id")
     res.record_id = rid if isinstance(rid, str) else path.stem
+    res.problems.extend(control_problems(data, loaded, display))
     def add(loc: tuple, message: str, severity: Severity = "error", hint: str | None = None,
             code: str = "record") -> None:
         line, col = yamlio.locate(loaded.node, loc)

@@ -10,6 +10,7 @@ line and column.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -122,13 +123,19 @@ def _byte_position(raw: bytes, offset: int) -> tuple[int, int]:
     return line, col
 
 
+def unreadable(e: OSError) -> YamlProblem:
+    """The problem of a file that exists but cannot be read (permissions, an I/O error)."""
+    return YamlProblem("unreadable", f"cannot read file: {e.strerror or e}",
+                       hint=_UNREADABLE_HINT.get(type(e), "check that the file can be read"))
+
+
 def read_text(path: Path, raw: bytes | None = None) -> str:
     """A record file's text, refusing oversized and non-UTF-8 files (``raw``: its bytes, if read)."""
     if raw is None:
         try:
             size = path.stat().st_size
         except OSError as e:
-            raise YamlProblem("unreadable", f"cannot read file: {e.strerror}") from None
+            raise unreadable(e) from None
     else:
         size = len(raw)
     if size > MAX_BYTES:
@@ -138,9 +145,17 @@ def read_text(path: Path, raw: bytes | None = None) -> str:
             hint="a study record is a few kB: move full texts or data tables out of the record",
         )
     if raw is None:
-        raw = path.read_bytes()
-    if b"\x00" in raw[:8192]:
-        raise YamlProblem("encoding", "binary file, not YAML text", hint="records are UTF-8 YAML text files")
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise unreadable(e) from None
+    nul = raw.find(b"\x00")  # the whole file: a NUL deep inside is as fatal to the YAML reader as one in the first line
+    if nul >= 0:
+        if nul < 8192:  # within the first block, as a file type check would look: not a text file at all
+            raise YamlProblem("encoding", "binary file, not YAML text", hint="records are UTF-8 YAML text files")
+        line, col = _byte_position(raw, nul)
+        raise YamlProblem("encoding", "a NUL byte (binary zero) in the text; YAML text cannot hold it", line, col,
+                          hint="remove it: it often comes from a broken copy, a crashed editor or a corrupt disk")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -152,6 +167,38 @@ def read_text(path: Path, raw: bytes | None = None) -> str:
             col,
             hint="save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
         ) from None
+
+
+_UNREADABLE_HINT = {
+    PermissionError: "the file's permissions do not let kb read it: `chmod a+r FILE`, or ask its owner",
+    IsADirectoryError: "this is a folder named like a record file; rename it",
+}
+
+# what the YAML reader refuses: C0 controls but tab, newline and CR; DEL; C1 controls but NEL; U+FFFE/U+FFFF
+_NON_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_CONTROL_NAMES = {0x00: "NUL", 0x07: "BEL", 0x08: "BS", 0x0b: "VT", 0x0c: "FF", 0x1b: "ESC", 0x7f: "DEL",
+                  0x9b: "CSI", 0x9d: "OSC"}
+
+
+def char_name(ch: str) -> str:
+    """'U+001B (ESC)': a character as a message names it."""
+    name = _CONTROL_NAMES.get(ord(ch))
+    return f"U+{ord(ch):04X}" + (f" ({name})" if name else "")
+
+
+def _reader_problem(text: str, e: yaml.YAMLError) -> YamlProblem:
+    """The YAML reader's refusal of a character (libyaml reports byte offsets, PyYAML characters: the
+    offending character is found in the text itself)."""
+    m = _NON_PRINTABLE.search(text)
+    if m is None:  # pragma: no cover - the reader refused something the pattern allows
+        return YamlProblem("encoding", f"YAML cannot read the text: {getattr(e, 'reason', e)}")
+    at = m.start()
+    line = text.count("\n", 0, at) + 1
+    col = at - (text.rfind("\n", 0, at) + 1) + 1
+    return YamlProblem("encoding", f"control character {char_name(m.group())} in the text; "
+                       "YAML text cannot hold it", line, col,
+                       hint="remove it: control characters come from copying out of a terminal, a PDF or a word "
+                            "processor, and can hide text or rewrite what a terminal shows")
 
 
 def _mark(node: yaml.Node | None) -> tuple[int, int]:
@@ -379,6 +426,10 @@ def parse(text: str) -> Loaded:
                 problem = "more than one YAML document (---) in a record file"
             raise YamlProblem("syntax", f"YAML syntax error: {problem}", line, col,
                               hint=_syntax_hint(problem)) from None
+        except yaml.YAMLError as e:  # the reader's refusal of a character (ReaderError), or any other
+            if isinstance(e, yaml.reader.ReaderError) or _NON_PRINTABLE.search(text):
+                raise _reader_problem(text, e) from None
+            raise YamlProblem("syntax", f"YAML error: {e}") from None
         if node is None:
             raise YamlProblem("empty", "file is empty", hint="start from `kb new` to get a valid record")
         try:

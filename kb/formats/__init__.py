@@ -29,6 +29,54 @@ FORMATS: dict[str, tuple[str, str]] = {
     "csv": ("csvfile", "CSV: Embase, Scopus, or any file with a title column (see kb import --help)"),
 }
 DETECT_BYTES = 64 * 1024
+MAX_SIZE = 512 * 1024 * 1024
+"""The most bytes of text an import file may hold once un-gzipped (kb import --max-size raises it): a
+gzip bomb (a few MB that expand to gigabytes) stops here instead of filling the memory."""
+
+
+class TooLarge(Exception):
+    """An import file holds more than the size limit (once un-gzipped)."""
+
+    def __init__(self, size: int, limit: int, gzipped: bool):
+        super().__init__(f"more than {format_size(limit)}" + (" once un-gzipped" if gzipped else ""))
+        self.size, self.limit, self.gzipped = size, limit, gzipped
+
+
+def format_size(n: int) -> str:
+    """1536 -> '1.5 KB', 536870912 -> '512 MB' (powers of 1024, as --max-size reads them)."""
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{n} bytes"
+
+
+def parse_size(text: str) -> int:
+    """'512MB', '2GB', '2g', '1500 MB' or a number of bytes -> bytes (KB, MB, GB are powers of 1024).
+    Raises ValueError."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", text or "", re.I)
+    if not m:
+        raise ValueError(f"'{text}' is not a size")
+    n = float(m.group(1)) * (1 << (10 * "_kmgt".index(m.group(2).lower() or "_")))
+    if n < 1:
+        raise ValueError(f"'{text}' is not a size")
+    return int(n)
+
+
+class Limited(io.RawIOBase):
+    """A binary stream that raises TooLarge once more than ``limit`` bytes have come through it."""
+
+    def __init__(self, raw: BinaryIO, limit: int, gzipped: bool):
+        self.raw, self.limit, self.gzipped, self.seen = raw, limit, gzipped, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        n = self.raw.readinto(b) or 0
+        self.seen += n
+        if self.seen > self.limit:
+            raise TooLarge(self.seen, self.limit, self.gzipped)
+        return n
 
 
 class CountingReader(io.RawIOBase):
@@ -141,18 +189,23 @@ def parser(fmt: str):
 
 
 def read(path: Path, fmt: str | None = None, encoding: str | None = None,
-         progress: Callable[[int], None] | None = None) -> Iterator[Reference | Failure]:
+         progress: Callable[[int], None] | None = None, max_size: int = MAX_SIZE) -> Iterator[Reference | Failure]:
     """Every record of ``path``: references, and failures for records that could not be read.
-    ``progress`` is called with the number of bytes (on disk) read since the last call."""
+    ``progress`` is called with the number of bytes (on disk) read since the last call. Raises
+    TooLarge when the file holds more than ``max_size`` bytes (once un-gzipped)."""
     fmt = fmt or detect(path)
     module = parser(fmt)
+    size = path.stat().st_size
+    if size > max_size:
+        raise TooLarge(size, max_size, False)
     raw = open(path, "rb")
     counted = CountingReader(raw, progress)  # counts bytes on disk, also for .gz files
     buffered = io.BufferedReader(counted, 1 << 16)
     try:
         stream: BinaryIO = buffered  # type: ignore[assignment]
         if buffered.peek(2)[:2] == b"\x1f\x8b":
-            stream = gzip.GzipFile(fileobj=buffered)  # type: ignore[assignment]
+            stream = io.BufferedReader(Limited(gzip.GzipFile(fileobj=buffered), max_size, True),  # type: ignore[assignment]
+                                       1 << 16)
         for item in module.parse(stream, encoding):
             if isinstance(item, Reference):
                 failed = bad_text(item, encoding)
@@ -166,4 +219,4 @@ def read(path: Path, fmt: str | None = None, encoding: str | None = None,
         raw.close()
 
 
-__all__ = ["FORMATS", "CountingReader", "text_stream", "bad_text", "sniff", "detect", "parser", "read"]
+__all__ = ["FORMATS", "MAX_SIZE", "TooLarge", "format_size", "parse_size", "CountingReader", "text_stream", "bad_text", "sniff", "detect", "parser", "read"]

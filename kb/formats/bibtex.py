@@ -81,9 +81,9 @@ def parse(fh: BinaryIO, encoding: str | None) -> Iterator[Reference | Failure]:
             kind = _ENTRY_START.match(chunk)
             if kind and kind.group(1).lower() not in _NOT_RECORDS:
                 number += 1
-                yield Failure(number, f"the entry could not be read: {e}", line=first_line)
+                yield Failure(number, f"the entry could not be read: {str(e) or type(e).__name__}", line=first_line)
             else:
-                yield Failure(None, f"the block could not be read: {e}", line=first_line)
+                yield Failure(None, f"the block could not be read: {str(e) or type(e).__name__}", line=first_line)
             continue
         blocks = parsed.blocks
         for i, block in enumerate(blocks):

@@ -110,7 +110,7 @@ def _reference(number: int, line: int, lines: list[str], warnings: list[str]) ->
     try:
         parsed = _PARSER.parse_lines(iter(lines))
     except Exception as e:  # rispy should not raise, but one bad record must not stop the file
-        return Failure(number, f"rispy could not read the record: {e}", line=line,
+        return Failure(number, f"rispy could not read the record: {str(e) or type(e).__name__}", line=line,
                        hint="check the record's tags in a text editor")
     if len(parsed) != 1:
         return Failure(number, "rispy found no record between TY and ER", line=line)

@@ -78,25 +78,42 @@ class BuildReport(LeftOut):
 
 def build_site(kb: KnowledgeBase, out: str | Path | None = None, *, base_url: str | None = None,
                jobs: int | None = None, search: bool = True, full: bool = False, strict: bool = False,
-               include_drafts: bool = False, progress: Callable[[str, int, int], None] | None = None) -> BuildReport:
+               include_drafts: bool = False, progress: Callable[[str, int, int], None] | None = None,
+               safe_templates: bool = False) -> BuildReport:
     """Build (or bring up to date) the static site of ``kb`` in ``out`` (default ``_site``). Drafts are
     left out, unless ``include_drafts`` (a preview): then their pages carry a DRAFT banner and the
     lists mark them, and they are still never pooled, downloaded, in the feed or on the changes page.
+    ``safe_templates``: render every page in Jinja's sandbox (kb.templating.make_env), for a knowledge
+    base whose templates/ are not trusted; a template that reaches for Python internals fails the build.
 
     The cyclic garbage collector is paused throughout: each full collection over 100k digests would
     cost seconds, and the build makes no garbage cycles to speak of (reading a record makes none)."""
-    with gc_paused(), contextlib.ExitStack() as cleanup:  # forked workers inherit the pause
-        return Build(kb, out, base_url=base_url, jobs=jobs, search=search, full=full, strict=strict,
-                     drafts=include_drafts, progress=progress, cleanup=cleanup).run()
+    from jinja2 import TemplateError
+    from jinja2.exceptions import SecurityError
+
+    try:
+        with gc_paused(), contextlib.ExitStack() as cleanup:  # forked workers inherit the pause
+            return Build(kb, out, base_url=base_url, jobs=jobs, search=search, full=full, strict=strict,
+                         drafts=include_drafts, progress=progress, cleanup=cleanup, safe_templates=safe_templates).run()
+    except SecurityError as e:
+        raise SiteError(f"--safe-templates: a template did what the sandbox refuses ({e}); the build stopped",
+                        hint=f"the knowledge base's own templates in {kb.templates_dir} reach into Python: "
+                             "read them before building without --safe-templates") from None
+    except TemplateError as e:  # a knowledge base's own template that does not render
+        where = f"{e.name}:{e.lineno}: " if getattr(e, "name", None) and getattr(e, "lineno", None) else ""
+        raise SiteError(f"a template cannot be rendered: {where}{e.message or type(e).__name__}",
+                        hint=f"check the templates in {kb.templates_dir} (they override kb's own file by file)") from None
 
 
 class Build:
     """One run of ``kb build``: what it has read and made so far, and its steps (:meth:`run`)."""
 
     def __init__(self, kb: KnowledgeBase, out: str | Path | None, *, base_url: str | None, jobs: int | None,
-                 search: bool, full: bool, strict: bool, drafts: bool, progress, cleanup: contextlib.ExitStack):
+                 search: bool, full: bool, strict: bool, drafts: bool, progress, cleanup: contextlib.ExitStack,
+                 safe_templates: bool = False):
         self.t0 = self.clock = time.perf_counter()
         self.kb, self.base_url, self.search, self.full, self.strict = kb, base_url, search, full, strict
+        self.sandboxed = safe_templates
         self.drafts = drafts
         self.jobs = jobs or os.cpu_count() or 1
         self.progress, self.cleanup = progress, cleanup
@@ -178,7 +195,8 @@ class Build:
         # dates and the commit come from git or the records; cheap, and part of every aggregate page
         self.latest = meta.get("latest")
         self.info = state.build_info(kb, self.base_url, self.latest)
-        self.theme = state.theme_key(kb)
+        # a sandboxed build after a plain one renders every page again: each must pass the sandbox
+        self.theme = state.theme_key(kb) + ("+sandboxed" if self.sandboxed else "")
         self.same_theme = state_ok and meta.get("theme") == self.theme
         # drafts shown by the last build (--include-drafts) and not by this one, or the reverse
         self.drafts_toggled = meta.get("drafts", False) != self.drafts
@@ -248,7 +266,10 @@ class Build:
                 todo.append(rel)  # (a draft whose page comes or goes is rendered, or not, again)
                 continue
             if tuple(old[:2]) != stamp:
-                sha = hashlib.sha1((kb.studies_dir / rel).read_bytes()).hexdigest()
+                try:
+                    sha = hashlib.sha1((kb.studies_dir / rel).read_bytes()).hexdigest()
+                except OSError:  # unreadable now: parsed again, to be listed with its problem
+                    sha = None
                 if sha != old[2]:
                     todo.append(rel)
                     continue
@@ -290,7 +311,7 @@ class Build:
         (out / "studies").mkdir(exist_ok=True)
         old_page_sha = {rel: digests[rel].get("page_sha") for rel in todo if rel in digests}
         self.results = results = studies.render_studies(self.kb, out, todo, old_page_sha, self.known_ids, self.spool,
-                                                        self.jobs, self.progress, self.drafts)
+                                                        self.jobs, self.progress, self.drafts, self.sandboxed)
         self.frags_changed: dict[str, dict | None] = {}
         for item in results:
             rel = item["rel"]
@@ -334,7 +355,7 @@ class Build:
                      and any((r in known_now) != (r in known_ids) for r in d["related"])]
             old_page_sha = {rel: digests[rel].get("page_sha") for rel in again}
             for item in studies.render_studies(self.kb, self.out, again, old_page_sha, known_now, None, self.jobs, None,
-                                               drafts):
+                                               drafts, self.sandboxed):
                 if not item.get("gone") and item["digest"] is not None:
                     self.take(item)
             self.known_ids = known_now
@@ -403,7 +424,7 @@ class Build:
 
     def render_aggregate_pages(self) -> None:
         self.writer = output.Writer(self.out, self.previous_pages)
-        env = make_env(self.kb)
+        env = make_env(self.kb, sandboxed=self.sandboxed)
         common = pages.page_globals(self.site)
         pages.write_aggregate_pages(self.site, env, common, self.writer, self.jobs, self.progress)
 

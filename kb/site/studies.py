@@ -25,7 +25,7 @@ from ..records import label_from_id
 from ..sources import CLASSES, SourceInfo, outcome_sources, source_info
 from ..stats import year_band
 from ..templating import make_env
-from ..validate import check_file
+from ..validate import check_file, unreadable_problem
 from ..yamlio import MAX_BYTES
 from .output import SEPARATORS, unchanged, write_page
 
@@ -209,9 +209,10 @@ def vocab_order(vocab, category: str, terms: Iterable[str]) -> list[str]:
 _W: dict[str, Any] = {}
 
 
-def _worker_init(kb: KnowledgeBase, out: str, known_ids: dict, spool: str | None, drafts: bool = False) -> None:
-    _W.update(kb=kb, out=out, known=known_ids, spool=spool, drafts=drafts, env=make_env(kb), labels={},
-              searched=searched_up_to(kb))
+def _worker_init(kb: KnowledgeBase, out: str, known_ids: dict, spool: str | None, drafts: bool = False,
+                 sandboxed: bool = False) -> None:
+    _W.update(kb=kb, out=out, known=known_ids, spool=spool, drafts=drafts, env=make_env(kb, sandboxed=sandboxed),
+              labels={}, searched=searched_up_to(kb))
     _W["tpl"] = _W["env"].get_template("study.html")
 
 
@@ -260,8 +261,18 @@ def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
                 raw = fh.read(min(st.st_size, MAX_BYTES) + 1)
                 if len(raw) > st.st_size and len(raw) <= MAX_BYTES:  # grew since the stat
                     raw += fh.read(MAX_BYTES + 1 - len(raw))
-        except OSError as e:
+        except FileNotFoundError as e:
             results.append({"rel": rel, "gone": True, "error": str(e)})
+            continue
+        except OSError as e:  # there, but unreadable (permissions): left out and listed, never silently
+            try:
+                st = os.stat(path)
+            except OSError:
+                results.append({"rel": rel, "gone": True, "error": str(e)})
+                continue
+            # stamped with an impossible mtime and no hash, so that the next build reads it again
+            results.append({"rel": rel, "stamp": (st.st_size, -1), "sha1": "", "digest": None,
+                            "problems": [unreadable_problem(f"studies/{rel}", e)]})
             continue
         sha1 = hashlib.sha1(raw).hexdigest()
         # an oversized file is checked from its path, so that the message gives its real size
@@ -311,9 +322,10 @@ def known_ids(stamps: dict, digests: dict, drafts: bool) -> dict[str, str]:
 
 
 def render_studies(kb, out: Path, todo: list[str], old_page_sha: dict, known_ids, spool, jobs, progress,
-                   drafts: bool = False) -> list[dict]:
+                   drafts: bool = False, sandboxed: bool = False) -> list[dict]:
     """Parse, check, render and write the study pages of the record files ``todo``, in batches: in this
-    process for a few, on all cores for many. Returns what the worker returns for each file."""
+    process for a few, on all cores for many (``sandboxed``: in Jinja's sandbox). Returns what the worker
+    returns for each file."""
     jobs = jobs or os.cpu_count() or 1
     size = 100 if len(todo) < 20_000 else 400
     batches = [(i, [(rel, old_page_sha.get(rel)) for rel in todo[j:j + size]])
@@ -322,7 +334,7 @@ def render_studies(kb, out: Path, todo: list[str], old_page_sha: dict, known_ids
     if progress:
         progress("studies", 0, len(todo))
     if jobs <= 1 or len(todo) < PARALLEL_THRESHOLD:
-        _worker_init(kb, str(out), known_ids, spool, drafts)
+        _worker_init(kb, str(out), known_ids, spool, drafts, sandboxed)
         for b in batches:
             results.extend(_process(b))
             if progress:
@@ -333,9 +345,9 @@ def render_studies(kb, out: Path, todo: list[str], old_page_sha: dict, known_ids
     # jobs - 1 forked workers take the first batches; this process works through the rest meanwhile
     # (a parent that only waited would still compete for a core while unpickling results)
     split = len(batches) * (jobs - 1) // jobs
-    with worker_pool(jobs - 1, initializer=_worker_init, initargs=(kb, str(out), known_ids, spool, drafts)) as pool:
+    with worker_pool(jobs - 1, initializer=_worker_init, initargs=(kb, str(out), known_ids, spool, drafts, sandboxed)) as pool:
         futures = [pool.submit(_process, b) for b in batches[:split]]
-        _worker_init(kb, str(out), known_ids, spool, drafts)
+        _worker_init(kb, str(out), known_ids, spool, drafts, sandboxed)
         mine: list[dict] = []
         for b in batches[split:]:
             mine.extend(_process(b))
