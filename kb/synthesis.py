@@ -113,8 +113,9 @@ def answer_question(kb, req: MetaRequest, data_file: Path | None = None) -> dict
     excluded = describe_reviews(rows, excluded, req.included)
     answer = analyse_cells(rows, excluded, req, summaries.get(req.condition) if req.condition else None, kb.vocab)
     first: dict[str, object] = {}  # each record file left out for its errors, with its first error
+    loaded = {s.id for s in report.studies}  # a record whose only errors are across files (a link) is kept
     for p in report.problems:
-        if p.severity == "error":
+        if p.severity == "error" and Path(p.file).stem not in loaded:
             first.setdefault(p.file, p)
     answer["files_left_out"] = [{"file": p.file, "line": p.line, "message": p.message} for p in first.values()]
     return answer

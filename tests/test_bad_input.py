@@ -599,3 +599,14 @@ def test_an_xml_entity_bomb_is_refused_and_an_external_entity_never_read(runner,
     _no_internal_error(result)
     assert "TOPSECRET" not in result.output
     assert "TOPSECRET" not in "".join(p.read_text(encoding="utf-8") for p in (root / "studies").iterdir())
+
+
+def test_a_record_kept_despite_a_link_error_is_not_said_to_be_left_out(runner, tmp_path):
+    """hu-2016 links to dean-2021 (pooled-in); without dean-2021 that link is an error across files, but
+    the record still loads and is pooled, so kb meta must not say it was left out."""
+    root = new_kb(tmp_path / "kb", ("hu-2016", "ionescu-2019"))
+    result = invoke(runner, "--kb", root, "meta", "--condition", "depression", "--outcome", "remission",
+                    "--window", "later", "--comparator-class", "inert-placebo", "--format", "json")
+    meta = json.loads(result.stdout)
+    assert "hu-2016" in [s["id"] for s in meta["studies"]]
+    assert meta["files_left_out"] == []
