@@ -154,6 +154,13 @@ def check_request(req: MetaRequest, vocab) -> None:
         raise BadRequest(f"'{req.outcome}' is a deprecated outcome: it did not say whether its events are good or bad",
                          hint="pool one of the outcomes that replace it: " + ", ".join(new))
     proto = req.protocol
+    # window and class ids, like every choice, are case-insensitive: 24H is 24h, INERT-PLACEBO inert-placebo
+    if req.window is not None and proto.window(req.window) is None:
+        req.window = next((w.id for w in proto.windows if w.id.lower() == req.window.lower()), req.window)
+    if req.comparator_class is not None and proto.comparator_class(req.comparator_class) is None:
+        ids = [c.id for c in (*proto.classes, COMBINED)]
+        found = next((i for i in ids if i.lower() == req.comparator_class.lower()), None)
+        req.comparator_class = found or vocab.canonical("comparator", req.comparator_class) or req.comparator_class
     if req.window is not None and proto.window(req.window) is None:
         raise BadRequest(f"unknown time window '{req.window}'", hint="windows: " + ", ".join(
             f"{w.id} ({w.label})" for w in proto.windows))

@@ -610,3 +610,13 @@ def test_a_record_kept_despite_a_link_error_is_not_said_to_be_left_out(runner, t
     meta = json.loads(result.stdout)
     assert "hu-2016" in [s["id"] for s in meta["studies"]]
     assert meta["files_left_out"] == []
+
+
+def test_window_and_comparator_class_ids_are_case_insensitive(runner, tmp_path):
+    """Like every choice: --window 24H --comparator-class INERT-PLACEBO is the same analysis as the lower-case
+    ids, never an empty one."""
+    root = new_kb(tmp_path / "kb", ("lii-2023",))
+    args = ["meta", "--condition", "depression", "--outcome", "response", "--format", "json"]
+    lower = json.loads(invoke(runner, "--kb", root, *args, "--window", "24h", "--comparator-class", "inert-placebo").stdout)
+    upper = json.loads(invoke(runner, "--kb", root, *args, "--window", "24H", "--comparator-class", "INERT-PLACEBO").stdout)
+    assert upper["k"] == lower["k"] == 1 and upper["estimate"] == lower["estimate"]
