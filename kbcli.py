@@ -632,12 +632,29 @@ def serve(ctx: click.Context, out: Path | None, base_url: str | None, no_search:
 @click.option("--max-size", metavar="SIZE", default="512MB", show_default=True,
               help="The most text one file may hold once un-gzipped (KB, MB, GB); a larger file stops the "
                    "import, nothing written. Guards against gzip bombs; raise it for a genuinely huge export.")
+@click.option("--as-draft", is_flag=True, help="Write each new reference as a draft record in studies/ (for adding "
+              "known studies directly) instead of sending it to the screening set.")
+@click.option("--database", metavar="NAME", help="The database the export came from (PubMed, Embase ...), for the "
+              "search log and the PRISMA counts.")
+@click.option("--date-searched", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="YYYY-MM-DD",
+              help="The day the database was searched, for the search log.")
+@click.option("--query", metavar="TEXT", help="The search string, for the search log.")
 @click.pass_context
 def import_(ctx: click.Context, files: tuple[Path, ...], fmt, encoding, dry_run, update, all_or_nothing, report_fmt,
-            verbose, max_size) -> None:
-    """Import references from PubMed, MEDLINE, RIS, BibTeX or CSV exports as draft records.
+            verbose, max_size, as_draft, database, date_searched, query) -> None:
+    """Import references from PubMed, MEDLINE, RIS, BibTeX or CSV exports.
 
-    Each new reference becomes studies/<firstauthor-year>.yaml with status
+    By default each export file is logged as one search in searches.yaml
+    (database, date searched, query, file, sha256, counts found, new and
+    duplicate) and its new references go to the screening set,
+    screening/references/<search-id>.jsonl, to be screened with kb screen;
+    studies/ is not touched. Every reference enters the set, missing fields
+    and all. A file already imported (the same bytes) is not imported again,
+    and a reference already in the screening set (included, excluded or not
+    yet screened) is a duplicate, so a re-import never brings back an
+    excluded reference.
+
+    With --as-draft each new reference becomes studies/<firstauthor-year>.yaml with status
     draft: the bibliographic fields, the abstract, keywords and MeSH terms,
     conditions suggested from the vocabulary (listed under inferred_fields
     for you to confirm), and a design from PubMed's publication type when
@@ -666,9 +683,10 @@ def import_(ctx: click.Context, files: tuple[Path, ...], fmt, encoding, dry_run,
 
     \b
     Examples:
-      kb import pubmed-results.nbib --dry-run
-      kb import scopus.ris embase.csv
-      kb import pubmed.xml --update
+      kb import pubmed.nbib --database PubMed --date-searched 2026-12-01
+      kb import scopus.ris embase.csv --dry-run
+      kb import known-trial.ris --as-draft
+      kb import pubmed.xml --as-draft --update
       kb import old-export.ris --encoding cp1252
     """
     from kb.formats import parse_size
@@ -687,10 +705,25 @@ def import_(ctx: click.Context, files: tuple[Path, ...], fmt, encoding, dry_run,
             for line in text_report(report, verbose):
                 click.echo(safe(line))
 
+    if not as_draft:
+        if update:
+            raise click.UsageError("--update fills records in studies/, so it needs --as-draft")
+        from kb.screening.importing import import_to_screening, text_report as screening_report
+
+        text_report = screening_report  # noqa: F811 (the screening set's report)
+    for name, value in (("--database", database), ("--query", query)):
+        if value is not None and (not value.strip() or any(ord(c) < 32 for c in value)):
+            raise click.BadParameter("must be one line of text", param_hint=name)
     try:
         with _progress("importing", phased=True) as update_bar:  # the bar is gone before the report prints
-            report = import_files(kb, list(files), fmt=fmt, encoding=encoding, dry_run=dry_run, update=update,
-                                  all_or_nothing=all_or_nothing, progress=update_bar, max_size=max_bytes)
+            if as_draft:
+                report = import_files(kb, list(files), fmt=fmt, encoding=encoding, dry_run=dry_run, update=update,
+                                      all_or_nothing=all_or_nothing, progress=update_bar, max_size=max_bytes)
+            else:
+                report = import_to_screening(kb, list(files), fmt=fmt, encoding=encoding, database=database,
+                                             date_searched=date_searched.date() if date_searched else None,
+                                             query=query, dry_run=dry_run, all_or_nothing=all_or_nothing,
+                                             progress=update_bar, max_size=max_bytes)
     except ImportFailed as e:
         if e.report is not None:
             print_report(e.report)

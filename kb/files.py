@@ -207,8 +207,11 @@ def append_line(path: Path, line: str) -> None:
         raise ValueError("one line at a time")
     data = (line + "\n").encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
+    import fcntl
+
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # other appenders wait: the torn-line check and the write are one step
         size = os.fstat(fd).st_size
         if size:
             with open(path, "rb") as fh:
