@@ -1010,6 +1010,154 @@ def init(folder: Path, title: str | None) -> None:
         click.echo(f"created {p}")
 
 
+# -- kb screen (issue 19): screening a database search ------------------------------------------
+
+
+def _reviewer(kb, reviewer: str | None) -> str:
+    from kb.screening.decide import git_user
+
+    name = reviewer or git_user(kb.root)
+    if not name:
+        raise click.UsageError("no reviewer: pass --reviewer NAME, or set `git config user.name`")
+    return name
+
+
+_REVIEWER = click.option("--reviewer", metavar="NAME", help="Who is screening (default: git config user.name).")
+_STAGE = click.option("--stage", type=click.Choice(["title-abstract", "full-text"]), default="title-abstract",
+                      show_default=True, help="The screening stage.")
+
+
+@cli.group("screen", invoke_without_command=True)
+@_REVIEWER
+@_STAGE
+@click.pass_context
+def screen(ctx: click.Context, reviewer, stage) -> None:
+    """Screen the references `kb import` sent to the screening set.
+
+    Two stages: title-abstract (include, exclude or maybe; a maybe goes on
+    to full text) and full-text (include or exclude; an exclusion needs a
+    reason from kb.yaml's screening: {exclusion_reasons: [...]}). Each
+    decision is one line appended to screening/decisions/<reviewer>.jsonl
+    and flushed to disk at once; nothing is ever rewritten, so reviewers'
+    branches merge in git without conflicts. Screening is blind until
+    `kb screen unblind`: each reviewer sees only their own decisions.
+
+    Without a subcommand: screen in the terminal, one reference at a time.
+
+    \b
+    Examples:
+      kb screen decide pmid:23982301 include --reviewer Ann
+      kb screen decide doi:10.1/x exclude --stage full-text --reason 2
+      kb screen unblind && kb screen conflicts && kb screen agreement
+      kb screen decide pmid:1 include --resolve     # settles a conflict
+    """
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+@screen.command("decide")
+@click.argument("key")
+@click.argument("decision", type=click.Choice(["include", "exclude", "maybe", "undo"]))
+@click.option("--reason", metavar="N|TEXT", help="Why excluded: a reason's number or text (needed at full text).")
+@_STAGE
+@_REVIEWER
+@click.option("--resolve", is_flag=True, help="This decision resolves a conflict at the stage (after unblinding).")
+@click.pass_context
+def screen_decide(ctx: click.Context, key, decision, reason, stage, reviewer, resolve) -> None:
+    """Record one decision on the reference KEY (doi:..., pmid:... or t:...).
+
+    undo withdraws your last decision on KEY at the stage. A full-text
+    include that settles the reference (both reviewers, or a resolution)
+    becomes a draft record in studies/, its notes naming its screening key
+    and search.
+    """
+    from kb.screening.decide import decide
+
+    kb = _kb(ctx)
+    done = decide(kb, key, decision, reviewer=_reviewer(kb, reviewer), stage=stage, reason=reason,
+                  resolves=resolve)
+    d = done.decision
+    click.echo(safe(f"{d.reviewer}: {d.key} {d.stage} {d.decision}" + (f" ({d.reason})" if d.reason else "")
+                    + (" [resolution]" if d.resolves else "") + f" -> {done.path.name}; now: {done.outcome}"))
+    if done.draft:
+        click.echo(safe(f"draft record written: {done.draft}"))
+    elif done.draft_note:
+        click.echo(safe(f"note: {done.draft_note}"))
+
+
+@screen.command("unblind")
+@_REVIEWER
+@click.pass_context
+def screen_unblind(ctx: click.Context, reviewer) -> None:
+    """Lift blinding: every reviewer then sees conflicts and agreement.
+    Recorded in screening/unblinded.yaml (commit it)."""
+    from kb.screening.decide import unblind
+
+    kb = _kb(ctx)
+    data = unblind(kb, _reviewer(kb, reviewer))
+    click.echo(safe(f"screening unblinded ({data.get('unblinded')}, by {data.get('by')})"))
+
+
+@screen.command("conflicts")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def screen_conflicts(ctx: click.Context, fmt) -> None:
+    """List the references the reviewers disagree on (after unblinding).
+
+    A conflict: include against exclude; maybe against exclude at
+    title-abstract; two exclusions with different reasons at full-text.
+    Resolve one with `kb screen decide KEY DECISION --resolve`.
+    Exit status 1 when there is a conflict."""
+    from kb.screening.decide import conflicts, load_state
+
+    kb = _kb(ctx)
+    state = load_state(kb)
+    found = conflicts(kb, state)
+    if fmt == "json":
+        click.echo(safe_json(json.dumps([{"key": ks.key, "stage": ks.stage, "title": state.refs[ks.key].title,
+                                          "votes": {r: {"decision": v.decision, "reason": v.reason}
+                                                    for r, v in sorted(ks.votes.items())}} for ks in found],
+                                        indent=2, ensure_ascii=False)))
+    else:
+        for ks in found:
+            votes = "; ".join(f"{r}: {v.decision}" + (f" ({v.reason})" if v.reason else "")
+                              for r, v in sorted(ks.votes.items()))
+            click.echo(safe(f"{ks.key}  [{ks.stage}]  {state.refs[ks.key].title[:70]}\n    {votes}"))
+        click.echo(f"{len(found)} conflict(s)")
+    for p in state.decisions.problems:
+        click.echo(safe(f"warning: {p}"), err=True)
+    ctx.exit(1 if found else 0)
+
+
+@screen.command("agreement")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def screen_agreement(ctx: click.Context, fmt) -> None:
+    """Agreement between reviewers per stage, over the references both
+    screened (n): Cohen's kappa with its 95% CI (large-sample SE of Fleiss,
+    Cohen and Everitt 1969), raw agreement, and the prevalence-adjusted
+    PABAK (with about 1% relevant, kappa alone misleads). After unblinding."""
+    from kb.screening.decide import CI_METHOD, agreement
+
+    kb = _kb(ctx)
+    rows = agreement(kb)
+    if fmt == "json":
+        click.echo(safe_json(json.dumps({"method": CI_METHOD, "pairs": [a.as_dict() for a in rows]}, indent=2,
+                                        ensure_ascii=False)))
+        return
+    if not rows:
+        click.echo("no reference was screened by two reviewers at the same stage")
+        ctx.exit(1)
+    for a in rows:
+        k = ("not defined" if a.kappa is None else
+             f"{a.kappa:.2f} (95% CI {a.ci[0]:.2f} to {a.ci[1]:.2f})")
+        click.echo(safe(f"{a.stage}: {a.reviewers[0]} and {a.reviewers[1]}, n = {a.n}: raw agreement "
+                        f"{a.observed:.1%}, Cohen's kappa {k}, PABAK {a.pabak:.2f}"))
+        if a.note:
+            click.echo(safe(f"  note: {a.note}"))
+    click.echo(CI_METHOD)
+
+
 def main() -> None:  # pragma: no cover - the console script
     cli()
 

@@ -241,3 +241,205 @@ def test_van_de_schoot_export_enters_the_screening_set_whole(runner, tmp_path):
           f"{size / s['new']:.0f} bytes each; {s['duplicate']} duplicates")
     r = invoke(runner, "--kb", root, "import", path, "--report", "json")
     assert json.loads(r.stdout)["searches"][0]["already_imported_as"] == s["search"]
+
+
+# -- step 3: decisions, blinding, conflicts, agreement -------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def screening_kb(runner, tmp_path) -> Path:
+    """A fresh knowledge base whose screening set holds the bundled studies' references (a RIS export of
+    the bundled knowledge base: real references), with studies/ empty."""
+    ris = tmp_path / "bundled.ris"
+    r = invoke(runner, "--kb", ROOT, "export", "--format", "ris", "-o", ris)
+    assert r.exit_code == 0, r.output
+    root = new_kb(tmp_path / "kb")
+    _imp(runner, root, ris, "--database", "PubMed", "--date-searched", "2026-12-01")
+    return root
+
+
+def _keys(root: Path) -> list[str]:
+    return list(store.read_references(open_kb(root)))
+
+
+def _decide(runner, root, *args, code=0):
+    r = invoke(runner, "--kb", root, "screen", "decide", *args)
+    assert r.exit_code == code, r.output
+    return r
+
+
+def test_decisions_are_appended_one_line_each(runner, screening_kb):
+    k = _keys(screening_kb)
+    _decide(runner, screening_kb, k[0], "include", "--reviewer", "Ann")
+    _decide(runner, screening_kb, k[1], "exclude", "--reviewer", "Ann", "--reason", "2")
+    _decide(runner, screening_kb, k[1], "undo", "--reviewer", "Ann")
+    lines = (screening_kb / "screening" / "decisions" / "ann.jsonl").read_text().splitlines()
+    got = [json.loads(x) for x in lines]
+    assert [(g["key"], g["decision"]) for g in got] == [(k[0], "include"), (k[1], "exclude"), (k[1], "undo")]
+    assert got[1]["reason"] == DEFAULT_EXCLUSION_REASONS[1] and got[0]["reviewer"] == "Ann"
+    assert all(g["stage"] == "title-abstract" and g["time"].endswith("Z") for g in got)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["pmid:0", "include"], "no reference with key"),
+    (["KEY", "exclude", "--reason", "too boring"], "not an exclusion reason"),
+    (["KEY", "exclude", "--reason", "99"], "not an exclusion reason"),
+    (["KEY", "include", "--reason", "1"], "a reason goes with exclude only"),
+    (["KEY", "maybe", "--stage", "full-text"], "not a full-text decision"),
+    (["KEY", "include", "--stage", "full-text"], "not at full text"),
+    (["KEY", "include", "--resolve"], "screening is blind"),
+])
+def test_bad_decisions_get_a_clear_message_and_nothing_is_written(runner, screening_kb, args, message):
+    args = [a.replace("KEY", _keys(screening_kb)[0]) for a in args]
+    r = invoke(runner, "--kb", screening_kb, "screen", "decide", *args, "--reviewer", "Ann")
+    assert r.exit_code in (1, 2) and message in r.output and "Traceback" not in r.output
+    assert not (screening_kb / "screening" / "decisions").exists()
+
+
+def test_full_text_exclusion_needs_a_reason(runner, screening_kb):
+    k = _keys(screening_kb)[0]
+    _decide(runner, screening_kb, k, "maybe", "--reviewer", "Ann")  # a maybe goes on to full text
+    r = _decide(runner, screening_kb, k, "exclude", "--stage", "full-text", "--reviewer", "Ann", code=2)
+    assert "needs a reason" in r.output and "1 wrong population" in r.output
+    _decide(runner, screening_kb, k, "exclude", "--stage", "full-text", "--reviewer", "Ann", "--reason", "wrong outcome")
+
+
+def test_blind_conflicts_resolution_and_the_rules(runner, screening_kb):
+    root = screening_kb
+    k = _keys(root)
+    plan = {  # key -> (Ann, Bob) at title/abstract
+        k[0]: ("include", "exclude"),  # conflict
+        k[1]: ("maybe", "exclude"),  # conflict at title/abstract
+        k[2]: ("maybe", "include"),  # no conflict: both go on
+        k[3]: ("exclude", "exclude"),
+        k[4]: ("include", "include"),
+    }
+    for key, (a, b) in plan.items():
+        _decide(runner, root, key, a, "--reviewer", "Ann")
+        r = _decide(runner, root, key, b, "--reviewer", "Bob")
+        # blind: Bob is told his own outcome, never Ann's
+        assert r.output.strip().endswith("now: " + ("excluded" if b == "exclude" else "full-text"))
+    for cmd in ("conflicts", "agreement"):
+        r = invoke(runner, "--kb", root, "screen", cmd)
+        assert r.exit_code == 1 and "screening is blind" in r.output
+    assert invoke(runner, "--kb", root, "screen", "unblind", "--reviewer", "Ann").exit_code == 0
+    r = invoke(runner, "--kb", root, "screen", "conflicts", "--format", "json")
+    assert r.exit_code == 1
+    assert {c["key"] for c in json.loads(r.stdout)} == {k[0], k[1]}
+    # full text: two exclusions with different reasons conflict
+    for key in (k[2], k[4]):
+        _decide(runner, root, key, "exclude", "--stage", "full-text", "--reason", "1", "--reviewer", "Ann")
+    _decide(runner, root, k[2], "exclude", "--stage", "full-text", "--reason", "2", "--reviewer", "Bob")
+    _decide(runner, root, k[4], "exclude", "--stage", "full-text", "--reason", "1", "--reviewer", "Bob")
+    got = json.loads(invoke(runner, "--kb", root, "screen", "conflicts", "--format", "json").stdout)
+    assert {(c["key"], c["stage"]) for c in got} == {(k[0], "title-abstract"), (k[1], "title-abstract"),
+                                                     (k[2], "full-text")}
+    # a resolution is a recorded decision and settles the conflict
+    _decide(runner, root, k[0], "include", "--resolve", "--reviewer", "Cy")
+    _decide(runner, root, k[1], "exclude", "--resolve", "--reviewer", "Cy")
+    _decide(runner, root, k[2], "exclude", "--stage", "full-text", "--reason", "2", "--resolve", "--reviewer", "Cy")
+    r = invoke(runner, "--kb", root, "screen", "conflicts")
+    assert r.exit_code == 0 and "0 conflict(s)" in r.output
+    cy = [json.loads(x) for x in (root / "screening" / "decisions" / "cy.jsonl").read_text().splitlines()]
+    assert all(c["resolves"] for c in cy) and len(cy) == 3
+    r = _decide(runner, root, k[3], "include", "--resolve", "--reviewer", "Cy", code=2)
+    assert "no conflict" in r.output
+
+
+def test_a_full_text_include_becomes_a_draft_linked_to_its_key_and_search(runner, screening_kb):
+    root = screening_kb
+    key = _keys(root)[0]
+    for who in ("Ann", "Bob"):
+        _decide(runner, root, key, "include", "--reviewer", who)
+    r = _decide(runner, root, key, "include", "--stage", "full-text", "--reviewer", "Ann")
+    (draft,) = (root / "studies").glob("*.yaml")  # one reviewer's include settles it (no conflict)
+    assert f"draft record written: {draft}" in r.output
+    text = draft.read_text()
+    assert f"screening key {key}, search 001-pubmed" in text and "status: draft" in text
+    r = _decide(runner, root, key, "include", "--stage", "full-text", "--reviewer", "Bob")
+    assert "already in studies/" in r.output and len(list((root / "studies").glob("*.yaml"))) == 1
+    from kb.load import load_studies
+
+    loaded = load_studies(open_kb(root))
+    assert [p.format() for p in loaded.problems if p.severity == "error"] == [] and len(loaded.studies) == 1
+
+
+def test_an_excluded_reference_never_comes_back_on_reimport(runner, screening_kb, tmp_path):
+    root = screening_kb
+    key = _keys(root)[0]
+    _decide(runner, root, key, "exclude", "--reviewer", "Ann")
+    ris = tmp_path / "again.ris"
+    invoke(runner, "--kb", ROOT, "export", "--format", "ris", "-o", ris)
+    ris.write_bytes(ris.read_bytes() + b"\n")  # other bytes, same references
+    rep = _imp(runner, root, ris)
+    assert rep["totals"]["new"] == 0
+    assert _keys(root).count(key) == 1 and not list((root / "studies").glob("*.yaml"))
+
+
+def _independent_kappa_se(t):
+    """The textbook form of Fleiss, Cohen and Everitt's (1969) variance, in po and pe."""
+    import math
+
+    n = sum(map(sum, t))
+    k = len(t)
+    p = [[c / n for c in r] for r in t]
+    r = [sum(x) for x in p]
+    c = [sum(p[i][j] for i in range(k)) for j in range(k)]
+    po = sum(p[i][i] for i in range(k))
+    pe = sum(r[i] * c[i] for i in range(k))
+    a = sum(p[i][i] * ((1 - pe) - (r[i] + c[i]) * (1 - po)) ** 2 for i in range(k))
+    b = (1 - po) ** 2 * sum(p[i][j] * (c[i] + r[j]) ** 2 for i in range(k) for j in range(k) if i != j)
+    d = (po * pe - 2 * pe + po) ** 2
+    return (po - pe) / (1 - pe), math.sqrt((a + b - d) / (n * (1 - pe) ** 4))
+
+
+@pytest.mark.parametrize("table", [[[20, 5], [10, 15]], [[88, 14, 18], [10, 40, 10], [2, 6, 12]],
+                                   [[2, 1], [3, 994]]])
+def test_kappa_and_its_se_match_the_textbook_form(table):
+    from kb.screening.decide import cohen_kappa
+
+    po, pe, kappa, se = cohen_kappa(table)
+    k2, se2 = _independent_kappa_se(table)
+    assert kappa == pytest.approx(k2) and se == pytest.approx(se2)
+    if table == [[20, 5], [10, 15]]:
+        assert (po, pe, kappa) == pytest.approx((0.7, 0.5, 0.4))
+
+
+def test_agreement_reports_n_kappa_raw_agreement_and_pabak(runner, screening_kb):
+    root = screening_kb
+    keys = _keys(root)[:10]
+    ann = ["include", "exclude", "exclude", "exclude", "exclude", "exclude", "exclude", "exclude", "exclude", "maybe"]
+    bob = ["include", "exclude", "exclude", "exclude", "exclude", "exclude", "exclude", "exclude", "include", "maybe"]
+    for key, a, b in zip(keys, ann, bob):
+        _decide(runner, root, key, a, "--reviewer", "Ann")
+        _decide(runner, root, key, b, "--reviewer", "Bob")
+    _decide(runner, root, _keys(root)[11], "exclude", "--reviewer", "Ann")  # screened by one: not counted
+    invoke(runner, "--kb", root, "screen", "unblind", "--reviewer", "Bob")
+    data = json.loads(invoke(runner, "--kb", root, "screen", "agreement", "--format", "json").stdout)
+    (pair,) = data["pairs"]
+    assert pair["stage"] == "title-abstract" and pair["reviewers"] == ["Ann", "Bob"] and pair["n"] == 10
+    assert pair["table"] == [[1, 0, 0], [1, 7, 0], [0, 0, 1]]  # rows Ann, columns Bob: include, exclude, maybe
+    assert pair["raw_agreement"] == pytest.approx(0.9)
+    assert pair["pabak"] == pytest.approx((3 * 0.9 - 1) / 2)
+    from kb.screening.decide import cohen_kappa
+
+    assert pair["kappa"] == pytest.approx(cohen_kappa(pair["table"])[2])
+    assert pair["kappa_ci95"][0] < pair["kappa"] < pair["kappa_ci95"][1]
+    assert "Fleiss, Cohen and Everitt" in data["method"]
+    text = invoke(runner, "--kb", root, "screen", "agreement").output
+    assert "title-abstract: Ann and Bob, n = 10: raw agreement 90.0%" in text and "PABAK 0.85" in text
+
+
+def test_a_broken_decision_line_is_reported_and_nothing_else_lost(runner, screening_kb):
+    root = screening_kb
+    k = _keys(root)
+    _decide(runner, root, k[0], "include", "--reviewer", "Ann")
+    with open(root / "screening" / "decisions" / "ann.jsonl", "a") as fh:
+        fh.write("{broken\n")
+    _decide(runner, root, k[1], "exclude", "--reviewer", "Ann")
+    _decide(runner, root, k[1], "include", "--reviewer", "Bob")
+    invoke(runner, "--kb", root, "screen", "unblind", "--reviewer", "Ann")
+    r = invoke(runner, "--kb", root, "screen", "conflicts")
+    assert "ann.jsonl:2: line left out" in r.stderr and k[1] in r.stdout
