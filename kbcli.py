@@ -1042,7 +1042,13 @@ def screen(ctx: click.Context, reviewer, stage) -> None:
     branches merge in git without conflicts. Screening is blind until
     `kb screen unblind`: each reviewer sees only their own decisions.
 
-    Without a subcommand: screen in the terminal, one reference at a time.
+    Without a subcommand: screen in the terminal, one reference at a time in
+    import order (title, authors, journal, year, keywords, abstract; the
+    vocabulary's terms in bold and underlined, or *starred* when not a
+    terminal), with progress (screened, included, excluded, left). Keys:
+    i include, e exclude (then a reason by number; Enter for none at
+    title-abstract), m maybe, u undo, s skip, q quit. Each decision is on
+    disk before the next reference is shown.
 
     \b
     Examples:
@@ -1051,8 +1057,19 @@ def screen(ctx: click.Context, reviewer, stage) -> None:
       kb screen unblind && kb screen conflicts && kb screen agreement
       kb screen decide pmid:1 include --resolve     # settles a conflict
     """
-    if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
+    if ctx.invoked_subcommand is not None:
+        return
+    from kb.screening.session import run
+
+    kb = _kb(ctx)
+    tty = not click.utils.should_strip_ansi(sys.stdout, ctx.color)  # styles reach a terminal
+
+    def show(text: str) -> None:
+        click.echo(text)
+
+    result = run(kb, _reviewer(kb, reviewer), stage=stage, getkey=click.getchar, show=show,
+                 mark=(lambda w: click.style(w, bold=True, underline=True)) if tty else (lambda w: f"*{w}*"))
+    click.echo(f"this session: {result.decided} decided, {result.undone} undone")
 
 
 @screen.command("decide")

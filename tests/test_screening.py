@@ -443,3 +443,171 @@ def test_a_broken_decision_line_is_reported_and_nothing_else_lost(runner, screen
     invoke(runner, "--kb", root, "screen", "unblind", "--reviewer", "Ann")
     r = invoke(runner, "--kb", root, "screen", "conflicts")
     assert "ann.jsonl:2: line left out" in r.stderr and k[1] in r.stdout
+
+
+# -- step 4: kb screen in the terminal -----------------------------------------------------------
+
+
+def _screen(runner, root, keys: str, *args, **kw):
+    r = runner.invoke(__import__("kbcli").cli, ["--kb", str(root), "screen", "--reviewer", "Ann", *args],
+                      input=keys, catch_exceptions=False, **kw)
+    assert r.exit_code == 0, r.output
+    return r
+
+
+def _ann(root):
+    path = root / "screening" / "decisions" / "ann.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_terminal_screening_with_single_keys_reasons_and_undo(runner, screening_kb):
+    root = screening_kb
+    keys = _keys(root)
+    total = len(keys)
+    r = _screen(runner, root, "ie3mu" + "x" + "q")
+    out = r.output
+    # progress before the first reference, and after each decision
+    assert f"Ann · title-abstract: screened 0 · included 0 · excluded 0 · left {total:,} of {total:,}" in out
+    assert f"screened 2 · included 1 · excluded 1 · left {total - 2:,}" in out
+    refs = store.read_references(open_kb(root))
+    first = refs[keys[0]]
+    assert first.title.split()[0] in out and "[i]nclude  [e]xclude  [m]aybe  [u]ndo" in out
+    assert "[3] wrong comparator" in out  # reasons by number
+    assert f"undone: {keys[2]}" in out and "unknown key 'x'" in out
+    got = _ann(root)
+    assert [(g["key"], g["decision"], g.get("reason")) for g in got] == [
+        (keys[0], "include", None), (keys[1], "exclude", "wrong comparator"), (keys[2], "maybe", None),
+        (keys[2], "undo", None)]
+    # the next session starts where this one stopped: keys[2] again (its maybe was undone)
+    r = _screen(runner, root, "q")
+    assert f"{keys[2]}   [title-abstract]" in r.output
+
+
+def test_terminal_screening_highlights_vocabulary_terms(runner, screening_kb):
+    r = _screen(runner, screening_kb, "q")
+    assert "*ketamine*" in r.output.lower()
+    r = _screen(runner, screening_kb, "q", color=True)
+    assert "\x1b[1m\x1b[4m" in r.output  # bold and underlined, not colour alone
+
+
+def test_terminal_screening_to_the_end_then_nothing_left(runner, screening_kb):
+    n = len(_keys(screening_kb))
+    r = _screen(runner, screening_kb, "e\n" * n)
+    assert "nothing left to screen at this stage" in r.output and f"this session: {n} decided" in r.output
+    assert f"excluded {n:,} · left 0" in r.output
+
+
+def test_full_text_screening_needs_a_reason_for_exclusion(runner, screening_kb):
+    root = screening_kb
+    k = _keys(root)
+    for key in k[:2]:
+        _decide(runner, root, key, "include", "--reviewer", "Ann")
+    r = _screen(runner, root, "m" + "e\n" + "9" + "2" + "i" + "q", "--stage", "full-text")
+    assert "unknown key 'm'" in r.output and "press a number 1-7 or c" in r.output
+    got = [g for g in _ann(root) if g["stage"] == "full-text"]
+    assert [(g["key"], g["decision"], g.get("reason")) for g in got] == [
+        (k[0], "exclude", "wrong intervention"), (k[1], "include", None)]
+    assert "draft record written" in r.output and len(list((root / "studies").glob("*.yaml"))) == 1
+
+
+def test_a_screening_file_changed_under_a_running_session_is_reloaded(screening_kb):
+    from kb.screening import session
+
+    root = screening_kb
+    kb = open_kb(root)
+    k = _keys(root)
+    shown: list[str] = []
+    presses = iter("iiq")
+
+    def getkey():
+        key = next(presses)
+        if len(shown) and key == "i" and not _ann(root):  # another window decides the shown reference first
+            store.append_decision(kb, Decision(k[0], "title-abstract", "exclude", "Ann", "2026-12-06T00:00:00Z"))
+        return key
+
+    res = session.run(kb, "Ann", stage="title-abstract", getkey=getkey, show=shown.append)
+    assert res.reloads == 1 and any("changed on disk" in s for s in shown)
+    got = [(g["key"], g["decision"]) for g in _ann(root)]
+    assert got == [(k[0], "exclude"), (k[1], "include")]  # nothing lost, the first not decided twice
+
+
+def _tmux_screen(root: Path, tmp_path: Path, reviewer: str, decisions: list[str], until: str) -> str:
+    """Run `kb screen` in a real terminal (tmux) and screen with ``decisions`` (i, m, or e for an
+    exclusion with no reason: e then Enter), each key typed once the screen asks for it; return the
+    screen (with its escape sequences) once ``until`` appears.
+
+    kb screen ignores keys typed before it asks (click.getchar flushes type-ahead: no decision on a
+    reference not yet shown), so a key that the screen does not answer is typed again."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (apt-get install tmux)")
+    sock = str(tmp_path / f"tmux-{reviewer}.sock")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "xterm-256color"}
+    cmd = f"{sys.executable} -m kbcli --kb {root} screen --reviewer {reviewer}; sleep 60"
+    subprocess.run(["tmux", "-S", sock, "new-session", "-d", "-x", "120", "-y", "60", cmd], env=env, check=True)
+    subprocess.run(["tmux", "-S", sock, "set-option", "-g", "history-limit", "50000"], env=env)
+
+    def pane(escapes: bool = False) -> str:
+        args = ["tmux", "-S", sock, "capture-pane", "-p", "-S", "-"] + (["-e"] if escapes else [])
+        return subprocess.run(args, capture_output=True, text=True, env=env).stdout
+
+    def wait_for(text: str, count: int = 1, tries: int = 100) -> bool:
+        for _ in range(tries):  # bounded
+            if pane().count(text) >= count:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def press(key: str, text: str, count: int) -> None:
+        for _ in range(8):
+            send = ["Enter"] if key == "Enter" else ["-l", key]
+            subprocess.run(["tmux", "-S", sock, "send-keys", *send], env=env, check=True)
+            if wait_for(text, count):
+                return
+        raise AssertionError(f"{key!r} never answered ({text!r}); screen:\n{pane()}")
+
+    try:
+        assert wait_for("[u]ndo", tries=400), pane()
+        first = pane(escapes=True)
+        reasons = 0
+        for n, d in enumerate(decisions, 1):
+            if d == "e":
+                reasons += 1
+                press("e", "reason: [1]", reasons)
+                press("Enter", f"screened {n} ", 1)
+            else:
+                press(d, f"screened {n} ", 1)
+        assert wait_for(until, tries=400), pane()
+        return first + "\n" + pane()
+    finally:
+        subprocess.run(["tmux", "-S", sock, "kill-server"], env=env)
+
+
+def test_two_reviewers_screen_everything_in_a_real_terminal(runner, screening_kb, tmp_path):
+    """Issue 19: two reviewers screen in tmux-driven sessions (every reference of the set: the bundled
+    knowledge base's 82 references), then conflicts are resolved and agreement reported."""
+    root = screening_kb
+    keys = _keys(root)
+    n = len(keys)
+    ann = ["i" if j % 10 == 0 else "e" for j in range(n)]
+    bob = ["i" if j % 10 == 0 or j == 5 else "m" if j == 21 else "e" for j in range(n)]
+
+    screen = _tmux_screen(root, tmp_path, "Ann", ann, "nothing left to screen")
+    assert "\x1b[1;4mKetamine" in screen or "\x1b[1;4mketamine" in screen  # vocabulary terms bold, underlined
+    assert f"excluded {ann.count('e'):,} · left 0 of {n:,}" in screen
+    _tmux_screen(root, tmp_path, "Bob", bob, "nothing left to screen")
+    got = store.read_decisions(open_kb(root))
+    assert len(got.lines) == 2 * n and not got.problems
+    assert invoke(runner, "--kb", root, "screen", "unblind", "--reviewer", "Ann").exit_code == 0
+    conflicts = json.loads(invoke(runner, "--kb", root, "screen", "conflicts", "--format", "json").stdout)
+    assert {c["key"] for c in conflicts} == {keys[5], keys[21]}  # include vs exclude, maybe vs exclude
+    for c in conflicts:
+        _decide(runner, root, c["key"], "exclude", "--resolve", "--reviewer", "Cy")
+    assert invoke(runner, "--kb", root, "screen", "conflicts").exit_code == 0
+    (pair,) = json.loads(invoke(runner, "--kb", root, "screen", "agreement", "--format", "json").stdout)["pairs"]
+    assert pair["n"] == n and pair["raw_agreement"] == pytest.approx((n - 2) / n)
