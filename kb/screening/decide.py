@@ -155,11 +155,16 @@ class State:
 def load_state(kb: KnowledgeBase) -> State:
     refs = store.read_references(kb)
     decisions = store.read_decisions(kb)
+    return State(refs, decisions, stages_of(decisions.lines))
+
+
+def stages_of(lines: list[Decision]) -> dict[tuple[str, str], KeyStage]:
+    """(key, stage) -> what was decided, from the decision lines in order."""
     stages: dict[tuple[str, str], KeyStage] = {}
-    for (reviewer, key, stage), d in store.iter_effective(decisions.lines):
+    for (reviewer, key, stage), d in store.iter_effective(lines):
         stages.setdefault((key, stage), KeyStage(key, stage)).votes[reviewer] = d
     resolutions: dict[tuple[str, str], list[Decision]] = {}
-    for d in decisions.lines:
+    for d in lines:
         if d.resolves:
             stack = resolutions.setdefault((d.key, d.stage), [])
             if d.decision == store.UNDO:
@@ -170,7 +175,7 @@ def load_state(kb: KnowledgeBase) -> State:
     for k, stack in resolutions.items():
         if stack:
             stages.setdefault(k, KeyStage(*k)).resolution = stack[-1]
-    return State(refs, decisions, stages)
+    return stages
 
 
 # -- deciding ------------------------------------------------------------------------------------
@@ -183,19 +188,21 @@ class Decided:
     outcome: str  # the reference's outcome at the stage now (what the reviewer may see: blind -> their own)
     draft: Path | None = None  # the draft record a full-text include became
     draft_note: str | None = None  # why no draft was written (already a study, no year ...)
+    state: State | None = None  # the state with this decision in it (for the next one)
 
 
 def decide(kb: KnowledgeBase, key: str, decision: str, *, reviewer: str, stage: str = "title-abstract",
            reason: str | None = None, resolves: bool = False, when: str | None = None,
-           today: _dt.date | None = None) -> Decided:
-    """Record one decision (one flushed line in the reviewer's file); see the module docstring."""
+           today: _dt.date | None = None, state: State | None = None) -> Decided:
+    """Record one decision (one flushed line in the reviewer's file); see the module docstring.
+    ``state``: the screening files as already read (a session passes it; it must be current)."""
     reviewer = store.check_reviewer(reviewer)
     if stage not in STAGES:
         raise BadRequest(f"unknown stage {stage!r}", hint="stages: " + ", ".join(STAGES))
     allowed = DECISIONS[stage] + (store.UNDO,)
     if decision not in allowed:
         raise BadRequest(f"{decision!r} is not a {stage} decision", hint=f"{stage}: " + ", ".join(allowed))
-    state = load_state(kb)
+    state = state or load_state(kb)
     if key not in state.refs:
         raise NotFound(f"no reference with key {key!r} in the screening set",
                        hint="keys are doi:..., pmid:... or t:...; kb screen list shows them")
@@ -219,10 +226,11 @@ def decide(kb: KnowledgeBase, key: str, decision: str, *, reviewer: str, stage: 
                              hint="kb screen conflicts lists them")
     d = Decision(key, stage, decision, reviewer, when or store.now(), reason, resolves)
     path = store.append_decision(kb, d)
-    state = load_state(kb)
+    state.decisions.lines.append(d)
+    state.stages = stages_of(state.decisions.lines)
     ks = state.at(key, stage)
     outcome = ks.outcome if not is_blind(kb) else _own_outcome(ks, reviewer)
-    done = Decided(d, path, outcome)
+    done = Decided(d, path, outcome, state=state)
     if stage == "full-text" and ks.outcome == "included":
         done.draft, done.draft_note = promote(kb, state.refs[key], today=today)
     return done

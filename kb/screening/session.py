@@ -137,10 +137,12 @@ def run(kb: KnowledgeBase, reviewer: str, *, stage: str, getkey: Callable[[], st
                 show("nothing to undo in this session")
                 continue
             last = history.pop()
-            decide(kb, last, "undo", reviewer=reviewer, stage=stage)
+            now = _signature(kb, reviewer)
+            if now != sig:
+                state = load_state(kb)
+            state = decide(kb, last, "undo", reviewer=reviewer, stage=stage, state=state).state
             result.undone += 1
             skipped.discard(last)
-            state = load_state(kb)
             sig = _signature(kb, reviewer)
             show(f"undone: {last}")
             continue
@@ -173,10 +175,10 @@ def run(kb: KnowledgeBase, reviewer: str, *, stage: str, getkey: Callable[[], st
                  "nothing was lost")
             if reviewer in state.at(ref.key, stage).votes or ref.key not in state.refs:
                 continue
-        done = decide(kb, ref.key, decision, reviewer=reviewer, stage=stage, reason=reason)
+        done = decide(kb, ref.key, decision, reviewer=reviewer, stage=stage, reason=reason, state=state)
         history.append(ref.key)
         result.decided += 1
         show(f"{decision}{' (' + done.decision.reason + ')' if done.decision.reason else ''}: {ref.key}"
              + (f"; draft record written: {done.draft}" if done.draft else ""))
-        state = load_state(kb)
+        state = done.state
         sig = _signature(kb, reviewer)
