@@ -1175,6 +1175,27 @@ def screen_agreement(ctx: click.Context, fmt) -> None:
     click.echo(CI_METHOD)
 
 
+@cli.command("prisma")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def prisma_cmd(ctx: click.Context, fmt) -> None:
+    """PRISMA 2020 flow counts from the search log (searches.yaml) and the
+    screening decisions, as text or JSON (the PRISMA2020 R package's field
+    names: database_results, duplicates, records_screened, dbr_assessed ...).
+    References not yet screened and unresolved conflicts have their own
+    counts. Every box's arithmetic is checked; exit status 1 when a check
+    fails (a hand-edited count in searches.yaml, say)."""
+    from kb.screening.prisma import prisma, text
+
+    p = prisma(_kb(ctx))
+    if fmt == "json":
+        click.echo(safe_json(json.dumps(p.as_dict(), indent=2, ensure_ascii=False)))
+    else:
+        for line in text(p):
+            click.echo(safe(line))
+    ctx.exit(0 if p.ok else 1)
+
+
 def main() -> None:  # pragma: no cover - the console script
     cli()
 

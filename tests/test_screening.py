@@ -611,3 +611,44 @@ def test_two_reviewers_screen_everything_in_a_real_terminal(runner, screening_kb
     assert invoke(runner, "--kb", root, "screen", "conflicts").exit_code == 0
     (pair,) = json.loads(invoke(runner, "--kb", root, "screen", "agreement", "--format", "json").stdout)["pairs"]
     assert pair["n"] == n and pair["raw_agreement"] == pytest.approx((n - 2) / n)
+
+
+# -- step 5: PRISMA 2020 counts ------------------------------------------------------------------
+
+
+def test_prisma_counts_add_up_box_by_box(runner, screening_kb):
+    root = screening_kb
+    k = _keys(root)
+    n = len(k)
+    ta = {0: "exclude", 1: "exclude", 2: "include", 3: "maybe", 4: "include", 5: "include", 6: "include"}
+    for j, d in ta.items():
+        _decide(runner, root, k[j], d, "--reviewer", "Ann")
+    _decide(runner, root, k[7], "include", "--reviewer", "Ann")  # a title/abstract conflict
+    _decide(runner, root, k[7], "exclude", "--reviewer", "Bob")
+    _decide(runner, root, k[2], "include", "--stage", "full-text", "--reviewer", "Ann")
+    _decide(runner, root, k[3], "exclude", "--stage", "full-text", "--reason", "wrong outcome", "--reviewer", "Ann")
+    _decide(runner, root, k[4], "exclude", "--stage", "full-text", "--reason", "not retrievable", "--reviewer", "Ann")
+    _decide(runner, root, k[5], "exclude", "--stage", "full-text", "--reason", "1", "--reviewer", "Ann")
+    # k[6]: awaiting full-text assessment
+    r = invoke(runner, "--kb", root, "prisma", "--format", "json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    f, own = data["prisma2020"], data["kb"]
+    log = store.read_log(open_kb(root)).searches[0]
+    assert f["database_results"] == log["found"] and f["duplicates"] == log["duplicates"]
+    assert own["records_after_removal"] == n
+    assert (f["records_screened"], own["records_not_screened"], own["title_abstract_conflicts"]) == (8, n - 8, 1)
+    assert f["records_excluded"] == 2 and f["dbr_sought_reports"] == 5
+    assert f["dbr_notretrieved_reports"] == 1 and own["full_text_awaiting"] == 1 and f["dbr_assessed"] == 3
+    assert f["dbr_excluded"] == "wrong outcome, 1; wrong population, 1"
+    assert f["new_studies"] == f["new_reports"] == 1
+    assert data["ok"] and len(data["checks"]) == 7 and all(c["ok"] for c in data["checks"])
+    text = invoke(runner, "--kb", root, "prisma").output
+    assert "records screened: n = 8 (not yet screened: n = " in text and "    wrong outcome: n = 1" in text
+    # a hand-edited count that no longer adds up fails its check, named
+    p = root / "searches.yaml"
+    p.write_text(p.read_text().replace(f"found: {log['found']}", f"found: {log['found'] + 5}")
+                 + "other_methods:\n  citation_searching: 4\n")
+    r = invoke(runner, "--kb", root, "prisma")
+    assert r.exit_code == 1 and "FAIL identified = removed + kept" in r.output
+    assert "citation searching n = 4" in r.output
