@@ -652,3 +652,69 @@ def test_prisma_counts_add_up_box_by_box(runner, screening_kb):
     r = invoke(runner, "--kb", root, "prisma")
     assert r.exit_code == 1 and "FAIL identified = removed + kept" in r.output
     assert "citation searching n = 4" in r.output
+
+
+# -- reliability: permissions, kill -9, two reviewers with one name -------------------------------
+
+
+@pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o027, 0o640)])
+def test_screening_files_honour_the_umask(runner, tmp_path, mask, expected):
+    import os
+
+    ris = tmp_path / "bundled.ris"
+    invoke(runner, "--kb", ROOT, "export", "--format", "ris", "-o", ris)
+    root = new_kb(tmp_path / "kb")
+    old = os.umask(mask)
+    try:
+        _imp(runner, root, ris)
+        _decide(runner, root, _keys(root)[0], "include", "--reviewer", "Ann")
+    finally:
+        os.umask(old)
+    written = [root / "searches.yaml", root / "screening" / "references" / "001-search.jsonl",
+               root / "screening" / "decisions" / "ann.jsonl"]
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in written} == {p.name: oct(expected) for p in written}
+    (root / "searches.yaml").chmod(0o600)  # a reviewer's choice survives the next import
+    other = tmp_path / "again.ris"
+    other.write_bytes(ris.read_bytes() + b"\n")
+    _imp(runner, root, other)
+    assert (root / "searches.yaml").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.9, 1.2, 1.35, 1.45, 1.6])  # the import takes about 1.5 s here
+def test_an_import_killed_midway_leaves_consistent_files(runner, tmp_path, delay):
+    """kill -9 during `kb import` into the screening set: the log and the set are each whole or absent,
+    agree with each other, and the import run again completes them."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = shared_data("litsearchr_exports/scopus_final.bib")
+    root = new_kb(tmp_path / "kb")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "kbcli", "--kb", str(root), "import", str(path)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kb = open_kb(root)
+    log = store.read_log(kb)  # parses, whatever the moment
+    refs = store.read_references(kb)
+    for s in log.searches:
+        assert (root / s["references"]).is_file()
+    assert not list((root / "screening" / "references").glob(".*.tmp")) if (root / "screening").exists() else True
+    r = invoke(runner, "--kb", root, "import", path, "--report", "json")
+    rep = json.loads(r.stdout)["searches"][0]
+    log = store.read_log(open_kb(root))
+    assert len(log.searches) == 1 and (rep["already_imported_as"] or rep["new"] + rep["duplicate"] + rep["failed"]
+                                       == rep["found"] == 1115)
+    assert len(store.read_references(open_kb(root))) == log.searches[0]["new"] >= len(refs)
+
+
+def test_two_reviewers_with_one_name_spelled_differently_are_refused(runner, screening_kb):
+    k = _keys(screening_kb)
+    _decide(runner, screening_kb, k[0], "include", "--reviewer", "Ann Smith")
+    r = _decide(runner, screening_kb, k[1], "include", "--reviewer", "ann smith", code=2)
+    assert "Ann Smith" in r.output and "ann-smith.jsonl" in r.output
+    assert len((screening_kb / "screening" / "decisions" / "ann-smith.jsonl").read_text().splitlines()) == 1

@@ -203,6 +203,12 @@ def decide(kb: KnowledgeBase, key: str, decision: str, *, reviewer: str, stage: 
     if decision not in allowed:
         raise BadRequest(f"{decision!r} is not a {stage} decision", hint=f"{stage}: " + ", ".join(allowed))
     state = state or load_state(kb)
+    path = store.reviewer_file(kb, reviewer)
+    others = sorted(r for r, f in state.decisions.owners.items() if f == path.name and r != reviewer)
+    if others:
+        raise BadRequest(f"{path.name} holds the decisions of reviewer {others[0]!r}, not {reviewer!r}",
+                         hint=f"if you are {others[0]}, pass --reviewer {others[0]!r}; two people need two names "
+                              "that differ in more than case and punctuation")
     if key not in state.refs:
         raise NotFound(f"no reference with key {key!r} in the screening set",
                        hint="keys are doi:..., pmid:... or t:...; kb screen list shows them")
