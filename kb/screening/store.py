@@ -144,15 +144,15 @@ def read_references(kb: KnowledgeBase) -> dict[str, ScreeningRef]:
     paths = sorted(folder.glob("*.jsonl"), key=lambda p: (order.index(p.stem) if p.stem in order else len(order),
                                                           p.name))
     for path in paths:
-        with open(path, encoding="utf-8") as fh:
-            for i, line in enumerate(fh, 1):
-                if not line.strip():
+        with open(path, "rb") as fh:
+            for i, raw in enumerate(fh, 1):
+                if not raw.strip():
                     continue
                 try:
-                    data = json.loads(line)
+                    data = json.loads(raw.decode("utf-8"))
                     if not isinstance(data, dict) or not isinstance(data.get("key"), str):
                         raise ValueError("not an object with a key")
-                except ValueError as e:
+                except (ValueError, RecursionError) as e:
                     raise ScreeningError(f"{path}:{i}: not a screening reference ({e})",
                                          hint="each line is one JSON object as kb import wrote it; restore the "
                                               "file from git (git checkout -- FILE)") from None
