@@ -1184,7 +1184,13 @@ def prisma_cmd(ctx: click.Context, fmt) -> None:
     names: database_results, duplicates, records_screened, dbr_assessed ...).
     References not yet screened and unresolved conflicts have their own
     counts. Every box's arithmetic is checked; exit status 1 when a check
-    fails (a hand-edited count in searches.yaml, say)."""
+    fails (a hand-edited count in searches.yaml, say).
+
+    \b
+    Examples:
+      kb prisma
+      kb prisma --format json > prisma.json
+    """
     from kb.screening.prisma import prisma, text
 
     p = prisma(_kb(ctx))
