@@ -197,10 +197,21 @@ def _literature_search(value: object, path: Path, node) -> LiteratureSearch | No
 
 def searched_up_to(kb: KnowledgeBase) -> LiteratureSearch | None:
     """When the evidence of ``kb`` was last searched for new studies: the one answer every page, the
-    methods page and `kb stats` show. Today that is kb.yaml's ``literature_search:`` section. Screening
-    will keep a search log under the knowledge base; when it does, the log's latest search is asked
-    here first and takes precedence (it records each search as it was run), and kb.yaml's date is the
-    fallback. None when neither says: pages then say that the search date is not recorded."""
+    methods page and `kb stats` show. The search log (``searches.yaml``, kept by ``kb import``) is
+    asked first and takes precedence: its latest ``date_searched``, with the databases searched as
+    the note. kb.yaml's ``literature_search:`` section is the fallback. None when neither says: pages
+    then say that the search date is not recorded. A search log that cannot be read is an error
+    (kb.screening.store.ScreeningError, naming the file, line and field)."""
+    if (kb.root / "searches.yaml").is_file():
+        from .screening.store import read_log  # the search log is screening's file
+
+        dated = [s for s in read_log(kb).searches if s.get("date_searched")]
+        if dated:
+            day = max(_dt.date.fromisoformat(s["date_searched"]) for s in dated)
+            databases = sorted({str(s["database"]) for s in dated if s.get("database")})
+            note = (f"{len(dated)} database search{'es' if len(dated) != 1 else ''} logged in searches.yaml"
+                    + (f" ({', '.join(databases)})" if databases else ""))
+            return LiteratureSearch(up_to=day, note=note, source="searches.yaml")
     return kb.literature_search
 
 

@@ -718,3 +718,24 @@ def test_two_reviewers_with_one_name_spelled_differently_are_refused(runner, scr
     r = _decide(runner, screening_kb, k[1], "include", "--reviewer", "ann smith", code=2)
     assert "Ann Smith" in r.output and "ann-smith.jsonl" in r.output
     assert len((screening_kb / "screening" / "decisions" / "ann-smith.jsonl").read_text().splitlines()) == 1
+
+
+def test_searched_up_to_comes_from_the_search_log_first(runner, tmp_path):
+    from kb.config import searched_up_to
+
+    from .conftest import bundled_copy
+
+    root = tmp_path / "kb"
+    bundled_copy(root)
+    before = searched_up_to(open_kb(root))
+    ris = tmp_path / "bundled.ris"
+    invoke(runner, "--kb", ROOT, "export", "--format", "ris", "-o", ris)
+    _imp(runner, root, ris)  # no date: kb.yaml still answers
+    assert searched_up_to(open_kb(root)) == before
+    other = tmp_path / "again.ris"
+    other.write_bytes(ris.read_bytes() + b"\n")
+    _imp(runner, root, other, "--database", "Embase", "--date-searched", "2026-12-01")
+    got = searched_up_to(open_kb(root))
+    assert (got.up_to.isoformat(), got.source) == ("2026-12-01", "searches.yaml") and "(Embase)" in got.note
+    r = invoke(runner, "--kb", root, "stats", "--format", "json")
+    assert json.loads(r.stdout)["searched_up_to"]["up_to"] == "2026-12-01"
