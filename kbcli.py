@@ -1176,11 +1176,14 @@ def screen_agreement(ctx: click.Context, fmt) -> None:
 
 
 @cli.command("prisma")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "svg"]), default="text", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file (never over an existing one) instead of printing.")
 @click.pass_context
-def prisma_cmd(ctx: click.Context, fmt) -> None:
+def prisma_cmd(ctx: click.Context, fmt, output) -> None:
     """PRISMA 2020 flow counts from the search log (searches.yaml) and the
-    screening decisions, as text or JSON (the PRISMA2020 R package's field
+    screening decisions, as text, an SVG diagram (role="img", with a title
+    and a description giving every count) or JSON (the PRISMA2020 R package's field
     names: database_results, duplicates, records_screened, dbr_assessed ...).
     References not yet screened and unresolved conflicts have their own
     counts. Every box's arithmetic is checked; exit status 1 when a check
@@ -1190,15 +1193,29 @@ def prisma_cmd(ctx: click.Context, fmt) -> None:
     Examples:
       kb prisma
       kb prisma --format json > prisma.json
+      kb prisma --format svg -o prisma.svg
     """
-    from kb.screening.prisma import prisma, text
+    from kb.screening.prisma import prisma, svg, text
 
-    p = prisma(_kb(ctx))
+    kb = _kb(ctx)
+    p = prisma(kb)
     if fmt == "json":
-        click.echo(safe_json(json.dumps(p.as_dict(), indent=2, ensure_ascii=False)))
+        out = safe_json(json.dumps(p.as_dict(), indent=2, ensure_ascii=False))
+    elif fmt == "svg":
+        out = svg(p, kb)
     else:
-        for line in text(p):
-            click.echo(safe(line))
+        out = "\n".join(safe(line) for line in text(p))
+    if output:
+        from kb.yamlio import write_new
+
+        write_new(output, out + "\n")
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(out)
+    if not p.ok:
+        for c in p.checks:
+            if not c.ok:
+                click.echo(safe(f"check failed: {c.name}: {c.formula}"), err=True)
     ctx.exit(0 if p.ok else 1)
 
 

@@ -739,3 +739,29 @@ def test_searched_up_to_comes_from_the_search_log_first(runner, tmp_path):
     assert (got.up_to.isoformat(), got.source) == ("2026-12-01", "searches.yaml") and "(Embase)" in got.note
     r = invoke(runner, "--kb", root, "stats", "--format", "json")
     assert json.loads(r.stdout)["searched_up_to"]["up_to"] == "2026-12-01"
+
+
+def test_prisma_svg_is_accessible_and_never_overwrites(runner, screening_kb, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    root = screening_kb
+    k = _keys(root)
+    _decide(runner, root, k[0], "exclude", "--reviewer", "Ann")
+    _decide(runner, root, k[1], "include", "--reviewer", "Ann")
+    _decide(runner, root, k[1], "exclude", "--stage", "full-text", "--reason", "4", "--reviewer", "Ann")
+    out = tmp_path / "prisma.svg"
+    r = invoke(runner, "--kb", root, "prisma", "--format", "svg", "-o", out)
+    assert r.exit_code == 0, r.output
+    svg = ET.parse(out).getroot()
+    ns = "{http://www.w3.org/2000/svg}"
+    assert svg.get("role") == "img" and svg.get("aria-labelledby") == "prisma-title prisma-desc"
+    assert svg.find(f"{ns}title").text == "PRISMA 2020 flow diagram"
+    desc = svg.find(f"{ns}desc").text
+    n = len(k)
+    assert f"records screened: n = 2 (not yet screened: n = {n - 2:,}" in desc
+    shown = " ".join("".join(t.itertext()) for t in svg.iter(f"{ns}tspan"))
+    for text in ("Records screened (n = 2)", "Records excluded (n = 1)", "Reports sought for retrieval (n = 1)",
+                 "Reports assessed for eligibility (n = 1)", "wrong outcome (n = 1)", f"Not yet screened (n = {n - 2:,})",
+                 "Studies included in review (n = 0)"):
+        assert text in shown, text
+    assert invoke(runner, "--kb", root, "prisma", "--format", "svg", "-o", out).exit_code == 1  # exists: not replaced

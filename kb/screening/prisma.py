@@ -151,3 +151,79 @@ def text(p: Prisma) -> list[str]:
     for c in p.checks:
         out.append(f"  {'ok  ' if c.ok else 'FAIL'} {c.name}: {c.formula}")
     return out
+
+
+# -- the diagram ----------------------------------------------------------------------------------
+
+LINE_H = 16
+BOX_W = 330
+GAP = 26
+
+
+def _box(x: float, y: float, lines: list[tuple[str, bool]]) -> dict:
+    return {"x": x, "y": y, "w": BOX_W, "h": 12 + LINE_H * len(lines),
+            "lines": [{"text": t, "bold": b} for t, b in lines]}
+
+
+def layout(p: Prisma, uid: str = "prisma") -> dict:
+    """Boxes, arrows and bands of the PRISMA 2020 flow diagram (databases and registers column), with
+    kb's own counts (never screened, conflicts, awaiting assessment) in the boxes they belong to."""
+    f, k = p.fields, p.kb
+    left, right = 44, 44 + BOX_W + 40
+    rows: list[tuple[list, list | None, str]] = []
+    ident = [("Records identified from:", True)]
+    ident += [(f"{s['database'] or 'database not recorded'} (n = {s['found']:,})", False) for s in p.databases[:6]]
+    if len(p.databases) > 6:
+        ident.append((f"... {len(p.databases) - 6} more searches", False))
+    ident += [(f"Databases (n = {f['database_results']:,})", False), (f"Registers (n = {f['register_results']:,})", False)]
+    removed = [("Records removed before screening:", True), (f"Duplicate records (n = {f['duplicates']:,})", False),
+               (f"Marked ineligible by automation tools (n = {f['excluded_automatic']:,})", False),
+               (f"Removed for other reasons: unreadable (n = {f['excluded_other']:,})", False)]
+    rows.append((ident, removed, "Identification"))
+    rows.append(([(f"Records screened (n = {f['records_screened']:,})", True),
+                  (f"Not yet screened (n = {k['records_not_screened']:,})", False),
+                  (f"Unresolved conflicts (n = {k['title_abstract_conflicts']:,})", False)],
+                 [(f"Records excluded (n = {f['records_excluded']:,})", True), ("by reviewers; none by tools", False)],
+                 "Screening"))
+    rows.append(([(f"Reports sought for retrieval (n = {f['dbr_sought_reports']:,})", True)],
+                 [(f"Reports not retrieved (n = {f['dbr_notretrieved_reports']:,})", True)], "Screening"))
+    excl = [(f"Reports excluded (n = {k['full_text_excluded']:,}):", True)]
+    excl += [(f"{r} (n = {n:,})", False) for r, n in sorted(p.excluded_reasons.items(), key=lambda kv: (-kv[1], kv[0]))]
+    rows.append(([(f"Reports assessed for eligibility (n = {f['dbr_assessed']:,})", True),
+                  (f"Awaiting assessment (n = {k['full_text_awaiting']:,})", False),
+                  (f"Unresolved conflicts (n = {k['full_text_conflicts']:,})", False)], excl, "Screening"))
+    rows.append(([(f"Studies included in review (n = {f['new_studies']:,})", True),
+                  (f"Reports of included studies (n = {f['new_reports']:,})", True)], None, "Included"))
+    boxes, arrows, bands = [], [], []
+    y = 12.0
+    prev = None
+    for main, side, band in rows:
+        mb = _box(left, y, main)
+        h = mb["h"] if band == "Screening" else max(mb["h"], 100)  # room for the band's rotated label
+        if side:
+            sb = _box(right, y, side)
+            h = max(h, sb["h"])
+            mb["h"] = sb["h"] = h
+            boxes.append(sb)
+            arrows.append({"x1": left + BOX_W, "y1": y + h / 2, "x2": right - 2, "y2": y + h / 2})
+        mb["h"] = h
+        boxes.append(mb)
+        if prev is not None:
+            arrows.append({"x1": left + BOX_W / 2, "y1": prev["y"] + prev["h"], "x2": left + BOX_W / 2, "y2": y - 2})
+        if bands and bands[-1]["label"] == band:
+            bands[-1]["h"] = y + h - bands[-1]["y"]
+        else:
+            bands.append({"label": band, "y": y, "h": h})
+        prev = mb
+        y += h + GAP
+    desc = " ".join(line for line in text(p)[2:] if line.strip() and not line.startswith("Checks")
+                    and not line.lstrip().startswith(("ok ", "FAIL")))
+    return {"uid": uid, "width": right + BOX_W + 8, "height": y - GAP + 12, "band_w": 28, "boxes": boxes,
+            "arrows": arrows, "bands": bands, "title": "PRISMA 2020 flow diagram",
+            "desc": " ".join(desc.split())}
+
+
+def svg(p: Prisma, kb: KnowledgeBase | None = None, uid: str = "prisma") -> str:
+    from ..templating import make_env
+
+    return make_env(kb).get_template("_prisma.svg").render(p=layout(p, uid))
