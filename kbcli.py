@@ -1102,6 +1102,35 @@ def screen_decide(ctx: click.Context, key, decision, reason, stage, reviewer, re
         click.echo(safe(f"note: {done.draft_note}"))
 
 
+@screen.command("list")
+@_STAGE
+@_REVIEWER
+@click.option("--todo", is_flag=True, help="Only the references you have still to screen at the stage.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def screen_list(ctx: click.Context, stage, reviewer, todo, fmt) -> None:
+    """List the screening set's references: key, your own decision at the
+    stage (blind: never the others'), year and title, in import order."""
+    from kb.screening.decide import load_state, queue
+
+    kb = _kb(ctx)
+    me = _reviewer(kb, reviewer)
+    state = load_state(kb)
+    keys = queue(state, me, stage) if todo else list(state.refs)
+    rows = []
+    for key in keys:
+        ref = state.refs[key]
+        mine = state.at(key, stage).votes.get(me)
+        rows.append({"key": key, "search": ref.search, "year": ref.data.get("year"), "title": ref.title,
+                     "decision": mine.decision if mine else None, "reason": mine.reason if mine else None})
+    if fmt == "json":
+        click.echo(safe_json(json.dumps(rows, indent=2, ensure_ascii=False)))
+        return
+    for r in rows:
+        click.echo(safe(f"{r['key']}  {(r['decision'] or '-'):8}  {r['year'] or '----'}  {r['title'][:80]}"))
+    click.echo(f"{len(rows):,} reference(s)")
+
+
 @screen.command("unblind")
 @_REVIEWER
 @click.pass_context

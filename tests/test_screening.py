@@ -765,3 +765,15 @@ def test_prisma_svg_is_accessible_and_never_overwrites(runner, screening_kb, tmp
                  "Studies included in review (n = 0)"):
         assert text in shown, text
     assert invoke(runner, "--kb", root, "prisma", "--format", "svg", "-o", out).exit_code == 1  # exists: not replaced
+
+
+def test_screen_list_shows_only_your_own_decisions(runner, screening_kb):
+    root = screening_kb
+    k = _keys(root)
+    _decide(runner, root, k[0], "include", "--reviewer", "Ann")
+    _decide(runner, root, k[1], "exclude", "--reviewer", "Bob")
+    rows = json.loads(invoke(runner, "--kb", root, "screen", "list", "--reviewer", "Ann", "--format", "json").stdout)
+    assert [r["key"] for r in rows] == k and rows[0]["decision"] == "include" and rows[1]["decision"] is None
+    todo = json.loads(invoke(runner, "--kb", root, "screen", "list", "--reviewer", "Ann", "--todo",
+                             "--format", "json").stdout)
+    assert [r["key"] for r in todo] == k[1:]
