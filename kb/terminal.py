@@ -422,7 +422,7 @@ def stats_tables(kb: KnowledgeBase, result: Stats) -> None:
                           f"(from {escape(result.searched.source)})")
         else:
             console.print("Date of the last search for new studies not recorded "
-                          "(kb import --date-searched logs it, or set literature_search: up_to: in kb.yaml)")
+                          "(set literature_search: up_to: in kb.yaml)")
     if invalid:
         console.print(f"[red]{invalid} file(s) with errors left out; run `kb validate`[/red]")
     if result.retracted:
