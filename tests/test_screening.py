@@ -642,7 +642,7 @@ def test_prisma_counts_add_up_box_by_box(runner, screening_kb):
     assert f["dbr_notretrieved_reports"] == 1 and own["full_text_awaiting"] == 1 and f["dbr_assessed"] == 3
     assert f["dbr_excluded"] == "wrong outcome, 1; wrong population, 1"
     assert f["new_studies"] == f["new_reports"] == 1
-    assert data["ok"] and len(data["checks"]) == 7 and all(c["ok"] for c in data["checks"])
+    assert data["ok"] and len(data["checks"]) == 8 and all(c["ok"] for c in data["checks"])
     text = invoke(runner, "--kb", root, "prisma").output
     assert "records screened: n = 8 (not yet screened: n = " in text and "    wrong outcome: n = 1" in text
     # a hand-edited count that no longer adds up fails its check, named
@@ -777,3 +777,19 @@ def test_screen_list_shows_only_your_own_decisions(runner, screening_kb):
     todo = json.loads(invoke(runner, "--kb", root, "screen", "list", "--reviewer", "Ann", "--todo",
                              "--format", "json").stdout)
     assert [r["key"] for r in todo] == k[1:]
+
+
+def test_prisma_counts_reports_of_one_trial_as_one_study(runner, screening_kb):
+    root = screening_kb
+    k = _keys(root)
+    for key in k[:3]:
+        _decide(runner, root, key, "include", "--reviewer", "Ann")
+        _decide(runner, root, key, "include", "--stage", "full-text", "--reviewer", "Ann")
+    drafts = sorted((root / "studies").glob("*.yaml"))
+    assert len(drafts) == 3
+    f = json.loads(invoke(runner, "--kb", root, "prisma", "--format", "json").stdout)["prisma2020"]
+    assert (f["new_studies"], f["new_reports"]) == (3, 3)
+    with open(drafts[0], "a") as fh:  # the reviewer links two reports of one trial
+        fh.write(f"related:\n- id: {drafts[1].stem}\n  relation: same-trial\n")
+    data = json.loads(invoke(runner, "--kb", root, "prisma", "--format", "json").stdout)
+    assert (data["prisma2020"]["new_studies"], data["prisma2020"]["new_reports"]) == (2, 3) and data["ok"]

@@ -43,6 +43,47 @@ class Prisma:
                 "ok": self.ok}
 
 
+SAME_STUDY = ("same-trial", "secondary-analysis", "companion")
+
+
+def count_studies(kb: KnowledgeBase, reports: list[store.ScreeningRef]) -> int:
+    """How many studies the included ``reports`` are: each report is matched (kb.dedup) to its record
+    in studies/, and records linked by ``related:`` (same-trial, secondary-analysis, companion) are
+    one study. A report with no record (no draft could be written) is a study of its own."""
+    from ..importer import entry_of_ref, known_records
+    from ..validate import record_files
+
+    if not reports:
+        return 0
+    files = record_files([kb.studies_dir]) if kb.studies_dir.is_dir() else []
+    index, _, _ = known_records(files)
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    ids: list[str] = []
+    links: list[tuple[str, str]] = []
+    for ref in reports:
+        match = index.match(entry_of_ref(store.as_reference(ref.data), ref.key))
+        if match is None or match.entry.path is None:
+            ids.append("screening:" + ref.key)
+            continue
+        sid = match.entry.label
+        ids.append(sid)
+        data = match.entry.payload if isinstance(match.entry.payload, dict) else {}
+        for r in data.get("related") or []:
+            if isinstance(r, dict) and r.get("relation") in SAME_STUDY and isinstance(r.get("id"), str):
+                links.append((sid, r["id"]))
+    for a, b in links:
+        if b in ids:
+            parent[find(a)] = find(b)
+    return len({find(i) for i in ids})
+
+
 def prisma(kb: KnowledgeBase) -> Prisma:
     log = store.read_log(kb)
     state = load_state(kb)
@@ -75,6 +116,8 @@ def prisma(kb: KnowledgeBase) -> Prisma:
         else:
             r = ks.reason or "no reason recorded"
             reasons[r] = reasons.get(r, 0) + 1
+    included_keys = [k for k, ks in ft.items() if ks.outcome == "included"]
+    studies = count_studies(kb, [state.refs[k] for k in included_keys])
     assessed = sought - not_retrieved - awaiting
     ft_excluded = sum(reasons.values())
     other = log.other_methods
@@ -93,16 +136,18 @@ def prisma(kb: KnowledgeBase) -> Prisma:
         "dbr_notretrieved_reports": not_retrieved,
         "dbr_assessed": assessed,
         "dbr_excluded": "; ".join(f"{r}, {n}" for r, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "new_studies": included,
+        "new_studies": studies,
         "new_reports": included,
     }
     own = {"records_after_removal": in_set, "records_not_screened": not_screened,
            "title_abstract_conflicts": ta_conflicts, "full_text_awaiting": awaiting,
            "full_text_conflicts": ft_conflicts, "full_text_excluded": ft_excluded,
-           "studies_note": "each included report counts as one study: reports of one trial are not yet grouped"}
+           "studies_note": ("reports of one trial are grouped by the related: links (same-trial, "
+                            "secondary-analysis, companion) of their records in studies/")}
     identified = database_results + register_results
     removed = duplicates + unreadable
     checks = [
+        Check("studies <= reports", f"{studies} <= {included}", studies <= included),
         Check("identified = removed + kept", f"{identified} = {duplicates} duplicates + {unreadable} unreadable + "
               f"{in_set} in the screening set", identified == removed + in_set),
         Check("screened <= identified - removed", f"{records_screened} <= {identified} - {removed}",
