@@ -632,12 +632,29 @@ def serve(ctx: click.Context, out: Path | None, base_url: str | None, no_search:
 @click.option("--max-size", metavar="SIZE", default="512MB", show_default=True,
               help="The most text one file may hold once un-gzipped (KB, MB, GB); a larger file stops the "
                    "import, nothing written. Guards against gzip bombs; raise it for a genuinely huge export.")
+@click.option("--as-draft", is_flag=True, help="Write each new reference as a draft record in studies/ (for adding "
+              "known studies directly) instead of sending it to the screening set.")
+@click.option("--database", metavar="NAME", help="The database the export came from (PubMed, Embase ...), for the "
+              "search log and the PRISMA counts.")
+@click.option("--date-searched", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="YYYY-MM-DD",
+              help="The day the database was searched, for the search log.")
+@click.option("--query", metavar="TEXT", help="The search string, for the search log.")
 @click.pass_context
 def import_(ctx: click.Context, files: tuple[Path, ...], fmt, encoding, dry_run, update, all_or_nothing, report_fmt,
-            verbose, max_size) -> None:
-    """Import references from PubMed, MEDLINE, RIS, BibTeX or CSV exports as draft records.
+            verbose, max_size, as_draft, database, date_searched, query) -> None:
+    """Import references from PubMed, MEDLINE, RIS, BibTeX or CSV exports.
 
-    Each new reference becomes studies/<firstauthor-year>.yaml with status
+    By default each export file is logged as one search in searches.yaml
+    (database, date searched, query, file, sha256, counts found, new and
+    duplicate) and its new references go to the screening set,
+    screening/references/<search-id>.jsonl, to be screened with kb screen;
+    studies/ is not touched. Every reference enters the set, missing fields
+    and all. A file already imported (the same bytes) is not imported again,
+    and a reference already in the screening set (included, excluded or not
+    yet screened) is a duplicate, so a re-import never brings back an
+    excluded reference.
+
+    With --as-draft each new reference becomes studies/<firstauthor-year>.yaml with status
     draft: the bibliographic fields, the abstract, keywords and MeSH terms,
     conditions suggested from the vocabulary (listed under inferred_fields
     for you to confirm), and a design from PubMed's publication type when
@@ -666,9 +683,10 @@ def import_(ctx: click.Context, files: tuple[Path, ...], fmt, encoding, dry_run,
 
     \b
     Examples:
-      kb import pubmed-results.nbib --dry-run
-      kb import scopus.ris embase.csv
-      kb import pubmed.xml --update
+      kb import pubmed.nbib --database PubMed --date-searched 2026-12-01
+      kb import scopus.ris embase.csv --dry-run
+      kb import known-trial.ris --as-draft
+      kb import pubmed.xml --as-draft --update
       kb import old-export.ris --encoding cp1252
     """
     from kb.formats import parse_size
@@ -687,10 +705,25 @@ def import_(ctx: click.Context, files: tuple[Path, ...], fmt, encoding, dry_run,
             for line in text_report(report, verbose):
                 click.echo(safe(line))
 
+    if not as_draft:
+        if update:
+            raise click.UsageError("--update fills records in studies/, so it needs --as-draft")
+        from kb.screening.importing import import_to_screening, text_report as screening_report
+
+        text_report = screening_report  # noqa: F811 (the screening set's report)
+    for name, value in (("--database", database), ("--query", query)):
+        if value is not None and (not value.strip() or any(ord(c) < 32 for c in value)):
+            raise click.BadParameter("must be one line of text", param_hint=name)
     try:
         with _progress("importing", phased=True) as update_bar:  # the bar is gone before the report prints
-            report = import_files(kb, list(files), fmt=fmt, encoding=encoding, dry_run=dry_run, update=update,
-                                  all_or_nothing=all_or_nothing, progress=update_bar, max_size=max_bytes)
+            if as_draft:
+                report = import_files(kb, list(files), fmt=fmt, encoding=encoding, dry_run=dry_run, update=update,
+                                      all_or_nothing=all_or_nothing, progress=update_bar, max_size=max_bytes)
+            else:
+                report = import_to_screening(kb, list(files), fmt=fmt, encoding=encoding, database=database,
+                                             date_searched=date_searched.date() if date_searched else None,
+                                             query=query, dry_run=dry_run, all_or_nothing=all_or_nothing,
+                                             progress=update_bar, max_size=max_bytes)
     except ImportFailed as e:
         if e.report is not None:
             print_report(e.report)
@@ -975,6 +1008,244 @@ def init(folder: Path, title: str | None) -> None:
 
     for p in init_kb(folder, title):
         click.echo(f"created {p}")
+
+
+# -- kb screen (issue 19): screening a database search ------------------------------------------
+
+
+def _reviewer(kb, reviewer: str | None) -> str:
+    from kb.screening.decide import git_user
+
+    name = reviewer or git_user(kb.root)
+    if not name:
+        raise click.UsageError("no reviewer: pass --reviewer NAME, or set `git config user.name`")
+    return name
+
+
+_REVIEWER = click.option("--reviewer", metavar="NAME", help="Who is screening (default: git config user.name).")
+_STAGE = click.option("--stage", type=click.Choice(["title-abstract", "full-text"]), default="title-abstract",
+                      show_default=True, help="The screening stage.")
+
+
+@cli.group("screen", invoke_without_command=True)
+@_REVIEWER
+@_STAGE
+@click.pass_context
+def screen(ctx: click.Context, reviewer, stage) -> None:
+    """Screen the references `kb import` sent to the screening set.
+
+    Two stages: title-abstract (include, exclude or maybe; a maybe goes on
+    to full text) and full-text (include or exclude; an exclusion needs a
+    reason from kb.yaml's screening: {exclusion_reasons: [...]}). Each
+    decision is one line appended to screening/decisions/<reviewer>.jsonl
+    and flushed to disk at once; nothing is ever rewritten, so reviewers'
+    branches merge in git without conflicts. Screening is blind until
+    `kb screen unblind`: each reviewer sees only their own decisions.
+
+    Without a subcommand: screen in the terminal, one reference at a time in
+    import order (title, authors, journal, year, keywords, abstract; the
+    vocabulary's terms in bold and underlined, or *starred* when not a
+    terminal), with progress (screened, included, excluded, left). Keys:
+    i include, e exclude (then a reason by number; Enter for none at
+    title-abstract), m maybe, u undo, s skip, q quit. Each decision is on
+    disk before the next reference is shown.
+
+    \b
+    Examples:
+      kb screen decide pmid:23982301 include --reviewer Ann
+      kb screen decide doi:10.1/x exclude --stage full-text --reason 2
+      kb screen unblind && kb screen conflicts && kb screen agreement
+      kb screen decide pmid:1 include --resolve     # settles a conflict
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from kb.screening.session import run
+
+    kb = _kb(ctx)
+    tty = not click.utils.should_strip_ansi(sys.stdout, ctx.color)  # styles reach a terminal
+
+    def show(text: str) -> None:
+        click.echo(text)
+
+    result = run(kb, _reviewer(kb, reviewer), stage=stage, getkey=click.getchar, show=show,
+                 mark=(lambda w: click.style(w, bold=True, underline=True)) if tty else (lambda w: f"*{w}*"))
+    click.echo(f"this session: {result.decided} decided, {result.undone} undone")
+
+
+@screen.command("decide")
+@click.argument("key")
+@click.argument("decision", type=click.Choice(["include", "exclude", "maybe", "undo"]))
+@click.option("--reason", metavar="N|TEXT", help="Why excluded: a reason's number or text (needed at full text).")
+@_STAGE
+@_REVIEWER
+@click.option("--resolve", is_flag=True, help="This decision resolves a conflict at the stage (after unblinding).")
+@click.pass_context
+def screen_decide(ctx: click.Context, key, decision, reason, stage, reviewer, resolve) -> None:
+    """Record one decision on the reference KEY (doi:..., pmid:... or t:...).
+
+    undo withdraws your last decision on KEY at the stage. A full-text
+    include that settles the reference (both reviewers, or a resolution)
+    becomes a draft record in studies/, its notes naming its screening key
+    and search.
+    """
+    from kb.screening.decide import decide
+
+    kb = _kb(ctx)
+    done = decide(kb, key, decision, reviewer=_reviewer(kb, reviewer), stage=stage, reason=reason,
+                  resolves=resolve)
+    d = done.decision
+    click.echo(safe(f"{d.reviewer}: {d.key} {d.stage} {d.decision}" + (f" ({d.reason})" if d.reason else "")
+                    + (" [resolution]" if d.resolves else "") + f" -> {done.path.name}; now: {done.outcome}"))
+    if done.draft:
+        click.echo(safe(f"draft record written: {done.draft}"))
+    elif done.draft_note:
+        click.echo(safe(f"note: {done.draft_note}"))
+
+
+@screen.command("list")
+@_STAGE
+@_REVIEWER
+@click.option("--todo", is_flag=True, help="Only the references you have still to screen at the stage.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def screen_list(ctx: click.Context, stage, reviewer, todo, fmt) -> None:
+    """List the screening set's references: key, your own decision at the
+    stage (blind: never the others'), year and title, in import order."""
+    from kb.screening.decide import load_state, queue
+
+    kb = _kb(ctx)
+    me = _reviewer(kb, reviewer)
+    state = load_state(kb)
+    keys = queue(state, me, stage) if todo else list(state.refs)
+    rows = []
+    for key in keys:
+        ref = state.refs[key]
+        mine = state.at(key, stage).votes.get(me)
+        rows.append({"key": key, "search": ref.search, "year": ref.data.get("year"), "title": ref.title,
+                     "decision": mine.decision if mine else None, "reason": mine.reason if mine else None})
+    if fmt == "json":
+        click.echo(safe_json(json.dumps(rows, indent=2, ensure_ascii=False)))
+        return
+    for r in rows:
+        click.echo(safe(f"{r['key']}  {(r['decision'] or '-'):8}  {r['year'] or '----'}  {r['title'][:80]}"))
+    click.echo(f"{len(rows):,} reference(s)")
+
+
+@screen.command("unblind")
+@_REVIEWER
+@click.pass_context
+def screen_unblind(ctx: click.Context, reviewer) -> None:
+    """Lift blinding: every reviewer then sees conflicts and agreement.
+    Recorded in screening/unblinded.yaml (commit it)."""
+    from kb.screening.decide import unblind
+
+    kb = _kb(ctx)
+    data = unblind(kb, _reviewer(kb, reviewer))
+    click.echo(safe(f"screening unblinded ({data.get('unblinded')}, by {data.get('by')})"))
+
+
+@screen.command("conflicts")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def screen_conflicts(ctx: click.Context, fmt) -> None:
+    """List the references the reviewers disagree on (after unblinding).
+
+    A conflict: include against exclude; maybe against exclude at
+    title-abstract; two exclusions with different reasons at full-text.
+    Resolve one with `kb screen decide KEY DECISION --resolve`.
+    Exit status 1 when there is a conflict."""
+    from kb.screening.decide import conflicts, load_state
+
+    kb = _kb(ctx)
+    state = load_state(kb)
+    found = conflicts(kb, state)
+    if fmt == "json":
+        click.echo(safe_json(json.dumps([{"key": ks.key, "stage": ks.stage, "title": state.refs[ks.key].title,
+                                          "votes": {r: {"decision": v.decision, "reason": v.reason}
+                                                    for r, v in sorted(ks.votes.items())}} for ks in found],
+                                        indent=2, ensure_ascii=False)))
+    else:
+        for ks in found:
+            votes = "; ".join(f"{r}: {v.decision}" + (f" ({v.reason})" if v.reason else "")
+                              for r, v in sorted(ks.votes.items()))
+            click.echo(safe(f"{ks.key}  [{ks.stage}]  {state.refs[ks.key].title[:70]}\n    {votes}"))
+        click.echo(f"{len(found)} conflict(s)")
+    for p in state.decisions.problems:
+        click.echo(safe(f"warning: {p}"), err=True)
+    ctx.exit(1 if found else 0)
+
+
+@screen.command("agreement")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def screen_agreement(ctx: click.Context, fmt) -> None:
+    """Agreement between reviewers per stage, over the references both
+    screened (n): Cohen's kappa with its 95% CI (large-sample SE of Fleiss,
+    Cohen and Everitt 1969), raw agreement, and the prevalence-adjusted
+    PABAK (with about 1% relevant, kappa alone misleads). After unblinding."""
+    from kb.screening.decide import CI_METHOD, agreement
+
+    kb = _kb(ctx)
+    rows = agreement(kb)
+    if fmt == "json":
+        click.echo(safe_json(json.dumps({"method": CI_METHOD, "pairs": [a.as_dict() for a in rows]}, indent=2,
+                                        ensure_ascii=False)))
+        return
+    if not rows:
+        click.echo("no reference was screened by two reviewers at the same stage")
+        ctx.exit(1)
+    for a in rows:
+        k = ("not defined" if a.kappa is None else
+             f"{a.kappa:.2f} (95% CI {a.ci[0]:.2f} to {a.ci[1]:.2f})")
+        click.echo(safe(f"{a.stage}: {a.reviewers[0]} and {a.reviewers[1]}, n = {a.n}: raw agreement "
+                        f"{a.observed:.1%}, Cohen's kappa {k}, PABAK {a.pabak:.2f}"))
+        if a.note:
+            click.echo(safe(f"  note: {a.note}"))
+    click.echo(CI_METHOD)
+
+
+@cli.command("prisma")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "svg"]), default="text", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file (never over an existing one) instead of printing.")
+@click.pass_context
+def prisma_cmd(ctx: click.Context, fmt, output) -> None:
+    """PRISMA 2020 flow counts from the search log (searches.yaml) and the
+    screening decisions, as text, an SVG diagram (role="img", with a title
+    and a description giving every count) or JSON (the PRISMA2020 R package's field
+    names: database_results, duplicates, records_screened, dbr_assessed ...).
+    References not yet screened and unresolved conflicts have their own
+    counts. Every box's arithmetic is checked; exit status 1 when a check
+    fails (a hand-edited count in searches.yaml, say).
+
+    \b
+    Examples:
+      kb prisma
+      kb prisma --format json > prisma.json
+      kb prisma --format svg -o prisma.svg
+    """
+    from kb.screening.prisma import prisma, svg, text
+
+    kb = _kb(ctx)
+    p = prisma(kb)
+    if fmt == "json":
+        out = safe_json(json.dumps(p.as_dict(), indent=2, ensure_ascii=False))
+    elif fmt == "svg":
+        out = svg(p, kb)
+    else:
+        out = "\n".join(safe(line) for line in text(p))
+    if output:
+        from kb.yamlio import write_new
+
+        write_new(output, out + "\n")
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(out)
+    if not p.ok:
+        for c in p.checks:
+            if not c.ok:
+                click.echo(safe(f"check failed: {c.name}: {c.formula}"), err=True)
+    ctx.exit(0 if p.ok else 1)
 
 
 def main() -> None:  # pragma: no cover - the console script

@@ -40,7 +40,7 @@ def run_import(kb: str, path: Path, repeat: int):
             root = Path(tmp) / "kb"
             (root / "studies").mkdir(parents=True)
             (root / "kb.yaml").write_text("title: import benchmark\n")
-            run = measure([kb, "--kb", str(root), "import", str(path), "--report", "json"])
+            run = measure([kb, "--kb", str(root), "import", "--as-draft", str(path), "--report", "json"])
             if run.returncode not in (0, 1):
                 sys.exit(f"kb import failed ({run.returncode}) on {path}")
             written = len(list((root / "studies").glob("*.yaml")))

@@ -22,7 +22,7 @@ from .vocab import Vocabulary, load_vocabulary
 CONFIG_NAME = "kb.yaml"
 STUDIES_DIR = "studies"
 KNOWN_KEYS = {"title", "description", "base_url", "vocabulary", "language", "synthesis", "eligibility",
-              "literature_search"}
+              "literature_search", "screening"}
 TEXT_KEYS = ("title", "description", "base_url", "language")  # one line of text each (or absent)
 
 
@@ -52,6 +52,11 @@ class KnowledgeBase:
     protocol: Protocol = DEFAULT_PROTOCOL  # kb.yaml's synthesis: section (time windows, comparator classes ...)
     literature_search: LiteratureSearch | None = None  # kb.yaml's literature_search: section; read it
     # through searched_up_to(kb), which a search log will take precedence in
+    exclusion_reasons: tuple[str, ...] = ()  # kb.yaml's screening: {exclusion_reasons: [...]} (or the defaults)
+
+    def __post_init__(self) -> None:
+        if not self.exclusion_reasons:
+            self.exclusion_reasons = DEFAULT_EXCLUSION_REASONS
 
     @property
     def studies_dir(self) -> Path:
@@ -107,6 +112,8 @@ def _read_config(path: Path) -> dict:
                                 f'write it on one line, quoted when in doubt: {key}: "..."')
     if "literature_search" in data:
         data["literature_search"] = _literature_search(data["literature_search"], path, loaded.node)
+    if "screening" in data:
+        data["screening"] = _screening(data["screening"], path, loaded.node)
     unknown = set(data) - KNOWN_KEYS
     if unknown:
         raise ConfigError(
@@ -114,6 +121,40 @@ def _read_config(path: Path) -> dict:
             hint="kb.yaml knows: " + ", ".join(sorted(KNOWN_KEYS)),
         )
     return data
+
+
+DEFAULT_EXCLUSION_REASONS = ("wrong population", "wrong intervention", "wrong comparator", "wrong outcome",
+                             "wrong study design", "duplicate report", "not retrievable")
+
+
+def _screening(value: object, path: Path, node) -> tuple[str, ...]:
+    """kb.yaml's ``screening:`` section: ``exclusion_reasons``, a list of short texts (the reasons a
+    reviewer picks from when excluding at full text). Absent: the defaults."""
+    def fail(loc: tuple, message: str):
+        return _config_error(path, *yamlio.locate(node, ("screening", *loc)), ".".join(("screening", *map(str, loc))),
+                             message, "e.g. screening: {exclusion_reasons: [wrong population, wrong outcome]}")
+
+    if value is None:
+        return DEFAULT_EXCLUSION_REASONS
+    if not isinstance(value, dict):
+        raise fail((), "must be a mapping with exclusion_reasons:")
+    unknown = sorted(map(str, set(value) - {"exclusion_reasons"}))
+    if unknown:
+        raise fail((unknown[0],), f"unknown key(s) {', '.join(unknown)}")
+    reasons = value.get("exclusion_reasons")
+    if reasons is None:
+        return DEFAULT_EXCLUSION_REASONS
+    if not isinstance(reasons, list) or not reasons:
+        raise fail(("exclusion_reasons",), "must be a list of reasons")
+    out: list[str] = []
+    for i, r in enumerate(reasons):
+        if not isinstance(r, str) or not r.strip() or len(r) > 100:
+            raise fail(("exclusion_reasons", i), "each reason is a short text (at most 100 characters)")
+        r = " ".join(r.split())
+        if r.lower() in (o.lower() for o in out):
+            raise fail(("exclusion_reasons", i), f"{r!r} is listed twice")
+        out.append(r)
+    return tuple(out)
 
 
 SEARCH_KEYS = ("up_to", "note")
@@ -156,10 +197,21 @@ def _literature_search(value: object, path: Path, node) -> LiteratureSearch | No
 
 def searched_up_to(kb: KnowledgeBase) -> LiteratureSearch | None:
     """When the evidence of ``kb`` was last searched for new studies: the one answer every page, the
-    methods page and `kb stats` show. Today that is kb.yaml's ``literature_search:`` section. Screening
-    will keep a search log under the knowledge base; when it does, the log's latest search is asked
-    here first and takes precedence (it records each search as it was run), and kb.yaml's date is the
-    fallback. None when neither says: pages then say that the search date is not recorded."""
+    methods page and `kb stats` show. The search log (``searches.yaml``, kept by ``kb import``) is
+    asked first and takes precedence: its latest ``date_searched``, with the databases searched as
+    the note. kb.yaml's ``literature_search:`` section is the fallback. None when neither says: pages
+    then say that the search date is not recorded. A search log that cannot be read is an error
+    (kb.screening.store.ScreeningError, naming the file, line and field)."""
+    if (kb.root / "searches.yaml").is_file():
+        from .screening.store import read_log  # the search log is screening's file
+
+        dated = [s for s in read_log(kb).searches if s.get("date_searched")]
+        if dated:
+            day = max(_dt.date.fromisoformat(s["date_searched"]) for s in dated)
+            databases = sorted({str(s["database"]) for s in dated if s.get("database")})
+            note = (f"{len(dated)} database search{'es' if len(dated) != 1 else ''} logged in searches.yaml"
+                    + (f" ({', '.join(databases)})" if databases else ""))
+            return LiteratureSearch(up_to=day, note=note, source="searches.yaml")
     return kb.literature_search
 
 
@@ -197,4 +249,5 @@ def open_kb(path: str | Path | None = None, *, search_parents: bool = True) -> K
         protocol=dataclasses.replace(parse_protocol(cfg.get("synthesis"), str(cfg_path), vocab),
                                      eligibility=parse_eligibility(cfg.get("eligibility"), str(cfg_path))),
         literature_search=cfg.get("literature_search"),
+        exclusion_reasons=cfg.get("screening") or DEFAULT_EXCLUSION_REASONS,
     )

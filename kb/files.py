@@ -193,3 +193,47 @@ def worker_pool(max_workers: int, **kwargs):
     from concurrent.futures import ProcessPoolExecutor
 
     return ProcessPoolExecutor(max_workers=max_workers, mp_context=fork_context(), **kwargs)
+
+
+# -- append-only files (the screening decisions) ------------------------------------------------
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line of text to ``path`` (made if absent) and flush it to the disk before returning,
+    so a crash right after loses nothing. The file is opened with O_APPEND: a line is written in one
+    ``write`` at the end of the file, never over what is there. A file whose last line lacks its newline
+    (a crash mid-line, a hand edit) gets one first, so the new line stands on its own."""
+    if "\n" in line:
+        raise ValueError("one line at a time")
+    data = (line + "\n").encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    import fcntl
+
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # other appenders wait: the torn-line check and the write are one step
+        size = os.fstat(fd).st_size
+        if size:
+            with open(path, "rb") as fh:
+                fh.seek(size - 1)
+                if fh.read(1) != b"\n":
+                    data = b"\n" + data
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def locked(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock (``fcntl.flock``) on ``lock_path`` for the block: another process that
+    asks for it waits. Used around read-modify-write of a small shared file (the search log)."""
+    import fcntl
+
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -270,13 +270,13 @@ def test_a_gzip_bomb_stops_at_the_size_limit_with_a_clear_message_and_nothing_wr
     root = new_kb(tmp_path / "kb")
     bomb = _bomb(tmp_path / "export.ris.gz", 8 << 20, newlines)
     assert bomb.stat().st_size < 1 << 20
-    result = invoke(runner, "--kb", root, "import", bomb, "--max-size", "2MB")
+    result = invoke(runner, "--kb", root, "import", "--as-draft", bomb, "--max-size", "2MB")
     _no_internal_error(result)
     assert result.exit_code == 1
     assert f"Error: {bomb} holds more than 2 MB once un-gzipped; nothing was imported" in result.output
     assert "gzip bomb" in result.output and "--max-size 8MB" in result.output
     assert list((root / "studies").iterdir()) == []
-    result = invoke(runner, "--kb", root, "import", bomb, "--max-size", "20MB", "--report", "json")
+    result = invoke(runner, "--kb", root, "import", "--as-draft", bomb, "--max-size", "20MB", "--report", "json")
     assert json.loads(result.output)["written"] is True
     assert [p.name for p in (root / "studies").iterdir()] == ["feder-2014.yaml"]
 
@@ -292,10 +292,10 @@ def test_the_size_limit_applies_to_plain_files_and_defaults_to_512_mb(runner, tm
     root = new_kb(tmp_path / "kb")
     plain = tmp_path / "export.ris"
     plain.write_text(RIS_RECORD * 50, encoding="utf-8")
-    result = invoke(runner, "--kb", root, "import", plain, "--max-size", "1KB")
+    result = invoke(runner, "--kb", root, "import", "--as-draft", plain, "--max-size", "1KB")
     assert result.exit_code == 1 and f"{plain} holds more than 1 KB; nothing was imported" in result.output
     assert "gzip" not in result.output
-    result = invoke(runner, "--kb", root, "import", plain, "--max-size", "a lot")
+    result = invoke(runner, "--kb", root, "import", "--as-draft", plain, "--max-size", "a lot")
     assert result.exit_code == 2 and "'a lot' is not a size" in result.output
 
 
@@ -346,7 +346,7 @@ def test_files_written_by_import_new_and_export_honour_the_umask(runner, tmp_pat
     ris.write_text(RIS_RECORD, encoding="utf-8")
     old = os.umask(mask)
     try:
-        assert invoke(runner, "--kb", root, "import", ris).exit_code == 0
+        assert invoke(runner, "--kb", root, "import", "--as-draft", ris).exit_code == 0
         assert invoke(runner, "--kb", root, "new", "--title", "A trial", "--author", "Smith J", "--year", "2020",
                       "--design", "rct", "--condition", "depression",
                       "--source", "https://pubmed.ncbi.nlm.nih.gov/24740528/").exit_code == 0
@@ -364,7 +364,7 @@ def test_a_replaced_file_keeps_its_permissions_and_nothing_is_overwritten(runner
     out = tmp_path / "out.ris"
     ris = tmp_path / "export.ris"
     ris.write_text(RIS_RECORD, encoding="utf-8")
-    assert invoke(runner, "--kb", root, "import", ris).exit_code == 0
+    assert invoke(runner, "--kb", root, "import", "--as-draft", ris).exit_code == 0
     out.write_text("mine\n")
     out.chmod(0o640)
     result = invoke(runner, "--kb", root, "export", "-o", out)
@@ -381,16 +381,16 @@ def test_a_junk_import_lists_the_first_failures_and_json_lists_them_all(runner, 
     junk = tmp_path / "junk.ris"
     junk.write_text("".join(f"TY  - JOUR\nTI  - Record {i} without a year\nER  - \n\n" for i in range(500)),
                     encoding="utf-8")
-    result = invoke(runner, "--kb", root, "import", junk, "--dry-run")
+    result = invoke(runner, "--kb", root, "import", "--as-draft", junk, "--dry-run")
     assert result.exit_code == 1
     lines = result.output.splitlines()
     assert "failures (500):" in lines
     assert sum(": no publication year" in ln for ln in lines) == 20
     assert "  ... and 480 more (--verbose lists them all; so does --report json)" in lines
     assert len(lines) < 60
-    report = json.loads(invoke(runner, "--kb", root, "import", junk, "--dry-run", "--report", "json").output)
+    report = json.loads(invoke(runner, "--kb", root, "import", "--as-draft", junk, "--dry-run", "--report", "json").output)
     assert len(report["failed"]) == 500
-    verbose = invoke(runner, "--kb", root, "import", junk, "--dry-run", "--verbose").output
+    verbose = invoke(runner, "--kb", root, "import", "--as-draft", junk, "--dry-run", "--verbose").output
     assert verbose.count(": no publication year") == 500
 
 
@@ -480,10 +480,10 @@ def test_an_import_with_escape_sequences_writes_clean_drafts_and_a_clean_report(
     ris.write_text(RIS_RECORD.replace("TI  - Efficacy", "TI  - \x1b]0;pwned\x07\x1b[31mEfficacy")
                    + "TI  - \x1b]2;stray\x07 a title outside any record\n", encoding="utf-8")
     for fmt in ("text", "json"):
-        result = invoke(runner, "--kb", root, "import", ris, "--dry-run", "--report", fmt)
+        result = invoke(runner, "--kb", root, "import", "--as-draft", ris, "--dry-run", "--report", fmt)
         _no_internal_error(result)
         assert not RAW_CONTROL.search(result.output), (fmt, result.output)
-    result = invoke(runner, "--kb", root, "import", ris)
+    result = invoke(runner, "--kb", root, "import", "--as-draft", ris)
     assert "RIS fields outside any record: 'TI  - \\x1b]2;stray\\x07" in result.output
     draft = (root / "studies" / "feder-2014.yaml").read_text(encoding="utf-8")
     assert "title: ']0;pwned[31mEfficacy of intravenous ketamine" in draft
@@ -589,13 +589,13 @@ def test_an_xml_entity_bomb_is_refused_and_an_external_entity_never_read(runner,
     bomb = tmp_path / "bomb.xml"
     bomb.write_text(f'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY lol0 "lol">{_LAUGHS}]>'
                     + _ARTICLE.format(title="A &lol9; trial"), encoding="utf-8")
-    result = invoke(runner, "--kb", root, "import", bomb, "--dry-run")
+    result = invoke(runner, "--kb", root, "import", "--as-draft", bomb, "--dry-run")
     _no_internal_error(result)
     assert result.exit_code == 1 and "amplification" in result.output and "lollol" not in result.output
     xxe = tmp_path / "xxe.xml"
     xxe.write_text(f'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY xxe SYSTEM "file://{secret}">]>'
                    + _ARTICLE.format(title="Ketamine for PTSD &xxe;"), encoding="utf-8")
-    result = invoke(runner, "--kb", root, "import", xxe, "--report", "json")
+    result = invoke(runner, "--kb", root, "import", "--as-draft", xxe, "--report", "json")
     _no_internal_error(result)
     assert "TOPSECRET" not in result.output
     assert "TOPSECRET" not in "".join(p.read_text(encoding="utf-8") for p in (root / "studies").iterdir())

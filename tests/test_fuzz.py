@@ -577,3 +577,63 @@ def test_fuzz_pooling_any_valid_numbers(scratch, vocab, copies):
     for a in analyses.values():
         if a.get("ok") and a["result"].get("egger"):
             assert 0 <= a["result"]["egger"]["p"] <= 1
+
+
+# -- screening (issue 19): the screening set, the decision lines and the search log ----------------
+
+
+@pytest.fixture(scope="module")
+def screening_kb(tmp_path_factory):
+    from kb.config import open_kb
+
+    root = tmp_path_factory.mktemp("screenkb")
+    (root / "studies").mkdir()
+    return open_kb(root)
+
+
+DECISION_LINE = st.fixed_dictionaries(
+    {"key": st.one_of(st.sampled_from(["pmid:1", "pmid:2", "doi:10.1/x"]), st.text(max_size=6)),
+     "stage": st.one_of(st.sampled_from(["title-abstract", "full-text"]), st.text(max_size=6)),
+     "decision": st.one_of(st.sampled_from(["include", "exclude", "maybe", "undo"]), st.text(max_size=6)),
+     "time": st.one_of(st.just("2026-12-06T00:00:00Z"), st.integers()),
+     "reviewer": st.one_of(st.sampled_from(["Ann", "Bob", "ann", "Cy"]), st.text(max_size=6)),
+     },
+    optional={"reason": st.one_of(st.text(max_size=10), st.integers(), st.none()), "resolves": st.booleans()})
+
+
+@FUZZ
+@given(lines=st.lists(st.one_of(DECISION_LINE.map(__import__("json").dumps), st.text(max_size=60)), max_size=30),
+       refs=st.lists(st.one_of(st.binary(max_size=80), st.just(b'{"key":"pmid:1","title":"A"}'),
+                               st.just(b'{"key":"pmid:2"}')), max_size=6))
+def test_fuzz_screening_files(screening_kb, lines, refs):
+    """Any decision lines and screening-set lines: a KbError or a state from which conflicts, agreement
+    and the PRISMA counts are computed; never another exception."""
+    from kb.screening import decide, prisma, store
+
+    kb = screening_kb
+    store.decisions_dir(kb).mkdir(parents=True, exist_ok=True)
+    store.references_dir(kb).mkdir(parents=True, exist_ok=True)
+    (store.decisions_dir(kb) / "ann.jsonl").write_bytes("\n".join(lines).encode("utf-8", "replace"))
+    (store.references_dir(kb) / "001-search.jsonl").write_bytes(b"\n".join(refs))
+    (store.screening_dir(kb) / "unblinded.yaml").write_text("by: Ann\n")
+    try:
+        state = decide.load_state(kb)
+        decide.conflicts(kb, state)
+        decide.agreement(kb, state)
+        prisma.prisma(kb)
+    except KbError:
+        pass
+
+
+@FUZZ
+@given(text=yamlish(["searches", "other_methods", "id", "found", "new", "duplicates", "failed", "date_searched",
+                     "database", "register", "websites", "citation_searching"], depth=4))
+def test_fuzz_search_log(screening_kb, text):
+    from kb.screening import prisma, store
+
+    store.log_path(screening_kb).write_text(text, encoding="utf-8", errors="replace")
+    try:
+        store.read_log(screening_kb)
+        prisma.text(prisma.prisma(screening_kb))
+    except KbError:
+        pass

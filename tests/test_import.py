@@ -116,7 +116,7 @@ def test_round_trip_through_export_and_import(runner, tmp_path, fmt):
     assert r.exit_code == 0, r.output
     bundled = load_studies(open_kb(ROOT)).studies
     fresh = new_kb(tmp_path / "kb")
-    r = invoke(runner, "--kb", fresh, "import", out)
+    r = invoke(runner, "--kb", fresh, "import", "--as-draft", out)
     assert r.exit_code == 0, r.output
     assert f"{len(bundled)} found, {len(bundled)} new, 0 duplicate, 0 failed" in r.output
     new = load_studies(open_kb(fresh))
@@ -130,7 +130,7 @@ def test_round_trip_through_export_and_import(runner, tmp_path, fmt):
         assert twin.status == "draft"
     # importing it again finds every record already there and changes nothing
     before = _files(fresh)
-    r = invoke(runner, "--kb", fresh, "import", out)
+    r = invoke(runner, "--kb", fresh, "import", "--as-draft", out)
     assert r.exit_code == 0, r.output
     assert f"{len(bundled)} found, 0 new, {len(bundled)} duplicate, 0 failed" in r.output
     assert _files(fresh) == before
@@ -143,7 +143,7 @@ def test_medline_reference_becomes_a_valid_draft_with_suggestions(runner, tmp_pa
     root = new_kb(tmp_path / "kb")
     f = tmp_path / "feder.nbib"
     f.write_text(FEDER_NBIB, encoding="utf-8")
-    r = invoke(runner, "--kb", root, "import", f)
+    r = invoke(runner, "--kb", root, "import", "--as-draft", f)
     assert r.exit_code == 0, r.output
     path = root / "studies" / "feder-2014.yaml"
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -164,7 +164,7 @@ def test_retracted_publication_is_flagged(runner, tmp_path):
     root = new_kb(tmp_path / "kb")
     f = tmp_path / "parsaik.xml.gz"
     f.write_bytes(gzip.compress(PARSAIK_XML.encode()))
-    r = invoke(runner, "--kb", root, "import", f)
+    r = invoke(runner, "--kb", root, "import", "--as-draft", f)
     assert r.exit_code == 0, r.output
     assert "RETRACTED" in r.output
     data = yaml.safe_load((root / "studies" / "parsaik-2015.yaml").read_text(encoding="utf-8"))
@@ -178,7 +178,7 @@ def test_duplicate_of_knowledge_base_record_is_reported_and_not_written(runner, 
     before = _files(root)
     f = tmp_path / "feder.nbib"
     f.write_text(FEDER_NBIB, encoding="utf-8")
-    r = invoke(runner, "--kb", root, "import", f)
+    r = invoke(runner, "--kb", root, "import", "--as-draft", f)
     assert r.exit_code == 0, r.output
     assert "1 found, 0 new, 1 duplicate, 0 failed" in r.output
     assert "= feder-2014: same PMID 24740528" in r.output
@@ -199,7 +199,7 @@ def test_duplicates_within_one_import(runner, tmp_path):
         "TY  - JOUR\nTI  - Efficacy of intravenous ketamine for treatment of chronic post-traumatic stress disorder. "
         "A randomized clinical trial.\nAU  - Feder, A.\nPY  - 2014\nER  - \n",
         encoding="utf-8")
-    r = invoke(runner, "--kb", root, "import", f, "--report", "json")
+    r = invoke(runner, "--kb", root, "import", "--as-draft", f, "--report", "json")
     assert r.exit_code == 0, r.output
     report = json.loads(r.output)
     assert report["totals"] == {"found": 3, "new": 1, "duplicate": 2, "failed": 0, "updated_fields": 0}
@@ -214,7 +214,7 @@ def test_dry_run_writes_nothing(runner, tmp_path):
     root = new_kb(tmp_path / "kb")
     f = tmp_path / "feder.nbib"
     f.write_text(FEDER_NBIB, encoding="utf-8")
-    r = invoke(runner, "--kb", root, "import", f, "--dry-run")
+    r = invoke(runner, "--kb", root, "import", "--as-draft", f, "--dry-run")
     assert r.exit_code == 0, r.output
     assert "would write 1 draft record(s)" in r.output and "dry run: nothing was written" in r.output
     assert _files(root) == {}
@@ -229,7 +229,7 @@ def test_an_existing_file_is_never_overwritten(runner, tmp_path):
     bundle = tmp_path / "one.ris"
     r = invoke(runner, "--kb", bundled_copy(tmp_path / "bundled"), "export", "murrough", "--year", "2015", "-o", bundle)
     assert r.exit_code == 0, r.output
-    r = invoke(runner, "--kb", root, "import", bundle)
+    r = invoke(runner, "--kb", root, "import", "--as-draft", bundle)
     assert r.exit_code == 0, r.output
     assert "1 record file(s) in studies/ could not be read" in r.output
     assert (root / "studies" / "murrough-2015.yaml").read_bytes() == theirs
@@ -250,7 +250,7 @@ def test_update_fills_only_empty_fields_and_keeps_every_other_byte(runner, tmp_p
     path.write_text(mine, encoding="utf-8")
     f = tmp_path / "feder.nbib"
     f.write_text(FEDER_NBIB, encoding="utf-8")
-    r = invoke(runner, "--kb", root, "import", f, "--update")
+    r = invoke(runner, "--kb", root, "import", "--as-draft", f, "--update")
     assert r.exit_code == 0, r.output
     assert "feder-2014: doi = 10.1001/jamapsychiatry.2014.62" in r.output
     new = path.read_text(encoding="utf-8")
@@ -264,7 +264,7 @@ def test_update_fills_only_empty_fields_and_keeps_every_other_byte(runner, tmp_p
     r = invoke(runner, "--kb", root, "validate", path)
     assert r.exit_code == 0, r.output
     # again: nothing left to fill
-    r = invoke(runner, "--kb", root, "import", f, "--update")
+    r = invoke(runner, "--kb", root, "import", "--as-draft", f, "--update")
     assert "nothing to fill in 1 matched record(s)" in r.output
     assert path.read_text(encoding="utf-8") == new
 
@@ -288,7 +288,7 @@ def test_binary_file_is_refused_with_a_reason(runner, tmp_path):
     root = new_kb(tmp_path / "kb")
     f = tmp_path / "photo.ris"
     f.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
-    r = invoke(runner, "--kb", root, "import", f)
+    r = invoke(runner, "--kb", root, "import", "--as-draft", f)
     assert r.exit_code == 1
     assert f"{f}: this is a binary file" in r.output and "hint:" in r.output
     assert "Traceback" not in r.output and _files(root) == {}
@@ -298,7 +298,7 @@ def test_empty_file_is_named_as_empty(runner, tmp_path):
     root = new_kb(tmp_path / "kb")
     f = tmp_path / "empty.ris"
     f.write_text("\n\n")
-    r = invoke(runner, "--kb", root, "import", f)
+    r = invoke(runner, "--kb", root, "import", "--as-draft", f)
     assert r.exit_code == 1 and f"{f}: the file is empty" in r.output
 
 
@@ -308,7 +308,7 @@ def test_truncated_xml_imports_the_records_before_the_break(runner, tmp_path):
     cut = whole[: whole.index("<ArticleTitle>Efficacy of Ketamine in Bipolar") + 40]
     f = tmp_path / "cut.xml"
     f.write_text(cut, encoding="utf-8")
-    r = invoke(runner, "--kb", root, "import", f)
+    r = invoke(runner, "--kb", root, "import", "--as-draft", f)
     assert r.exit_code == 1, r.output
     assert "2 found, 1 new, 0 duplicate, 1 failed" in r.output
     assert f"{f}: record 2 (line" in r.output and "hint:" in r.output
@@ -320,7 +320,7 @@ def test_all_or_nothing_writes_nothing_when_a_record_fails(runner, tmp_path):
     whole = PARSAIK_XML.replace("<PubmedArticleSet>\n", "<PubmedArticleSet>\n" + _feder_xml())
     f = tmp_path / "cut.xml"
     f.write_text(whole[: whole.index("<ArticleTitle>Efficacy of Ketamine in Bipolar") + 40], encoding="utf-8")
-    r = invoke(runner, "--kb", root, "import", f, "--all-or-nothing")
+    r = invoke(runner, "--kb", root, "import", "--as-draft", f, "--all-or-nothing")
     assert r.exit_code == 1
     assert "nothing was written (--all-or-nothing)" in r.output
     assert _files(root) == {}
@@ -335,12 +335,12 @@ def test_wrong_encoding_fails_only_the_record_with_a_bad_byte(runner, tmp_path):
             "AU  - Feder, Adriana\nAU  - Charney, Dennis S\nPY  - 2014\nN1  - Mount Sinai, New York; caf\u00e9\n"
             "AB  - Ketamine in PTSD \u2013 a proof of concept\nER  - \n")
     f.write_bytes(text.encode("cp1252"))
-    r = invoke(runner, "--kb", root, "import", f)
+    r = invoke(runner, "--kb", root, "import", "--as-draft", f)
     assert r.exit_code == 1
     assert "record 2 (line 8): the abstract is not valid utf-8 text" in r.output
     assert "--encoding cp1252" in r.output
     assert list(_files(root)) == ["parsaik-2015.yaml"]
-    r = invoke(runner, "--kb", root, "import", f, "--encoding", "cp1252")
+    r = invoke(runner, "--kb", root, "import", "--as-draft", f, "--encoding", "cp1252")
     assert r.exit_code == 0, r.output
     data = yaml.safe_load((root / "studies" / "feder-2014.yaml").read_text(encoding="utf-8"))
     assert data["abstract"] == "Ketamine in PTSD \u2013 a proof of concept"
@@ -348,11 +348,11 @@ def test_wrong_encoding_fails_only_the_record_with_a_bad_byte(runner, tmp_path):
 
 def test_usage_errors(runner, tmp_path):
     root = new_kb(tmp_path / "kb")
-    r = invoke(runner, "--kb", root, "import", tmp_path / "missing.ris")
+    r = invoke(runner, "--kb", root, "import", "--as-draft", tmp_path / "missing.ris")
     assert r.exit_code == 2 and "no such file" in r.output
     f = tmp_path / "x.ris"
     f.write_text("TY  - JOUR\nER  - \n")
-    r = invoke(runner, "--kb", root, "import", f, "--encoding", "klingon")
+    r = invoke(runner, "--kb", root, "import", "--as-draft", f, "--encoding", "klingon")
     assert r.exit_code == 2 and "unknown encoding" in r.output
 
 
@@ -528,7 +528,7 @@ def test_metapsy_export_has_one_row_per_comparison_with_raw_arms(runner):
 
 
 def test_help_teaches(runner):
-    r = invoke(runner, "import", "--help")
+    r = invoke(runner, "import", "--as-draft", "--help")
     for word in ("pubmed-xml", "--update", "--dry-run", "--all-or-nothing", "Exit status", "Examples"):
         assert word in r.output
     r = invoke(runner, "export", "--help")
@@ -577,7 +577,7 @@ def test_all_or_nothing_json_report_lists_the_failures(runner, tmp_path):
     root = new_kb(tmp_path / "kb")
     f = tmp_path / "bin.ris"
     f.write_bytes(bytes(range(256)))
-    r = invoke(runner, "--kb", root, "import", f, "--all-or-nothing", "--report", "json")
+    r = invoke(runner, "--kb", root, "import", "--as-draft", f, "--all-or-nothing", "--report", "json")
     assert r.exit_code == 1
     report = json.loads(r.stdout)
     assert report["written"] is False and report["failed"][0]["reason"].startswith("this is a binary file")

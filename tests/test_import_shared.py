@@ -46,7 +46,7 @@ VDS = "asreview_van_de_Schoot_2017/van_de_Schoot_2017.DERIVED_from_xlsx.csv"
 
 
 def _import(runner, root: Path, *args) -> dict:
-    r = invoke(runner, "--kb", root, "import", *args, "--report", "json")
+    r = invoke(runner, "--kb", root, "import", "--as-draft", *args, "--report", "json")
     assert r.exit_code in (0, 1), r.output
     report = json.loads(r.stdout)
     assert (r.exit_code == 1) == bool(report["failed"])

@@ -28,7 +28,7 @@ def with_drafts(tmp_path_factory) -> tuple[Path, set[str]]:
 
     root = bundled_copy(tmp_path_factory.mktemp("drafts-kb"))
     before = {p.stem for p in (root / "studies").glob("*.yaml")}
-    r = invoke(CliRunner(), "--kb", root, "import", DRAFTS)
+    r = invoke(CliRunner(), "--kb", root, "import", "--as-draft", DRAFTS)
     assert r.exit_code == 0, r.output
     new = {p.stem for p in (root / "studies").glob("*.yaml")} - before
     assert len(new) == 2
@@ -133,7 +133,7 @@ def test_importing_the_shared_exports_leaves_default_search_unchanged(runner, tm
     root = bundled_copy(tmp_path / "kb")
     queries = ("ptsd", "ketamine", "suicidal ideation", "systematic review", "depression")
     before = {q: search_json(runner, root, q) for q in queries}
-    r = invoke(runner, "--kb", root, "import", *paths)
+    r = invoke(runner, "--kb", root, "import", "--as-draft", *paths)
     assert r.exit_code in (0, 1), r.output
     drafts = {s.id for s in load_studies(open_kb(root)).studies if s.status == "draft"}
     assert len(drafts) > 100

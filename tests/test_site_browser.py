@@ -662,7 +662,7 @@ def test_search_hit_of_a_draft_shows_the_draft_badge(page, tmp_path):
 
     kb = new_kb(tmp_path / "kb", ("feder-2014",))
     runner = CliRunner()
-    result = runner.invoke(cli, ["--kb", str(kb), "import", str(FIXTURES / "imports" / "ris_asreview_drafts.ris")],
+    result = runner.invoke(cli, ["--kb", str(kb), "import", "--as-draft", str(FIXTURES / "imports" / "ris_asreview_drafts.ris")],
                            catch_exceptions=False)
     assert result.exit_code == 0, result.output
     out = tmp_path / "site"
