@@ -811,3 +811,27 @@ def test_prisma_counts_reports_of_one_trial_as_one_study(runner, screening_kb):
         fh.write(f"related:\n- id: {drafts[1].stem}\n  relation: same-trial\n")
     data = json.loads(invoke(runner, "--kb", root, "prisma", "--format", "json").stdout)
     assert (data["prisma2020"]["new_studies"], data["prisma2020"]["new_reports"]) == (2, 3) and data["ok"]
+
+
+def test_the_methods_page_draws_the_prisma_diagram_and_follows_new_decisions(runner, screening_kb, tmp_path):
+    """The site's methods page shows the PRISMA 2020 diagram (accessible SVG, the same counts as kb prisma);
+    a new decision makes the next build draw it again, though no record changed."""
+    root, out = screening_kb, tmp_path / "site"
+    r = invoke(runner, "--kb", root, "build", "--out", out, "--no-search")
+    assert r.exit_code == 0, r.output
+    page = (out / "methods.html").read_text(encoding="utf-8")
+    assert 'role="img"' in page and "PRISMA 2020 flow diagram" in page
+    n = len(_keys(root))
+    assert f"records screened: n = 0 (not yet screened: n = {n}" in page
+    _decide(runner, root, _keys(root)[0], "exclude", "--reviewer", "Ann")
+    r = invoke(runner, "--kb", root, "build", "--out", out, "--no-search")
+    assert r.exit_code == 0 and "up to date" not in r.output, r.output
+    page = (out / "methods.html").read_text(encoding="utf-8")
+    assert f"records screened: n = 1 (not yet screened: n = {n - 1}" in page
+
+
+def test_the_methods_page_says_when_there_is_no_search_log(runner, tmp_path):
+    root = new_kb(tmp_path / "kb")
+    r = invoke(runner, "--kb", root, "build", "--out", tmp_path / "site", "--no-search")
+    assert r.exit_code == 0, r.output
+    assert "keeps no search log yet" in (tmp_path / "site" / "methods.html").read_text(encoding="utf-8")

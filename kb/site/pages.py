@@ -261,11 +261,29 @@ def methods_context(site: Site) -> dict:
     from ..effects import MEASURE_LABELS
     from ..metaanalysis import METHOD_LABELS
 
-    return {"root": "", "rules": S.RULES, "controls": S.CONTROLS, "measures": MEASURE_LABELS,
+    return {"root": "", "rules": S.RULES, "controls": S.CONTROLS, "measures": MEASURE_LABELS, "prisma": _prisma(site),
             "protocol": site.kb.protocol, "combined": S.COMBINED, "eligibility_labels": ELIGIBILITY,
             "methods": METHOD_LABELS, "analyses": sum(a["ok"] for a in site.analyses.values()),
             "pooled": sum(a["ok"] and a["result"]["k"] > 1 for a in site.analyses.values()),
             "total": len(site.evidence()), "forest_max": FOREST_MAX_K, "loo_max": LOO_MAX_K}
+
+
+def _prisma(site: Site) -> dict | None:
+    """The PRISMA 2020 flow diagram for the methods page, from the search log and the screening decisions
+    (kb.screening.prisma); None when the knowledge base keeps no search log."""
+    from markupsafe import Markup
+
+    from ..errors import KbError
+    from ..screening import prisma as P
+    from ..screening.store import log_path
+
+    if not log_path(site.kb).is_file():
+        return None
+    try:
+        p = P.prisma(site.kb)
+    except KbError as e:  # a broken log is kb validate's and kb prisma's to report; the page says so
+        return {"error": e.message}
+    return {"svg": Markup(P.svg(p, site.kb, uid="prisma-methods")), "text": P.text(p)}
 
 
 # -- rendering and writing them ------------------------------------------------------------

@@ -135,6 +135,14 @@ def summaries_key(kb: KnowledgeBase) -> str:
         if folder.is_dir():
             for p in sorted(folder.glob("*.y*ml")):
                 h.update(p.name.encode() + b"\0" + p.read_bytes())
+    # the screening files the methods page's PRISMA diagram is drawn from: the search log and decisions
+    # by content, the references (written once, never rewritten) by name and size
+    screening = kb.root / "screening"
+    for p in [kb.root / "searches.yaml", *sorted(screening.glob("*.yaml")), *sorted(screening.glob("decisions/*"))]:
+        if p.is_file():
+            h.update(str(p.relative_to(kb.root)).encode() + b"\0" + p.read_bytes())
+    for p in sorted(screening.glob("references/*")):
+        h.update(p.name.encode() + b"\0" + str(p.stat().st_size).encode())
     return h.hexdigest()
 
 
