@@ -154,7 +154,7 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, fmt: str
         report = validate_paths(targets, kb.vocab if kb else None, kb_studies=kb.studies_dir if kb and paths else None,
                                 base=kb.root if kb and not paths else None, jobs=jobs, progress=update,
                                 keep_studies=False, summaries=summaries_dir(kb) if kb and not paths else None,
-                                protocol=kb.protocol if kb else None)
+                                protocol=kb.protocol if kb else None, links_within=kb.links_within if kb else None)
     if fmt == "json":
         click.echo(json.dumps(report.as_dict(strict), indent=2))
     else:
@@ -167,13 +167,16 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, fmt: str
 @cli.command()
 @click.option("--rebuild", is_flag=True, help="Rebuild from scratch instead of updating what changed.")
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), help="Processes for a full build (default: all cores).")
+@click.option("--wait", type=click.FloatRange(0), default=600, show_default=True, metavar="SECONDS",
+              help="While another kb process writes the index, wait this long for it, then give up (exit 1).")
 @click.pass_context
-def index(ctx: click.Context, rebuild: bool, jobs: int | None) -> None:
+def index(ctx: click.Context, rebuild: bool, jobs: int | None, wait: float) -> None:
     """Build or update the search index in .kb/index (kb search does this by itself).
 
     Only records whose content changed are re-indexed; a new kb version or a
     changed vocabulary rebuilds everything. Records with errors are left out
-    and listed.
+    and listed. One process at a time writes the index: a second one waits
+    (saying so on stderr), up to --wait seconds, then exits 1 (busy).
 
     \b
     Examples:
@@ -184,7 +187,8 @@ def index(ctx: click.Context, rebuild: bool, jobs: int | None) -> None:
 
     kb = _kb(ctx)
     with _progress("indexing") as update:
-        report = SearchIndex(kb).refresh(rebuild=rebuild, jobs=jobs, progress=update)
+        report = SearchIndex(kb).refresh(rebuild=rebuild, jobs=jobs, progress=update, lock_timeout=wait,
+                                         on_wait=lambda message: click.echo(message, err=True))
     for p in report.problems:
         click.echo(p.format(), err=True)
     click.echo(report.summary())
@@ -387,12 +391,15 @@ def forest(ctx: click.Context, output: Path | None, force: bool, **opts) -> None
     click.echo(f"wrote {output} ({result['k']} studies)", err=True)
 
 
-def _build(kb: KnowledgeBase, out, base_url, jobs, search, full, strict, quiet=False, include_drafts=False):
+def _build(kb: KnowledgeBase, out, base_url, jobs, search, full, strict, quiet=False, include_drafts=False,
+           wait: float | None = None):
     from kb.site import build_site
+    from kb.site.build import WAIT
 
     with _progress("building", phased=True, quiet=quiet) as update:
         return build_site(kb, out, base_url=base_url, jobs=jobs, search=search, full=full, strict=strict,
-                          include_drafts=include_drafts, progress=update)
+                          include_drafts=include_drafts, progress=update, wait=WAIT if wait is None else wait,
+                          on_wait=lambda message: click.echo(message, err=True))
 
 
 def _site_options(f):
@@ -413,9 +420,11 @@ def _site_options(f):
 @click.option("--strict", is_flag=True, help="Fail (exit 1) if any record has errors, instead of leaving it out.")
 @click.option("--include-drafts", is_flag=True, help="Preview the drafts too: each draft's page carries a DRAFT "
               "banner and the lists mark it; drafts are still never pooled, downloaded or in the feed.")
+@click.option("--wait", type=click.FloatRange(0), default=600, show_default=True, metavar="SECONDS",
+              help="While another kb build writes the same folder, wait this long for it, then give up (exit 1).")
 @click.pass_context
 def build(ctx: click.Context, out: Path | None, base_url: str | None, no_search: bool, jobs: int | None, full: bool,
-          strict: bool, include_drafts: bool) -> None:
+          strict: bool, include_drafts: bool, wait: float) -> None:
     """Build the static evidence site: a folder any static host can serve.
 
     Pages: home, one per condition (bottom line, summary of findings with
@@ -433,6 +442,9 @@ def build(ctx: click.Context, out: Path | None, base_url: str | None, no_search:
     Drafts (status: draft, as kb import writes them) are not evidence and
     are left out; --include-drafts previews them, best into another folder.
 
+    One build at a time writes a folder: a second one waits for the first
+    (saying so on stderr), up to --wait seconds, then exits 1 (busy).
+
     \b
     Examples:
       kb build
@@ -441,7 +453,7 @@ def build(ctx: click.Context, out: Path | None, base_url: str | None, no_search:
       kb build --include-drafts -o _preview
     """
     kb = _kb(ctx)
-    report = _build(kb, out, base_url, jobs, not no_search, full, strict, include_drafts=include_drafts)
+    report = _build(kb, out, base_url, jobs, not no_search, full, strict, include_drafts=include_drafts, wait=wait)
     for p in report.problems:
         click.echo(p.format(), err=True)
     if report.problems:

@@ -18,7 +18,8 @@ from .vocab import Vocabulary, load_vocabulary
 
 CONFIG_NAME = "kb.yaml"
 STUDIES_DIR = "studies"
-KNOWN_KEYS = {"title", "description", "base_url", "vocabulary", "language", "synthesis", "eligibility"}
+KNOWN_KEYS = {"title", "description", "base_url", "vocabulary", "language", "synthesis", "eligibility",
+              "allow_external_links"}
 TEXT_KEYS = ("title", "description", "base_url", "language")  # one line of text each (or absent)
 
 
@@ -33,6 +34,13 @@ class KnowledgeBase:
     language: str = "en"
     vocab: Vocabulary = field(default_factory=load_vocabulary)
     protocol: Protocol = DEFAULT_PROTOCOL  # kb.yaml's synthesis: section (time windows, comparator classes ...)
+    # kb.yaml's allow_external_links: read record files that are symbolic links leading outside the folder
+    allow_external_links: bool = False
+
+    @property
+    def links_within(self) -> Path | None:
+        """The folder a record file's symbolic link must stay inside (None: kb.yaml allows any)."""
+        return None if self.allow_external_links else self.root
 
     @property
     def studies_dir(self) -> Path:
@@ -86,6 +94,10 @@ def _read_config(path: Path) -> dict:
                                                                                      type(value).__name__)
             raise _config_error(path, *yamlio.locate(loaded.node, (key,)), key, f"must be text, not {kind}",
                                 f'write it on one line, quoted when in doubt: {key}: "..."')
+    links = data.get("allow_external_links")
+    if links is not None and not isinstance(links, bool):
+        raise _config_error(path, *yamlio.locate(loaded.node, ("allow_external_links",)), "allow_external_links",
+                            "must be true or false", "allow_external_links: true")
     unknown = set(data) - KNOWN_KEYS
     if unknown:
         raise ConfigError(
@@ -126,6 +138,7 @@ def open_kb(path: str | Path | None = None, *, search_parents: bool = True) -> K
         base_url=cfg.get("base_url"),
         language=str(cfg.get("language") or "en"),
         vocab=vocab,
+        allow_external_links=bool(cfg.get("allow_external_links", False)),
         protocol=dataclasses.replace(parse_protocol(cfg.get("synthesis"), str(cfg_path), vocab),
                                      eligibility=parse_eligibility(cfg.get("eligibility"), str(cfg_path))),
     )

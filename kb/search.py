@@ -486,8 +486,8 @@ def search(kb: KnowledgeBase, req: SearchRequest, *, refresh: bool = True,
             if pending is not None:
                 pending()
                 pending = None
-            notices.append(f"the index could not be read ({type(e).__name__}); rebuilt it")
-            idx.refresh(rebuild=True, progress=progress)
+            if idx.repair(progress=progress):
+                notices.append(f"the index could not be read ({type(e).__name__}); rebuilt it")
             reader = idx.open_reader()
         result = _run(kb, idx, reader, req, node, tree, notices, started)
     if pending is not None:
@@ -505,8 +505,9 @@ def _apply_refresh(idx: SearchIndex, check, notices: list[str], progress) -> Non
             notices.append(f"index {'built' if report.reason == 'no index yet' else 'rebuilt'} "
                            f"({report.reason}): {report.records} records")
     except IndexLocked:
-        if idx.read_meta() is None:
-            raise
+        if idx.read_meta() is None:  # no index to search meanwhile: wait for the one being built
+            idx.refresh(progress=progress, lock_timeout=600.0)
+            return
         notices.append("another kb process is updating the index; these results may miss its latest changes")
 
 
