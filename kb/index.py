@@ -27,6 +27,7 @@ counts as a change (git checkouts move mtimes backwards and forwards).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -70,6 +71,10 @@ _WORD = re.compile(r"[A-Za-z][A-Za-z\-']{2,}")
 
 class IndexLocked(KbError):
     """Another kb process is writing the index."""
+
+
+class IndexReadOnly(KbError):
+    """The index's folder cannot be written (a read-only knowledge base)."""
 
 
 # -- analysis and schema ------------------------------------------------------------
@@ -574,6 +579,11 @@ class SearchIndex:
                     (lambda: on_wait("another kb process is writing the search index; waiting…")) if on_wait else None)
                     ) as waited:
                 yield waited
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            raise IndexReadOnly(f"cannot write the search index in {self.dir.parent}: {e.strerror}",
+                                hint=f"make {self.dir.parent} writable (it is kb's own folder, ignored by git)") from None
         except LockTimeout:
             raise IndexLocked("the search index is busy: another kb process is writing it"
                               + (f" (waited {wait:g} s)" if wait else ""),

@@ -21,7 +21,7 @@ from . import engine
 from .config import KnowledgeBase
 from .errors import BadRequest, KbError
 from .files import gc_paused
-from .index import TEXT_BOOSTS, IndexLocked, SearchIndex, analyzer, known_phrases, stems, tag
+from .index import TEXT_BOOSTS, IndexLocked, IndexReadOnly, SearchIndex, analyzer, known_phrases, stems, tag
 from .records import MIN_YEAR as RECORD_MIN_YEAR
 from .query import (STATUS_ANY, Bool, Filter, Not, Range, Text, filter_node, free_text, names_status, parse_query,
                     parse_range)
@@ -509,6 +509,10 @@ def _apply_refresh(idx: SearchIndex, check, notices: list[str], progress) -> Non
             idx.refresh(progress=progress, lock_timeout=600.0)
             return
         notices.append("another kb process is updating the index; these results may miss its latest changes")
+    except IndexReadOnly as e:
+        if idx.read_meta() is None:
+            raise
+        notices.append(f"{e.message}: these results may miss the latest changes to the records")
 
 
 def _run(kb: KnowledgeBase, idx: SearchIndex, reader, req: SearchRequest, node, tree, notices: list[str],

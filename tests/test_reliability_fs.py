@@ -696,3 +696,26 @@ def test_the_key_is_made_once_owner_only_outside_the_knowledge_base(tmp_path, mo
     assert stat.S_IMODE(path.parent.stat().st_mode) & 0o077 == 0
     monkeypatch.setattr(files, "_KEY", None)
     assert files.cache_key() == key  # read again, not made again
+
+
+def test_a_read_only_knowledge_base_is_still_searched(runner, tmp_path):
+    """kb search on a knowledge base it may not write (a shared read-only checkout): the index as it
+    is, with a notice, when a record changed since; a clear message when there is no index."""
+    root = make_kb(tmp_path, RECORDS)
+    bare = make_kb(tmp_path / "bare", RECORDS)
+    assert invoke(runner, "--kb", root, "index").exit_code == 0
+    (root / "studies/beta-2005.yaml").write_text((root / "studies/beta-2005.yaml").read_text() + "\n")
+    undo = [read_only(root / ".kb/index"), read_only(root / ".kb"), read_only(bare)]
+    try:
+        if None in undo:
+            pytest.skip("cannot make a folder read-only here")
+        res = invoke(runner, "--kb", root, "search", "response")
+        assert res.exit_code == 0, res.output
+        assert f"cannot write the search index in {root / '.kb'}" in res.output and "alpha-2001" in res.output
+        res = invoke(runner, "--kb", bare, "search", "response")
+        assert res.exit_code == 1 and f"Error: cannot write the search index in {bare / '.kb'}" in res.output
+        assert "internal error" not in res.output
+    finally:
+        for u in reversed(undo):
+            if u:
+                u()

@@ -108,8 +108,9 @@ def write_error(e: OSError, out: Path, kb: KnowledgeBase) -> OSError | SiteError
     """A folder kb may not write (read-only, or full) as one clear message naming it; any other OSError as it is."""
     if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
         return e
-    folder = Path(e.filename).parent if e.filename else out  # the folder a file could not be made in
-    if folder.is_relative_to(kb.state_dir):
+    path = Path(e.filename) if e.filename else out
+    folder = path.parent  # the folder a file (or folder) could not be made in
+    if path.is_relative_to(kb.state_dir):
         what, hint = "kb's build state", f"make {kb.state_dir} writable (it is kb's own folder, ignored by git)"
     else:
         what, hint = "the site", "make the folder writable, or choose another with --out"
