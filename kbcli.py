@@ -163,7 +163,7 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, fmt: str
         report = validate_paths(targets, kb.vocab if kb else None, kb_studies=kb.studies_dir if kb and paths else None,
                                 base=kb.root if kb and not paths else None, jobs=jobs, progress=update,
                                 keep_studies=False, summaries=summaries_dir(kb) if kb and not paths else None,
-                                protocol=kb.protocol if kb else None,
+                                protocol=kb.protocol if kb else None, links_within=kb.links_within if kb else None,
                                 comparisons=comparisons_dir(kb) if kb and not paths else None)
     if fmt == "json":
         click.echo(json.dumps(report.as_dict(strict), indent=2))
@@ -177,13 +177,16 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, fmt: str
 @cli.command()
 @click.option("--rebuild", is_flag=True, help="Rebuild from scratch instead of updating what changed.")
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), help="Processes for a full build (default: all cores).")
+@click.option("--wait", type=click.FloatRange(0), default=600, show_default=True, metavar="SECONDS",
+              help="While another kb process writes the index, wait this long for it, then give up (exit 1).")
 @click.pass_context
-def index(ctx: click.Context, rebuild: bool, jobs: int | None) -> None:
+def index(ctx: click.Context, rebuild: bool, jobs: int | None, wait: float) -> None:
     """Build or update the search index in .kb/index (kb search does this by itself).
 
     Only records whose content changed are re-indexed; a new kb version or a
     changed vocabulary rebuilds everything. Records with errors are left out
-    and listed.
+    and listed. One process at a time writes the index: a second one waits
+    (saying so on stderr), up to --wait seconds, then exits 1 (busy).
 
     \b
     Examples:
@@ -194,7 +197,8 @@ def index(ctx: click.Context, rebuild: bool, jobs: int | None) -> None:
 
     kb = _kb(ctx)
     with _progress("indexing") as update:
-        report = SearchIndex(kb).refresh(rebuild=rebuild, jobs=jobs, progress=update)
+        report = SearchIndex(kb).refresh(rebuild=rebuild, jobs=jobs, progress=update, lock_timeout=wait,
+                                         on_wait=lambda message: click.echo(message, err=True))
     for p in report.problems:
         click.echo(safe(p.format()), err=True)
     click.echo(report.summary())
@@ -422,12 +426,14 @@ def forest(ctx: click.Context, output: Path | None, force: bool, **opts) -> None
 
 
 def _build(kb: KnowledgeBase, out, base_url, jobs, search, full, strict, quiet=False, include_drafts=False,
-           safe_templates=False):
+           safe_templates=False, wait: float | None = None):
     from kb.site import build_site
+    from kb.site.build import WAIT
 
     with _progress("building", phased=True, quiet=quiet) as update:
         return build_site(kb, out, base_url=base_url, jobs=jobs, search=search, full=full, strict=strict,
-                          include_drafts=include_drafts, progress=update, safe_templates=safe_templates)
+                          include_drafts=include_drafts, progress=update, safe_templates=safe_templates,
+                          wait=WAIT if wait is None else wait, on_wait=lambda message: click.echo(message, err=True))
 
 
 def _site_options(f):
@@ -450,9 +456,11 @@ def _site_options(f):
               "banner and the lists mark it; drafts are still never pooled, downloaded or in the feed.")
 @click.option("--safe-templates", is_flag=True, help="Render in Jinja's sandbox: for building someone else's "
               "repository (e.g. CI on pull requests), whose templates/ would otherwise run as code.")
+@click.option("--wait", type=click.FloatRange(0), default=600, show_default=True, metavar="SECONDS",
+              help="While another kb build writes the same folder, wait this long for it, then give up (exit 1).")
 @click.pass_context
 def build(ctx: click.Context, out: Path | None, base_url: str | None, no_search: bool, jobs: int | None, full: bool,
-          strict: bool, include_drafts: bool, safe_templates: bool) -> None:
+          strict: bool, include_drafts: bool, safe_templates: bool, wait: float) -> None:
     """Build the static evidence site: a folder any static host can serve.
 
     Pages: home, one per condition (bottom line, summary of findings with
@@ -470,6 +478,9 @@ def build(ctx: click.Context, out: Path | None, base_url: str | None, no_search:
     Drafts (status: draft, as kb import writes them) are not evidence and
     are left out; --include-drafts previews them, best into another folder.
 
+    One build at a time writes a folder: a second one waits for the first
+    (saying so on stderr), up to --wait seconds, then exits 1 (busy).
+
     \b
     Examples:
       kb build
@@ -480,7 +491,7 @@ def build(ctx: click.Context, out: Path | None, base_url: str | None, no_search:
     """
     kb = _kb(ctx)
     report = _build(kb, out, base_url, jobs, not no_search, full, strict, include_drafts=include_drafts,
-                    safe_templates=safe_templates)
+                    safe_templates=safe_templates, wait=wait)
     for p in report.problems:
         click.echo(safe(p.format()), err=True)
     if report.problems:

@@ -22,7 +22,7 @@ from .vocab import Vocabulary, load_vocabulary
 CONFIG_NAME = "kb.yaml"
 STUDIES_DIR = "studies"
 KNOWN_KEYS = {"title", "description", "base_url", "vocabulary", "language", "synthesis", "eligibility",
-              "literature_search", "screening"}
+              "literature_search", "screening", "allow_external_links"}
 TEXT_KEYS = ("title", "description", "base_url", "language")  # one line of text each (or absent)
 
 
@@ -57,6 +57,13 @@ class KnowledgeBase:
     def __post_init__(self) -> None:
         if not self.exclusion_reasons:
             self.exclusion_reasons = DEFAULT_EXCLUSION_REASONS
+    # kb.yaml's allow_external_links: read record files that are symbolic links leading outside the folder
+    allow_external_links: bool = False
+
+    @property
+    def links_within(self) -> Path | None:
+        """The folder a record file's symbolic link must stay inside (None: kb.yaml allows any)."""
+        return None if self.allow_external_links else self.root
 
     @property
     def studies_dir(self) -> Path:
@@ -114,6 +121,10 @@ def _read_config(path: Path) -> dict:
         data["literature_search"] = _literature_search(data["literature_search"], path, loaded.node)
     if "screening" in data:
         data["screening"] = _screening(data["screening"], path, loaded.node)
+    links = data.get("allow_external_links")
+    if links is not None and not isinstance(links, bool):
+        raise _config_error(path, *yamlio.locate(loaded.node, ("allow_external_links",)), "allow_external_links",
+                            "must be true or false", "allow_external_links: true")
     unknown = set(data) - KNOWN_KEYS
     if unknown:
         raise ConfigError(
@@ -246,6 +257,7 @@ def open_kb(path: str | Path | None = None, *, search_parents: bool = True) -> K
         base_url=cfg.get("base_url"),
         language=str(cfg.get("language") or "en"),
         vocab=vocab,
+        allow_external_links=bool(cfg.get("allow_external_links", False)),
         protocol=dataclasses.replace(parse_protocol(cfg.get("synthesis"), str(cfg_path), vocab),
                                      eligibility=parse_eligibility(cfg.get("eligibility"), str(cfg_path))),
         literature_search=cfg.get("literature_search"),

@@ -12,16 +12,27 @@ import contextlib
 import hashlib
 import marshal
 import os
+import re
+import signal
+import sys
+import time
 from collections import namedtuple
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 FileState = namedtuple("FileState", "size mtime_ns sha1 ok", defaults=(True,))
 FileState.__doc__ = "(size, mtime_ns, sha1, ok) of a record file as indexed; ok is False when it has errors."
 
 
+UNREADABLE = (-1, -1)
+"""The stamp :func:`scan` gives a record file it cannot stat: a symbolic link in a loop, or to a file
+that is not there. The file is listed all the same, so that the commands that read it report it
+(and leave it out) instead of failing or skipping it silently."""
+
+
 def scan(studies: Path) -> dict[str, tuple[int, int]]:
-    """relative path -> (size, mtime_ns) for every record file, recursively (one stat each)."""
+    """relative path -> (size, mtime_ns) for every record file, recursively (one stat each);
+    :data:`UNREADABLE` for a file that cannot be stat'd. Symbolic links to folders are not followed."""
     out: dict[str, tuple[int, int]] = {}
     stack = [(str(studies), "")]
     stat = os.stat
@@ -46,11 +57,28 @@ def scan(studies: Path) -> dict[str, tuple[int, int]]:
                 try:
                     st = stat(name, dir_fd=fd)
                 except FileNotFoundError:
+                    if os.path.islink(os.path.join(folder, name)):  # a dangling link: listed, and reported
+                        out[prefix + name] = UNREADABLE
+                    continue  # deleted meanwhile
+                except OSError:  # a symbolic link loop (ELOOP), a name too long ...: listed, and reported
+                    out[prefix + name] = UNREADABLE
                     continue
                 out[prefix + name] = (st.st_size, st.st_mtime_ns)
         finally:
             os.close(fd)
     return out
+
+
+def link_outside(path: Path | str, root: Path | str) -> str | None:
+    """Where ``path`` leads when it is a symbolic link to a file outside the folder ``root`` (a knowledge
+    base's); None otherwise (not a link, or a link within ``root``). One lstat for a file that is not a link."""
+    if not os.path.islink(path):
+        return None
+    target = os.path.realpath(path)
+    inside = os.path.realpath(root)
+    if target == inside or target.startswith(inside.rstrip(os.sep) + os.sep):
+        return None
+    return target
 
 
 def sha1(path: Path) -> str:
@@ -95,7 +123,8 @@ def atomic_write(path: Path, mode: str = "wb", *, fsync: bool = False, overwrite
                  exclusive: bool = False, encoding: str | None = None, newline: str | None = None) -> Iterator[IO]:
     """``with atomic_write(path) as fh: fh.write(data)``: a reader sees the old file or the new one, never half a file.
 
-    The block writes a temporary file in the same folder (``.<name>.<pid>.tmp``), which is renamed
+    The block writes a temporary file in the same folder (``.<name>.<pid>.<random>.tmp``: no other
+    writer, in this process or another, can take the name), which is renamed
     over ``path`` when the block ends without an error; on any error (an interrupt too) it is
     removed and ``path`` stays as it was. ``mode`` is ``"wb"`` or ``"w"`` (with ``encoding`` and
     ``newline`` as for :func:`open`).
@@ -111,7 +140,7 @@ def atomic_write(path: Path, mode: str = "wb", *, fsync: bool = False, overwrite
     if exclusive:
         import tempfile
 
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
         tmp = Path(name)
         try:
             perm = os.stat(path).st_mode & 0o7777 if overwrite else None
@@ -124,7 +153,7 @@ def atomic_write(path: Path, mode: str = "wb", *, fsync: bool = False, overwrite
             os.unlink(tmp)
             raise
     else:
-        fd, tmp = None, path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd, tmp = None, path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
         with (open(tmp, mode, encoding=encoding, newline=newline) if fd is None
               else os.fdopen(fd, mode, encoding=encoding, newline=newline)) as fh:
@@ -146,16 +175,187 @@ def atomic_write(path: Path, mode: str = "wb", *, fsync: bool = False, overwrite
         raise
 
 
-def read_marshal(path: Path) -> Any:
-    """The plain data of a marshal file (kb's own caches: only ever data kb wrote)."""
+_TEMP = re.compile(r"^\..+\.(\d+)(?:\.[0-9A-Za-z_]+)?\.tmp$")
+
+
+def sweep_temps(folder: Path, *, recursive: bool = False) -> int:
+    """Remove the temporary files :func:`atomic_write` left in ``folder`` when its process was killed
+    (``.<name>.<pid>[.<random>].tmp`` of a process that is no longer running); how many went.
+    A live process's temporary file is never touched."""
+    removed = 0
+    for dirpath, dirs, files in os.walk(folder) if recursive else [(str(folder), [], _names(folder))]:
+        for name in files:
+            m = _TEMP.match(name)
+            if m and not _alive(int(m.group(1))):
+                try:
+                    os.unlink(os.path.join(dirpath, name))
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    return removed
+
+
+def _names(folder: Path) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # another user's process (or a name that only looks like ours): left alone
+    return True
+
+
+# -- locks --------------------------------------------------------------------------------
+
+
+class LockTimeout(Exception):
+    """Another process held the lock for longer than the caller would wait."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, *, wait: float, on_wait: Callable[[], None] | None = None) -> Iterator[bool]:
+    """``with exclusive_lock(path, wait=600):`` hold an exclusive lock on the file ``path`` (made when
+    missing, never removed) for the time of the block; yields whether it had to wait.
+
+    The lock is ``flock``'s, so the kernel releases it when its holder dies, even by kill -9. A
+    holder's forked children share it (a worker still running keeps it). When another process holds
+    it, ``on_wait`` is called once, and the lock is tried again every 0.1 s for up to ``wait``
+    seconds; then :class:`LockTimeout`. Where there is no ``fcntl`` (Windows) nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock
+        yield False
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    waited = False
+    try:
+        deadline = time.monotonic() + max(0.0, wait)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(str(path)) from None
+                if not waited and on_wait is not None:
+                    on_wait()
+                waited = True
+                time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        try:
+            yield waited
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)  # for every process sharing the lock (forked children too)
+    finally:
+        os.close(fd)
+
+
+# -- kb's own caches, signed ----------------------------------------------------------------
+
+_SIGNED = b"KBS1"  # the first bytes of a signed cache file, then its 32-byte HMAC-SHA256, then the data
+_KEY: bytes | None = None
+
+
+class Untrusted(ValueError):
+    """A cache file that this user's kb did not write (no signature, or a wrong one)."""
+
+
+def key_path() -> Path:
+    """Where the key that signs kb's caches lives: ``$KB_KEY_FILE``, else ``$XDG_CACHE_HOME/kb/key``,
+    else ``~/.cache/kb/key``. It is outside every knowledge base, so a ``.kb/`` folder that came with
+    a repository, an archive or a shared folder is never trusted."""
+    env = os.environ.get("KB_KEY_FILE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "kb" / "key"
+
+
+def cache_key() -> bytes:
+    """The key that signs kb's caches: 32 random bytes, made on first use (mode 0600, its folder
+    0700), then read once per process."""
+    global _KEY
+    if _KEY is None:
+        path = key_path()
+        try:
+            key = path.read_bytes()
+        except FileNotFoundError:
+            key = _make_key(path)
+        if len(key) < 32:
+            raise OSError(f"{path}: the key that signs kb's caches is damaged (delete it: kb makes a new one)")
+        _KEY = key
+    return _KEY
+
+
+def _make_key(path: Path) -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = os.urandom(32)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, key)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # two processes making it at once: the first one's key wins
+    except FileExistsError:
+        key = path.read_bytes()
+    finally:
+        os.unlink(tmp)
+    return key
+
+
+def signature(name: str, data: bytes) -> bytes:
+    """HMAC-SHA256 of ``data`` under :func:`cache_key`, bound to the file's name (a cache cannot be
+    passed off as another)."""
+    import hmac
+
+    return hmac.digest(cache_key(), name.encode() + b"\0" + data, "sha256")
+
+
+def write_signed(path: Path, data: bytes) -> None:
+    """Write a cache file atomically, signed (read it back with :func:`read_signed`)."""
+    with atomic_write(path) as fh:
+        fh.write(_SIGNED + signature(path.name, data))
+        fh.write(data)
+
+
+def read_signed(path: Path) -> bytes:
+    """The data of a signed cache file; :class:`Untrusted` when this user's kb did not write it
+    (its content is then never interpreted)."""
+    import hmac
+
     with open(path, "rb") as fh:
-        return marshal.loads(fh.read())  # marshal.load(fh) reads in small pieces: 3-5x slower
+        raw = fh.read()
+    head = len(_SIGNED) + 32
+    if raw[:len(_SIGNED)] != _SIGNED or len(raw) < head:
+        raise Untrusted(f"{path}: not a signed kb cache")
+    data = memoryview(raw)[head:]
+    if not hmac.compare_digest(raw[len(_SIGNED):head], signature(path.name, data)):
+        raise Untrusted(f"{path}: signed with another key")
+    return data
+
+
+def read_marshal(path: Path) -> Any:
+    """The plain data of a signed marshal file (kb's own caches): the signature is checked before a
+    byte is unmarshalled (:class:`Untrusted`, a ValueError, when it does not match)."""
+    return marshal.loads(read_signed(path))
 
 
 def write_marshal(path: Path, data: Any) -> None:
-    """Write plain data as a marshal file (4x faster than pickle for plain data), atomically."""
-    with atomic_write(path) as fh:
-        marshal.dump(data, fh)
+    """Write plain data as a signed marshal file (4x faster than pickle for plain data), atomically."""
+    write_signed(path, marshal.dumps(data))
 
 
 def read_stamps(manifest_path: Path) -> dict:
@@ -187,12 +387,81 @@ def fork_context():
     return mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
 
 
-def worker_pool(max_workers: int, **kwargs):
+def worker_pool(max_workers: int, initializer: Callable | None = None, initargs: tuple = ()):
     """A :class:`concurrent.futures.ProcessPoolExecutor` of ``max_workers`` processes started by
-    :func:`fork_context` (``kwargs``: its initializer and initargs)."""
+    :func:`fork_context`, each running ``initializer(*initargs)`` first. Every worker dies with this
+    process (:func:`die_with_parent`): kill -9 of kb leaves no worker behind."""
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(max_workers=max_workers, mp_context=fork_context(), **kwargs)
+    return ProcessPoolExecutor(max_workers=max_workers, mp_context=fork_context(), initializer=_start_worker,
+                               initargs=(os.getpid(), initializer, initargs))
+
+
+def _start_worker(parent: int, initializer: Callable | None, initargs: tuple) -> None:
+    die_with_parent(parent)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+_PRCTL = None
+
+
+def _prctl():
+    """libc's prctl, looked up once (in the parent: a child between fork and exec only calls it)."""
+    global _PRCTL
+    if _PRCTL is None:
+        _PRCTL = False
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+            except (OSError, AttributeError):
+                pass
+    return _PRCTL or None
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """In a child process: end when the process ``parent`` ends, however it ends (kill -9 too).
+
+    On Linux the kernel sends the child SIGKILL when its parent dies (prctl PR_SET_PDEATHSIG); the
+    parent is checked right after, in case it died before the call. Elsewhere a daemon thread checks
+    every half second whether the child was handed to another parent, and ends it if so."""
+    prctl = _prctl()
+    if prctl is not None and prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+        if os.getppid() != parent:
+            os._exit(1)
+        return
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, name="kb-parent-watch", daemon=True).start()
+
+
+def child_dies_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` for :mod:`subprocess` that makes an external program (Pagefind) die with this
+    process; None where only Linux's parent-death signal could do it (the program then outlives a
+    kb killed with kill -9 until it finishes)."""
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
 
 
 # -- append-only files (the screening decisions) ------------------------------------------------

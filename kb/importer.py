@@ -23,6 +23,7 @@ from .biblio import FIELDS, Failure, ParseError, Reference
 from .config import KnowledgeBase
 from .dedup import Entry, Index, Match
 from .errors import BadRequest, KbError, RecordExists
+from .files import sweep_temps
 from .records import FIELD_NAMES, Study, record_data, validate_data
 from .scaffold import make_id
 from .validate import record_files
@@ -581,6 +582,7 @@ def _write(kb: KnowledgeBase, report: ImportReport, tick, fsync: bool) -> None:
     n = 0
     written: list[Path] = []
     kb.studies_dir.mkdir(parents=True, exist_ok=True)
+    sweep_temps(kb.studies_dir)  # what an import killed while writing left (never a live process's)
     try:
         for d in report.drafts:
             yamlio.write_new(d.path, d.text, fsync=fsync)

@@ -6,8 +6,13 @@ Layout in a knowledge base (ignored by git)::
 
     .kb/index/kb-index.json     version, shard count, vocabulary hash
     .kb/index/manifest.marshal  record file -> (size, mtime_ns, sha1, ok): what the index holds
-    .kb/index/words.pickle      the words of the records, for "did you mean"
+    .kb/index/words.marshal     the words of the records, for "did you mean"
     .kb/index/_s0_*.toc, s0_*.seg ...   one Whoosh index per shard
+    .kb/index/kb-seal           what lets Whoosh read those files (kb.engine.check_seal)
+    .kb/index.lock              held by the one process writing the index
+
+The marshal files are signed with a key outside the knowledge base (kb.files.read_signed), and the
+Whoosh files sealed (kb.engine.seal): an index this user's kb did not write is rebuilt, never read.
 
 Records are split into shards by path, one per core, so a full build runs on
 all cores (each worker parses, validates and indexes its own records) and a
@@ -21,6 +26,8 @@ counts as a change (git checkouts move mtimes backwards and forwards).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -32,21 +39,22 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 from typing import TYPE_CHECKING
 
 from . import engine
 from .config import KnowledgeBase
 from .errors import KbError, LeftOut
-from .files import (FileState, atomic_write, fork_context, gc_paused, read_manifest, read_stamps, scan, sha1,
-                    worker_pool, write_manifest)
+from .files import (UNREADABLE, FileState, LockTimeout, atomic_write, exclusive_lock, fork_context, gc_paused,
+                    link_outside, read_manifest, read_marshal, read_stamps, scan, sha1, sweep_temps, worker_pool,
+                    write_manifest, write_marshal)
 
 if TYPE_CHECKING:  # the search path must not import the schema (pydantic): it is slow to load
     from .records import Study
     from .validate import Problem
 
-INDEX_VERSION = 18
+INDEX_VERSION = 19
 """Bump when the schema, the analysis or the documents change: every index is rebuilt."""
 PARALLEL_MIN = 400
 TEXT_BOOSTS = {"text": 1.0}
@@ -63,6 +71,10 @@ _WORD = re.compile(r"[A-Za-z][A-Za-z\-']{2,}")
 
 class IndexLocked(KbError):
     """Another kb process is writing the index."""
+
+
+class IndexReadOnly(KbError):
+    """The index's folder cannot be written (a read-only knowledge base)."""
 
 
 # -- analysis and schema ------------------------------------------------------------
@@ -375,9 +387,12 @@ _PROGRESS = None  # a shared counter for worker processes (set before forking)
 
 
 def _index_files(storage_dir: str, indexname: str, studies: str, relpaths: list[str], root: str, vocab,
-                 create: bool, lock_timeout: float = 5.0) -> tuple[dict, list[Problem], Counter]:
-    """Parse, validate and add ``relpaths`` to one shard. Runs in a worker process or inline."""
-    from .validate import check_file, unreadable_problem
+                 create: bool, lock_timeout: float = 5.0,
+                 links_within: str | None = None) -> tuple[dict, list[Problem], Counter]:
+    """Parse, validate and add ``relpaths`` to one shard. Runs in a worker process or inline. A file that
+    cannot be read (a link loop, a dangling link) is kept in the manifest as a file with errors, and a
+    symbolic link leading outside ``links_within`` is not read at all."""
+    from .validate import check_file, external_link_problem, unreadable_problem
 
     manifest: dict[str, FileState] = {}
     problems: list[Problem] = []
@@ -388,25 +403,35 @@ def _index_files(storage_dir: str, indexname: str, studies: str, relpaths: list[
             writer.record(i)
             path = Path(studies) / rel
             display = os.path.relpath(path, root)
+            target = link_outside(path, links_within) if links_within is not None else None
+            stamp, sha, err = UNREADABLE, "", None
             try:
                 st = path.stat()
-                sha = sha1(path)
-            except FileNotFoundError:
-                continue  # deleted meanwhile: the next refresh notices
-            except OSError as e:  # there, but unreadable (permissions): left out and listed, never silently
-                try:
-                    st = path.stat()
-                except OSError:
-                    continue
-                problems.append(unreadable_problem(display, e))
-                # an impossible mtime and no hash: every refresh tries it again, and notices when it can be read
-                manifest[rel] = FileState(st.st_size, -1, "", ok=False)
+                stamp = (st.st_size, st.st_mtime_ns)
+                if target is None:
+                    sha = sha1(path)
+            except FileNotFoundError as e:
+                if not os.path.islink(path):
+                    continue  # deleted meanwhile: the next refresh notices
+                err = e  # a dangling link
+            except OSError as e:  # a link loop, no permission
+                err = e
+            if target is not None:
+                errors = [external_link_problem(display, target)]
+                res = None
+            elif err is not None:
+                errors = [unreadable_problem(display, err)]
+                res = None
+            else:
+                res = check_file(path, vocab, display)
+                errors = [p for p in res.problems if p.severity == "error"]
+            if res is None:
+                manifest[rel] = FileState(*stamp, sha, ok=False)
+                problems.extend(errors)
                 if not create:
                     writer.delete(rel)
                 continue
-            res = check_file(path, vocab, display)
-            errors = [p for p in res.problems if p.severity == "error"]
-            manifest[rel] = FileState(st.st_size, st.st_mtime_ns, sha, ok=not errors and res.study is not None)
+            manifest[rel] = FileState(*stamp, sha, ok=not errors and res.study is not None)
             if res.study is None or errors:
                 problems.extend(errors)
                 if not create:
@@ -436,7 +461,8 @@ class SearchIndex:
         self.dir = kb.state_dir / "index"
         self.meta_path = self.dir / "kb-index.json"
         self.manifest_path = self.dir / "manifest.marshal"
-        self.words_path = self.dir / "words.pickle"
+        self.words_path = self.dir / "words.marshal"
+        self.lock_path = self.dir.with_name("index.lock")  # beside the folder, which a rebuild replaces
 
     # -- state --------------------------------------------------------------------
     def vocab_hash(self) -> str:
@@ -458,11 +484,11 @@ class SearchIndex:
             return "vocabulary changed"
         if not self.manifest_path.exists() or not self.manifest_path.with_name("stamps.marshal").exists():
             return "index manifest missing"
+        try:
+            engine.check_seal(self.dir)
+        except engine.Untrusted:
+            return "index files changed since kb wrote them, or not written by this user's kb"
         return None
-
-    def _save(self, path: Path, obj: Any) -> None:
-        with atomic_write(path) as fh:
-            pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
 
     def changes(self, manifest: dict, current: dict | None = None) -> Changes:
         """What differs between studies/ and the manifest (by content hash).
@@ -479,9 +505,9 @@ class SearchIndex:
             elif (known[0], known[1]) != stamp:
                 try:
                     sha = sha1(self.kb.studies_dir / rel)
-                except OSError:  # unreadable now: indexed again, to be left out with its problem
+                except OSError:  # unreadable now: indexed again, which reports it
                     sha = None
-                if sha != known[2]:
+                if sha != known[2] or sha is None:
                     ch.changed.append(rel)
                 else:
                     ch.touched[rel] = FileState(stamp[0], stamp[1], sha, known[3])
@@ -544,19 +570,65 @@ class SearchIndex:
 
         return result
 
+    @contextlib.contextmanager
+    def writing(self, wait: float, on_wait: Callable[[str], None] | None = None):
+        """Hold ``.kb/index.lock`` while the block writes the index: one writer at a time (a second one
+        waits up to ``wait`` seconds, then IndexLocked). Yields whether it had to wait."""
+        try:
+            with exclusive_lock(self.lock_path, wait=wait, on_wait=(
+                    (lambda: on_wait("another kb process is writing the search index; waiting…")) if on_wait else None)
+                    ) as waited:
+                yield waited
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            raise IndexReadOnly(f"cannot write the search index in {self.dir.parent}: {e.strerror}",
+                                hint=f"make {self.dir.parent} writable (it is kb's own folder, ignored by git)") from None
+        except LockTimeout:
+            raise IndexLocked("the search index is busy: another kb process is writing it"
+                              + (f" (waited {wait:g} s)" if wait else ""),
+                              hint="wait for it to finish, then try again (kb index --wait SECONDS waits longer)") from None
+
     def refresh(self, *, rebuild: bool = False, jobs: int | None = None,
                 progress: Callable[[int, int], None] | None = None, lock_timeout: float = 2.0,
-                checked: "Check | None" = None) -> RefreshReport:
-        """Bring the index up to date: a full build when needed, else only what changed."""
+                checked: "Check | None" = None, on_wait: Callable[[str], None] | None = None) -> RefreshReport:
+        """Bring the index up to date: a full build when needed, else only what changed. While another
+        process writes the index, this one waits up to ``lock_timeout`` seconds (then IndexLocked)."""
         start = time.perf_counter()
-        check = checked if checked is not None and not rebuild else self.check(rebuild)
-        if check.reason is not None:
-            report = self._build(jobs=jobs, progress=progress)
-            report.rebuilt, report.reason = True, check.reason
-        else:
-            report = self._update(check.manifest, check.changes, progress=progress, lock_timeout=lock_timeout)
+        with self.writing(lock_timeout, on_wait) as waited:
+            self._sweep()
+            # what the other writer did is looked at again
+            check = checked if checked is not None and not rebuild and not waited else self.check(rebuild)
+            if check.reason is not None:
+                report = self._build(jobs=jobs, progress=progress)
+                report.rebuilt, report.reason = True, check.reason
+            else:
+                # Whoosh's own shard locks: under kb's lock only another program can hold them
+                report = self._update(check.manifest, check.changes, progress=progress,
+                                      lock_timeout=min(lock_timeout, 2.0))
         report.seconds = time.perf_counter() - start
         return report
+
+    def _sweep(self) -> None:
+        """What a writer killed midway left (it held the lock, which this one holds now): a half-built
+        index, the index a rebuild was replacing, temporary files."""
+        if self.dir.exists():  # else a killed rebuild's old index may be all there is: _build removes it
+            for name in ("index.building", "index.old"):
+                shutil.rmtree(self.dir.with_name(name), ignore_errors=True)
+        sweep_temps(self.dir)
+
+    def repair(self, *, progress: Callable[[int, int], None] | None = None, wait: float = 600.0) -> bool:
+        """Rebuild an index that cannot be read, unless the writer this waited for left a readable one
+        (a search that opened the index while a rebuild swapped it in). Whether it rebuilt."""
+        with self.writing(wait) as waited:
+            if waited:
+                try:
+                    self.open_reader().close()
+                    return False
+                except Exception:  # noqa: BLE001 - still unreadable: rebuilt below
+                    pass
+            self._build(jobs=None, progress=progress)
+        return True
 
     def _build(self, *, jobs: int | None, progress: Callable[[int, int], None] | None) -> RefreshReport:
         files = sorted(scan(self.kb.studies_dir))
@@ -568,8 +640,9 @@ class SearchIndex:
         groups: list[list[str]] = [[] for _ in range(shards)]
         for rel in files:
             groups[shard_of(rel, shards)].append(rel)
-        tasks = [(str(tmp), f"s{i}", str(self.kb.studies_dir), groups[i], str(self.kb.root), self.kb.vocab, True)
-                 for i in range(shards)]
+        within = str(self.kb.links_within) if self.kb.links_within is not None else None
+        tasks = [(str(tmp), f"s{i}", str(self.kb.studies_dir), groups[i], str(self.kb.root), self.kb.vocab, True,
+                  5.0, within) for i in range(shards)]
         manifest: dict[str, FileState] = {}
         problems: list = []
         words: Counter = Counter()
@@ -597,11 +670,12 @@ class SearchIndex:
             problems.extend(p)
             words.update(w)
         write_manifest(tmp / "manifest.marshal", manifest)
-        self._save(tmp / "words.pickle", dict(words))
+        write_marshal(tmp / "words.marshal", dict(words))
         (tmp / "kb-index.json").write_text(json.dumps(
             {"version": INDEX_VERSION, "shards": shards, "vocab": self.vocab_hash(), "built": time.time(),
              "invalid": sum(1 for f in manifest.values() if not f[3]),
              "records": sum(1 for f in manifest.values() if f[3])}))
+        engine.seal(tmp)
         # swap the new index in; a search running meanwhile keeps its open files
         old = self.dir.with_name("index.old")
         shutil.rmtree(old, ignore_errors=True)
@@ -642,7 +716,8 @@ class SearchIndex:
                 if by_shard.get(shard):
                     try:
                         m, p, w_ = _index_files(str(self.dir), name, str(self.kb.studies_dir), by_shard[shard],
-                                                str(self.kb.root), self.kb.vocab, False, lock_timeout)
+                                                str(self.kb.root), self.kb.vocab, False, lock_timeout,
+                                                str(self.kb.links_within) if self.kb.links_within else None)
                     except engine.IndexBusy:
                         raise IndexLocked("the search index is being updated by another kb process",
                                           hint="wait for it to finish, then try again") from None
@@ -652,14 +727,10 @@ class SearchIndex:
         manifest.update(ch.touched)
         write_manifest(self.manifest_path, manifest)
         if words:
-            try:
-                with open(self.words_path, "rb") as fh:
-                    known = pickle.load(fh)
-            except (OSError, pickle.PickleError, EOFError):
-                known = {}
+            known = self.words()
             for w, c in words.items():
                 known[w] = known.get(w, 0) + c
-            self._save(self.words_path, known)
+            write_marshal(self.words_path, known)
         report.added, report.changed, report.deleted = len(ch.added), len(ch.changed), len(ch.deleted)
         report.records = sum(1 for f in manifest.values() if f[3])
         report.problems = problems
@@ -667,6 +738,7 @@ class SearchIndex:
         meta["records"] = report.records
         with atomic_write(self.meta_path, "w") as fh:
             fh.write(json.dumps(meta))
+        engine.seal(self.dir)  # the segments and table of contents Whoosh just wrote
         return report
 
     # -- reading ------------------------------------------------------------------------
@@ -684,7 +756,7 @@ class SearchIndex:
 
     def words(self) -> dict[str, int]:
         try:
-            with open(self.words_path, "rb") as fh:
-                return pickle.load(fh)
-        except (OSError, pickle.PickleError, EOFError):
+            words = read_marshal(self.words_path)
+        except (OSError, EOFError, ValueError, TypeError):  # missing, damaged, or not signed by this user's kb
             return {}
+        return words if isinstance(words, dict) else {}

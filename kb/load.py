@@ -10,14 +10,15 @@ from .errors import BadRequest, NotFound, RecordError
 from .records import ID_RE, Study
 from .review_notes import ReviewNotes
 from .summaries import ConditionSummary
-from .validate import Report, check_file, check_review_notes_file, check_summary_file, record_files, validate_paths
+from .files import link_outside
+from .validate import EXTERNAL_LINK_HINT, Report, check_file, check_review_notes_file, check_summary_file, record_files, validate_paths
 
 
 def load_studies(kb: KnowledgeBase, progress: Callable[[int, int], None] | None = None) -> Report:
     """Every record of ``kb``, validated. Invalid files are left out and listed in the report."""
     if not kb.studies_dir.is_dir():
         return Report(files=0, problems=[], studies=[])
-    return validate_paths([kb.studies_dir], kb.vocab, base=kb.root, progress=progress)
+    return validate_paths([kb.studies_dir], kb.vocab, base=kb.root, progress=progress, links_within=kb.links_within)
 
 
 def split_drafts(studies: list[Study]) -> tuple[list[Study], list[Study]]:
@@ -53,6 +54,10 @@ def study_path(kb: KnowledgeBase, study_id: str) -> Path:
 def load_study(kb: KnowledgeBase, study_id: str) -> Study:
     """One record by id; a record with errors is refused with its first problems."""
     path = study_path(kb, study_id)
+    target = link_outside(path, kb.links_within) if kb.links_within is not None else None
+    if target is not None:
+        raise RecordError(f"{path} is a symbolic link to {target}, outside the knowledge base: not read",
+                          hint=EXTERNAL_LINK_HINT)
     res = check_file(path, kb.vocab, str(path.relative_to(kb.root)) if path.is_relative_to(kb.root) else str(path))
     errors = [p for p in res.problems if p.severity == "error"]
     if res.study is None or errors:

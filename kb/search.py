@@ -21,7 +21,7 @@ from . import engine
 from .config import KnowledgeBase
 from .errors import BadRequest, KbError
 from .files import gc_paused
-from .index import TEXT_BOOSTS, IndexLocked, SearchIndex, analyzer, known_phrases, stems, tag
+from .index import TEXT_BOOSTS, IndexLocked, IndexReadOnly, SearchIndex, analyzer, known_phrases, stems, tag
 from .records import MIN_YEAR as RECORD_MIN_YEAR
 from .query import (STATUS_ANY, Bool, Filter, Not, Range, Text, filter_node, free_text, names_status, parse_query,
                     parse_range)
@@ -486,8 +486,8 @@ def search(kb: KnowledgeBase, req: SearchRequest, *, refresh: bool = True,
             if pending is not None:
                 pending()
                 pending = None
-            notices.append(f"the index could not be read ({type(e).__name__}); rebuilt it")
-            idx.refresh(rebuild=True, progress=progress)
+            if idx.repair(progress=progress):
+                notices.append(f"the index could not be read ({type(e).__name__}); rebuilt it")
             reader = idx.open_reader()
         result = _run(kb, idx, reader, req, node, tree, notices, started)
     if pending is not None:
@@ -507,9 +507,14 @@ def _apply_refresh(idx: SearchIndex, check, notices: list[str], progress) -> Non
             notices.append(f"index {'built' if report.reason == 'no index yet' else 'rebuilt'} "
                            f"({report.reason}): {report.records} records")
     except IndexLocked:
+        if idx.read_meta() is None:  # no index to search meanwhile: wait for the one being built
+            idx.refresh(progress=progress, lock_timeout=600.0)
+            return
+        notices.append("another kb process is updating the index; these results may miss its latest changes")
+    except IndexReadOnly as e:
         if idx.read_meta() is None:
             raise
-        notices.append("another kb process is updating the index; these results may miss its latest changes")
+        notices.append(f"{e.message}: these results may miss the latest changes to the records")
 
 
 def _run(kb: KnowledgeBase, idx: SearchIndex, reader, req: SearchRequest, node, tree, notices: list[str],

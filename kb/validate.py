@@ -12,7 +12,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
@@ -369,10 +368,31 @@ def record_checks(study: Study, path: Path, add: Callable[..., None]) -> None:
     evidence_checks(study, add)
 
 
-def unreadable_problem(display: str, e: OSError) -> Problem:
-    """The error of a record file that exists but cannot be read: the file is left out, and says why."""
-    p = yamlio.unreadable(e)
-    return Problem(display, p.line, p.column, p.field, p.message, "error", p.hint, p.code)
+_UNREADABLE_HINTS = {
+    "ELOOP": "the file is a symbolic link in a loop: point it at a record file, or remove it",
+    "ENOENT": "the file is a symbolic link to a file that is not there: fix the link, or remove it",
+    "EACCES": "make the file readable (chmod a+r)",
+    "EPERM": "make the file readable (chmod a+r)",
+}
+
+
+def unreadable_problem(display: str, err: OSError) -> Problem:
+    """The problem of a record file that could not be opened (a link loop, a dangling link, no permission):
+    the file is left out and named, as ``kb validate`` names it."""
+    import errno
+
+    hint = _UNREADABLE_HINTS.get(errno.errorcode.get(err.errno or 0, ""))
+    return Problem(display, 1, 1, "", f"cannot read file: {err.strerror or err}", "error", hint, "unreadable")
+
+
+EXTERNAL_LINK_HINT = ("copy the record into studies/; or, if reviewers share records through such links on "
+                      "purpose, set `allow_external_links: true` in kb.yaml")
+
+
+def external_link_problem(display: str, target: str) -> Problem:
+    """The problem of a record file that is a symbolic link leading outside the knowledge base (not read)."""
+    return Problem(display, 1, 1, "", f"a symbolic link to {target}, outside the knowledge base: not read", "error",
+                   EXTERNAL_LINK_HINT, "external-link")
 
 
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # kb.terminal.CONTROLS: C0 but tab and newline, DEL, C1
@@ -567,11 +587,9 @@ def check_files(files: list[Path], vocab: Vocabulary, *, base: Path | None = Non
             if progress:
                 progress(len(out), len(items))
         return out
-    from .files import fork_context
+    from .files import worker_pool
 
-    ctx = fork_context()
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                             initargs=(vocab, keep_studies)) as pool:
+    with worker_pool(jobs, initializer=_init_worker, initargs=(vocab, keep_studies)) as pool:
         for res in pool.map(_work, batches):
             out.extend(res)
             if progress:
@@ -582,16 +600,32 @@ def check_files(files: list[Path], vocab: Vocabulary, *, base: Path | None = Non
 def validate_paths(paths: Iterable[Path], vocab: Vocabulary | None = None, *, kb_studies: Path | None = None,
                    base: Path | None = None, jobs: int | None = None,
                    progress: Callable[[int, int], None] | None = None, keep_studies: bool = True,
-                   summaries: Path | None = None, protocol=None, comparisons: Path | None = None) -> Report:
+                   summaries: Path | None = None, protocol=None, comparisons: Path | None = None,
+                   links_within: Path | None = None) -> Report:
     """Validate the record files under ``paths``, the summaries/<condition>.yaml files in
     ``summaries`` and the comparisons/<review-id>.yaml files in ``comparisons`` when given.
 
     When the files are part of a knowledge base (``kb_studies``), its other
     records take part in the checks across files, but only problems of the
-    named files are reported.
+    named files are reported. With ``links_within`` (the knowledge base's folder, unless kb.yaml
+    allows external links), a record file that is a symbolic link leading outside it is reported
+    and not read.
     """
+    from .files import link_outside
+
     vocab = vocab or load_vocabulary()
     files = record_files(paths)
+    outside: list[Problem] = []
+    if links_within is not None:
+        base_text = os.path.abspath(base) if base else None
+        kept = []
+        for p in files:
+            target = link_outside(p, links_within)
+            if target is None:
+                kept.append(p)
+            else:
+                outside.append(external_link_problem(_display(p, base_text), target))
+        files = kept
     # bottom lines that cite analyses or absences are checked against the records: keep them
     keep_studies = keep_studies or (summaries is not None and summaries_cite_evidence(summaries))
     results = check_files(files, vocab, base=base, jobs=jobs, progress=progress, keep_studies=keep_studies)
@@ -599,11 +633,12 @@ def validate_paths(paths: Iterable[Path], vocab: Vocabulary | None = None, *, kb
     known_ids = {r.record_id for r in results if r.record_id}
     if kb_studies is not None and kb_studies.is_dir():
         named = {os.path.abspath(p) for p in files}
-        rest = [p for p in record_files([kb_studies]) if os.path.abspath(p) not in named]
+        rest = [p for p in record_files([kb_studies]) if os.path.abspath(p) not in named
+                and (links_within is None or link_outside(p, links_within) is None)]
         if rest:
             context = check_files(rest, vocab, base=base, jobs=jobs, keep_studies=False)
             known_ids |= {r.record_id for r in context if r.record_id}
-    problems = [p for r in results for p in r.problems]
+    problems = [*outside, *(p for r in results for p in r.problems)]
     problems.extend(cross_checks(results, context, known_ids))
     problems.sort(key=lambda p: (p.file, p.line, p.column))
     n_summaries = 0
@@ -616,7 +651,7 @@ def validate_paths(paths: Iterable[Path], vocab: Vocabulary | None = None, *, kb
         designs = {r.record_id: r.design for r in (*results, *context) if r.record_id}
         n_notes, notes_problems = check_review_notes(comparisons, vocab, designs, base)
         problems.extend(notes_problems)
-    return Report(files=len(files) + n_summaries + n_notes, problems=problems, studies=studies)
+    return Report(files=len(files) + len(outside) + n_summaries + n_notes, problems=problems, studies=studies)
 
 
 def summaries_cite_evidence(folder: Path) -> bool:

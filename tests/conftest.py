@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,13 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SHARED = ROOT.parent / "shared"
 BUNDLED = len(list((ROOT / "studies").glob("*.yaml")))  # the bundled records (all extracted, none a draft)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache_key(tmp_path_factory):
+    """The key that signs kb's caches (kb.files.cache_key), for the tests and the commands they run: never
+    the user's own ~/.cache/kb/key."""
+    os.environ["KB_KEY_FILE"] = str(tmp_path_factory.mktemp("key") / "key")
 
 
 @pytest.fixture(autouse=True)

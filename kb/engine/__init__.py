@@ -8,7 +8,8 @@ document) and keeps the index up to date through ShardWriter; kb.search says wha
 and calls the query builders and IndexView below.
 
     writer.py     ShardWriter (one shard's writer), the bulk writer, SEGMENT_DOCS
-    storage.py    open_reader: every shard and segment as one reader (buffered files)
+    storage.py    open_reader: every shard and segment as one reader (buffered files); the seal that
+                  lets Whoosh read only files this user's kb wrote (check_seal, seal)
     postings.py   term_postings: a term's posting list decoded from the W3 format in one read
     segments.py   per-segment caches (facet bitsets, columns, field lengths) and IndexCache
     matching.py   BitMatcher: a query's matches as a bitset
@@ -26,14 +27,14 @@ from .queries import (all_of, any_of, every, group, is_negation, is_nothing, neg
                       phrase, term)
 from .scoring import rank
 from .segments import FACETS, SCORED_FIELDS, IndexCache
-from .storage import open_reader, open_searcher
+from .storage import Untrusted, check_seal, open_reader, open_searcher, seal
 from .writer import SEGMENT_DOCS, IndexBusy, ShardWriter, bulk_writer, delete_documents
 
 __all__ = [
     "BitMatcher", "FACETS", "IndexBusy", "IndexCache", "IndexView", "SCORED_FIELDS", "SEGMENT_DOCS", "ShardWriter",
     "all_of", "any_of", "bulk_writer", "delete_documents", "every", "group", "highlight", "is_negation", "is_nothing",
-    "leaves", "negation", "nothing", "numeric_range", "open_reader", "open_searcher", "phrase", "rank", "term",
-    "term_postings",
+    "leaves", "negation", "nothing", "numeric_range", "open_reader", "open_searcher", "phrase", "rank", "seal",
+    "term", "term_postings", "Untrusted", "check_seal",
 ]
 
 

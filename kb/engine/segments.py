@@ -2,16 +2,16 @@
 
 Whoosh segments never change once written, so each segment's facet bitsets and columns (ids,
 year, n, evidence, field lengths) are computed on first use and kept beside the index as a
-pickle; IndexCache joins the segments of every shard into one view in global docnums.
+signed marshal file (plain data, read only when its signature is this user's kb's);
+IndexCache joins the segments of every shard into one view in global docnums.
 """
 
 from __future__ import annotations
 
-import pickle
 import sys
 from array import array
 
-from ..files import atomic_write
+from ..files import read_marshal, write_marshal
 from .postings import leaves
 
 FACETS = ("condition", "outcome", "design", "year")
@@ -37,13 +37,12 @@ class SegmentCache:
             return
         path = cache_dir / cache_name(reader)
         try:
-            with open(path, "rb") as fh:
-                data = pickle.load(fh)
+            data = read_marshal(path)
             self.ids = data["ids"].split("\n") if size else []
             self.cols = {c: array("i", data[c]) for c in self.COLUMNS}
             self.bits = {t: int.from_bytes(b, "little") for t, b in data["bits"].items()}
             return
-        except (OSError, EOFError, pickle.PickleError, KeyError, AttributeError, ValueError):
+        except (OSError, EOFError, KeyError, AttributeError, ValueError, TypeError):  # Untrusted is a ValueError
             pass
         ids = [i.decode() if isinstance(i, bytes) else i for i in reader.column_reader("id")]
         self.ids = ids
@@ -74,8 +73,7 @@ class SegmentCache:
         data = {"ids": "\n".join(ids), **{c: self.cols[c].tobytes() for c in self.COLUMNS},
                 "bits": {t: b.to_bytes((size >> 3) + 1, "little") for t, b in self.bits.items()}}
         try:
-            with atomic_write(path) as fh:
-                pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            write_marshal(path, data)
         except OSError:
             pass  # a read-only index still searches; it just recomputes
 
@@ -186,10 +184,10 @@ def bool_array(bits: int, n: int):
 
 def cache_name(reader) -> str:
     seg = reader.segment()
-    return f"cache-{seg.indexname}-{seg.segment_id()}.pickle"
+    return f"cache-{seg.indexname}-{seg.segment_id()}.marshal"
 
 
 def _prune_caches(cache_dir, keep: set[str]) -> None:
-    for p in cache_dir.glob("cache-*.pickle"):
+    for p in cache_dir.glob("cache-*.*"):
         if p.name not in keep:
             p.unlink(missing_ok=True)

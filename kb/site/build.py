@@ -16,10 +16,12 @@ Each step is timed (``BuildReport.timings``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -29,7 +31,7 @@ from typing import Callable
 from ..config import KnowledgeBase
 from ..errors import LeftOut, SiteError
 from ..export import FILE_NAMES, FORMATS
-from ..files import gc_paused, scan
+from ..files import LockTimeout, exclusive_lock, gc_paused, scan, sweep_temps
 from ..templating import make_env
 from ..validate import Problem
 from . import analyses, history, output, pagefind, pages, state, studies
@@ -76,15 +78,23 @@ class BuildReport(LeftOut):
             f" ({n} left out; --include-drafts previews them)"
 
 
+WAIT = 600.0
+"""How long a build waits, by default, for another build of the same output folder to finish."""
+
+
 def build_site(kb: KnowledgeBase, out: str | Path | None = None, *, base_url: str | None = None,
                jobs: int | None = None, search: bool = True, full: bool = False, strict: bool = False,
                include_drafts: bool = False, progress: Callable[[str, int, int], None] | None = None,
-               safe_templates: bool = False) -> BuildReport:
+               safe_templates: bool = False, wait: float = WAIT,
+               on_wait: Callable[[str], None] | None = None) -> BuildReport:
     """Build (or bring up to date) the static site of ``kb`` in ``out`` (default ``_site``). Drafts are
     left out, unless ``include_drafts`` (a preview): then their pages carry a DRAFT banner and the
     lists mark them, and they are still never pooled, downloaded, in the feed or on the changes page.
     ``safe_templates``: render every page in Jinja's sandbox (kb.templating.make_env), for a knowledge
     base whose templates/ are not trusted; a template that reaches for Python internals fails the build.
+
+    One build at a time writes an output folder: while another holds its lock, this one calls
+    ``on_wait`` with a message and waits up to ``wait`` seconds, then raises SiteError (busy).
 
     The cyclic garbage collector is paused throughout: each full collection over 100k digests would
     cost seconds, and the build makes no garbage cycles to speak of (reading a record makes none)."""
@@ -93,8 +103,13 @@ def build_site(kb: KnowledgeBase, out: str | Path | None = None, *, base_url: st
 
     try:
         with gc_paused(), contextlib.ExitStack() as cleanup:  # forked workers inherit the pause
-            return Build(kb, out, base_url=base_url, jobs=jobs, search=search, full=full, strict=strict,
-                         drafts=include_drafts, progress=progress, cleanup=cleanup, safe_templates=safe_templates).run()
+            b = Build(kb, out, base_url=base_url, jobs=jobs, search=search, full=full, strict=strict,
+                      drafts=include_drafts, progress=progress, cleanup=cleanup, safe_templates=safe_templates)
+            try:
+                b.lock(wait, on_wait)
+                return b.run()
+            except OSError as e:
+                raise write_error(e, b.out, kb) from None
     except SecurityError as e:
         raise SiteError(f"--safe-templates: a template did what the sandbox refuses ({e}); the build stopped",
                         hint=f"the knowledge base's own templates in {kb.templates_dir} reach into Python: "
@@ -103,6 +118,21 @@ def build_site(kb: KnowledgeBase, out: str | Path | None = None, *, base_url: st
         where = f"{e.name}:{e.lineno}: " if getattr(e, "name", None) and getattr(e, "lineno", None) else ""
         raise SiteError(f"a template cannot be rendered: {where}{e.message or type(e).__name__}",
                         hint=f"check the templates in {kb.templates_dir} (they override kb's own file by file)") from None
+
+
+def write_error(e: OSError, out: Path, kb: KnowledgeBase) -> OSError | SiteError:
+    """A folder kb may not write (read-only, or full) as one clear message naming it; any other OSError as it is."""
+    if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+        return e
+    path = Path(e.filename) if e.filename else out
+    folder = path.parent  # the folder a file (or folder) could not be made in
+    if path.is_relative_to(kb.state_dir):
+        what, hint = "kb's build state", f"make {kb.state_dir} writable (it is kb's own folder, ignored by git)"
+    else:
+        what, hint = "the site", "make the folder writable, or choose another with --out"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return SiteError(f"no space left to write {what} in {folder}", hint="free some space, then build again")
+    return SiteError(f"cannot write {what} in {folder}: {e.strerror or e}", hint=hint)
 
 
 class Build:
@@ -120,6 +150,19 @@ class Build:
         self.out = Path(out if out is not None else kb.root / "_site").resolve()
         self.report = BuildReport(out=self.out)
         self.downloads: output.DownloadsProcess | None = None  # the child that writes the downloads
+
+    def lock(self, wait: float, on_wait: Callable[[str], None] | None) -> None:
+        """Take the output folder's lock (``.kb/site/<out-hash>.lock``) for the time of the build: a second
+        build of the same folder waits for the first, or gives up after ``wait`` seconds."""
+        self.state_dir = state.state_dir(self.kb, self.out)
+        try:
+            self.cleanup.enter_context(exclusive_lock(
+                self.state_dir.with_name(self.state_dir.name + ".lock"), wait=wait,
+                on_wait=(lambda: on_wait(f"another kb build is writing {self.out}; waiting…")) if on_wait else None))
+        except LockTimeout:
+            raise SiteError(f"the site {self.out} is busy: another kb build is writing it"
+                            + (f" (waited {wait:g} s)" if wait else ""),
+                            hint="wait for that build to finish, or pass --wait SECONDS to wait longer") from None
 
     def run(self) -> BuildReport:
         self.claim_output()
@@ -176,11 +219,12 @@ class Build:
             out.mkdir(parents=True, exist_ok=True)
             placeholder = json.dumps({"kb_site": state.SITE_VERSION, "build": ""}) + "\n"
             (out / MANIFEST).write_text(placeholder, encoding="utf-8")
+        else:  # a folder that cannot be written is said at once, before any work
+            tempfile.TemporaryFile(dir=out).close()
 
     def read_state(self) -> None:
         """The record files now, and what the build that made this output folder left."""
         kb, out = self.kb, self.out
-        self.state_dir = state.state_dir(kb, out)
         self.stamps_now = scan(kb.studies_dir) if kb.studies_dir.is_dir() else {}
         self.prev_manifest = state.read_json(out / MANIFEST)
         self.meta = meta = state.read_meta(self.state_dir)
@@ -268,9 +312,9 @@ class Build:
             if tuple(old[:2]) != stamp:
                 try:
                     sha = hashlib.sha1((kb.studies_dir / rel).read_bytes()).hexdigest()
-                except OSError:  # unreadable now: parsed again, to be listed with its problem
+                except OSError:  # unreadable now: parsed again, and reported
                     sha = None
-                if sha != old[2]:
+                if sha != old[2] or sha is None:
                     todo.append(rel)
                     continue
             if d is not None and listed(d, drafts) and (not (out / d["page"]).exists()
@@ -438,11 +482,26 @@ class Build:
         self.writer.written += side_written
 
     def remove_old_pages(self) -> None:
-        """The pages of records gone or left out, and every page the last build wrote and this one did not."""
+        """The pages of records gone or left out, and every page the last build wrote and this one did not.
+        A full build does not trust the last build's list: every study page in the folder that is not
+        this build's goes, and so do the temporary files of a build that was killed."""
         report, out = self.report, self.out
+        if report.full:
+            self.removed_pages.extend(self.stray_study_pages())
+            sweep_temps(out, recursive=True)
+            sweep_temps(self.state_dir)
         report.pages_removed += output.remove(out, self.removed_pages)
         stale = set((self.prev_manifest or {}).get("pages", {})) - set(self.writer.pages)
         report.pages_removed += output.remove(out, sorted(stale))
+
+    def stray_study_pages(self) -> list[str]:
+        """The study pages in the folder that this build did not make (records deleted before a --full build)."""
+        pages = {d["page"] for d in self.digests.values() if listed(d, self.drafts)}
+        try:
+            names = os.listdir(self.out / "studies")
+        except FileNotFoundError:
+            return []
+        return sorted(rel for n in names if n.endswith(".html") and (rel := f"studies/{n}") not in pages)
 
     def count_pages(self) -> None:
         report, site = self.report, self.site

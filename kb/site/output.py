@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..config import KnowledgeBase
 from ..errors import BadRequest, SiteError
-from ..files import atomic_write, fork_context
+from ..files import atomic_write, die_with_parent, fork_context
 from ..export import FILE_NAMES, FORMATS, SplitError, assemble, split
 from ..templating import default_templates_dir
 
@@ -127,7 +127,8 @@ def downloads_task(out: str, spool: str | None, changed: dict, previous: dict) -
     return side.pages, side.written
 
 
-def _side_main(conn) -> None:
+def _side_main(conn, parent: int) -> None:
+    die_with_parent(parent)  # kill -9 of the build must not leave it writing the downloads
     try:
         args = conn.recv()
     except (EOFError, KeyboardInterrupt):
@@ -149,7 +150,7 @@ class DownloadsProcess:
     def __init__(self):
         ctx = fork_context()
         self.conn, child_end = ctx.Pipe()
-        self.proc = ctx.Process(target=_side_main, args=(child_end,), name="kb-downloads", daemon=True)
+        self.proc = ctx.Process(target=_side_main, args=(child_end, os.getpid()), name="kb-downloads", daemon=True)
         self.proc.start()
         child_end.close()
         self.done = False

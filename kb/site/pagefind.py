@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ..errors import SiteError
+from ..files import child_dies_with_parent
 
 
 def pagefind_command() -> list[str] | None:
@@ -30,7 +31,9 @@ def run_pagefind(out: Path, progress=None) -> float:
     if progress:
         progress("search index", 0, 1)
     t = time.perf_counter()
-    res = subprocess.run([*cmd, "--site", str(out), "--keep-index-url", "--silent"], capture_output=True, text=True)
+    # Pagefind dies with this process (Linux), so kill -9 of kb build never leaves it writing into the site
+    res = subprocess.run([*cmd, "--site", str(out), "--keep-index-url", "--silent"], capture_output=True, text=True,
+                         preexec_fn=child_dies_with_parent())
     if res.returncode != 0:
         raise SiteError(f"Pagefind failed (exit {res.returncode}): {(res.stderr or res.stdout).strip()[:500]}",
                         hint="build with --no-search to publish without search")

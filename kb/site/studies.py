@@ -25,7 +25,8 @@ from ..records import label_from_id
 from ..sources import CLASSES, SourceInfo, outcome_sources, source_info
 from ..stats import year_band
 from ..templating import make_env
-from ..validate import check_file, unreadable_problem
+from ..files import UNREADABLE, link_outside
+from ..validate import check_file, external_link_problem, unreadable_problem
 from ..yamlio import MAX_BYTES
 from .output import SEPARATORS, unchanged, write_page
 
@@ -252,8 +253,14 @@ def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
     kb, out, tpl = _W["kb"], _W["out"], _W["tpl"]
     results = []
     spooled: dict[str, list[str]] = {f: [] for f in FORMATS}
+    within = kb.links_within
     for rel, old_page_sha in items:
         path = kb.studies_dir / rel
+        target = link_outside(path, within) if within is not None else None
+        if target is not None:  # never read: its content is not the knowledge base's
+            results.append({"rel": rel, "stamp": _stamp(path), "sha1": "", "digest": None,
+                            "problems": [external_link_problem(f"studies/{rel}", target)]})
+            continue
         try:
             with open(path, "rb") as fh:
                 st = os.fstat(fh.fileno())
@@ -262,7 +269,13 @@ def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
                 if len(raw) > st.st_size and len(raw) <= MAX_BYTES:  # grew since the stat
                     raw += fh.read(MAX_BYTES + 1 - len(raw))
         except FileNotFoundError as e:
-            results.append({"rel": rel, "gone": True, "error": str(e)})
+            if not os.path.islink(path):  # deleted meanwhile
+                results.append({"rel": rel, "gone": True, "error": str(e)})
+                continue
+            results.append(_unreadable(rel, path, e))  # a dangling link: reported, as kb validate reports it
+            continue
+        except OSError as e:  # a link loop, no permission: left out and reported
+            results.append(_unreadable(rel, path, e))
             continue
         except OSError as e:  # there, but unreadable (permissions): left out and listed, never silently
             try:
@@ -313,6 +326,21 @@ def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
             with open(os.path.join(_W["spool"], f"{number:07d}.{f}"), "w", encoding="utf-8") as fh:
                 fh.write(SEPARATORS[f].join(spooled[f]))
     return results
+
+
+def _unreadable(rel: str, path: Path, err: OSError) -> dict:
+    return {"rel": rel, "stamp": _stamp(path), "sha1": "", "digest": None,
+            "problems": [unreadable_problem(f"studies/{rel}", err)]}
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    """(size, mtime_ns) as kb.files.scan gives it, for a file left out unread: the next build then
+    sees it unchanged, and lists its problem again without reading it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return UNREADABLE
+    return st.st_size, st.st_mtime_ns
 
 
 def known_ids(stamps: dict, digests: dict, drafts: bool) -> dict[str, str]:
