@@ -426,7 +426,9 @@ def _index_files(storage_dir: str, indexname: str, studies: str, relpaths: list[
                 res = check_file(path, vocab, display)
                 errors = [p for p in res.problems if p.severity == "error"]
             if res is None:
-                manifest[rel] = FileState(*stamp, sha, ok=False)
+                # unreadable: an impossible mtime, so that every refresh tries it again, says why it is left
+                # out, and takes it back once it can be read
+                manifest[rel] = FileState(stamp[0], -1, sha, ok=False) if err is not None else FileState(*stamp, sha, ok=False)
                 problems.extend(errors)
                 if not create:
                     writer.delete(rel)

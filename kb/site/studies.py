@@ -329,7 +329,14 @@ def _process(batch: tuple[int, list[tuple[str, str | None]]]) -> list[dict]:
 
 
 def _unreadable(rel: str, path: Path, err: OSError) -> dict:
-    return {"rel": rel, "stamp": _stamp(path), "sha1": "", "digest": None,
+    """A record file left out unread. A file without read permission is stamped with an impossible mtime:
+    chmod does not change the mtime, so the next build must try it again (and take it back once readable)."""
+    import errno
+
+    stamp = _stamp(path)
+    if err.errno in (errno.EACCES, errno.EPERM) and stamp != UNREADABLE:
+        stamp = (stamp[0], -1)
+    return {"rel": rel, "stamp": stamp, "sha1": "", "digest": None,
             "problems": [unreadable_problem(f"studies/{rel}", err)]}
 
 
