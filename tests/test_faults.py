@@ -170,7 +170,7 @@ def world(tmp_path_factory):
     w["t_index"] = timed(lambda: kb(clean, "index", "--rebuild"))
     w["searches"] = searches(clean)
     clean_import = copy(w, "partial", "clean-import")
-    w["t_import"] = timed(lambda: kb(clean_import, "import", refs))
+    w["t_import"] = timed(lambda: kb(clean_import, "import", "--as-draft", refs))
     w["imported"] = tree(clean_import / "studies")
     w["before_import"] = tree(w["partial"] / "studies")
     assert len(w["imported"]) == 200 and len(w["before_import"]) == 50
@@ -259,13 +259,13 @@ def test_kill_9_during_kb_import(world):
     for i, rng in rounds(ROUNDS):
         log: list[str] = []
         root = copy(world, "partial", "import")
-        kill_at_random(root, ["import", world["refs"]], rng, world["t_import"], log)
+        kill_at_random(root, ["import", "--as-draft", world["refs"]], rng, world["t_import"], log)
         now = {k: v for k, v in tree(root / "studies").items() if not Path(k).name.startswith(".")}
         for name, data in now.items():
             expected = before.get(name, imported.get(name))
             assert data == expected, replay(log, i) + f": studies/{name} is neither as it was nor a complete record"
         assert set(before) <= set(now), replay(log, i) + ": a record file went missing"
-        res = kb(root, "import", world["refs"], check=False)
+        res = kb(root, "import", "--as-draft", world["refs"], check=False)
         assert res.returncode == 0, replay(log, i) + res.stdout + res.stderr
         studies = tree(root / "studies")
         differ = sorted(k for k in set(studies) | set(imported) if studies.get(k) != imported.get(k))
@@ -281,7 +281,7 @@ def test_kill_9_during_kb_import(world):
 def after_import(world):
     """A clean run over the records as they are once the import is done: the site and the searches."""
     root = copy(world, "partial", "clean-all")
-    kb(root, "import", world["refs"])
+    kb(root, "import", "--as-draft", world["refs"])
     assert tree(root / "studies") == world["imported"]
     kb(root, "build", "--no-search")
     return {"site": tree(root / "_site"), "searches": searches(root)}
@@ -293,7 +293,7 @@ def test_everything_at_once(world, after_import):
         kb(root, "build", "--no-search")
         kb(root, "index")
         commands = [["build", "--no-search"], ["build", "--no-search", "--full"], ["index", "--rebuild"],
-                    ["index", "--rebuild", "-j", "2"], ["import", world["refs"]], ["search", "response"],
+                    ["index", "--rebuild", "-j", "2"], ["import", "--as-draft", world["refs"]], ["search", "response"],
                     ["search", "ketamine", "trial", "--format", "json"], ["search", "condition:ptsd", "--sort", "year"],
                     ["index"], ["build", "--no-search", "--wait", "0"]]
         procs = [(c, start(root, *c)) for c in commands]
