@@ -175,12 +175,12 @@ def atomic_write(path: Path, mode: str = "wb", *, fsync: bool = False, overwrite
         raise
 
 
-_TEMP = re.compile(r"^\..+\.(\d+)(?:\.[0-9A-Za-z_]+)?\.tmp$")
+_TEMP = re.compile(r"^\..+\.(\d+)\.[0-9A-Za-z_]+\.tmp$")  # the pid is the next-to-last part, whatever the name
 
 
 def sweep_temps(folder: Path, *, recursive: bool = False) -> int:
     """Remove the temporary files :func:`atomic_write` left in ``folder`` when its process was killed
-    (``.<name>.<pid>[.<random>].tmp`` of a process that is no longer running); how many went.
+    (``.<name>.<pid>.<random>.tmp`` of a process that is no longer running); how many went.
     A live process's temporary file is never touched."""
     removed = 0
     for dirpath, dirs, files in os.walk(folder) if recursive else [(str(folder), [], _names(folder))]:

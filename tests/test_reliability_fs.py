@@ -333,12 +333,14 @@ def test_sweep_temps_removes_only_dead_processes_files(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
     (tmp_path / f".page.html.{dead}.ab12cd34.tmp").write_text("half")
-    (tmp_path / f".old.html.{dead}.tmp").write_text("half")
+    (tmp_path / f".smith-2013.yaml.{dead}.q7_x2m9k.tmp").write_text("half")
     mine = tmp_path / f".page.html.{os.getpid()}.ef56ab78.tmp"
     mine.write_text("being written")
+    digits = tmp_path / f".x.2013.html.{os.getpid()}.12345678.tmp"  # a random part of digits only: still mine
+    digits.write_text("being written")
     (tmp_path / "page.html").write_text("page")
     assert files.sweep_temps(tmp_path) == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, "page.html"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, digits.name, "page.html"])
 
 
 # -- 5. one index writer at a time (probe #13) ------------------------------------------------------
