@@ -835,3 +835,18 @@ def test_the_methods_page_says_when_there_is_no_search_log(runner, tmp_path):
     r = invoke(runner, "--kb", root, "build", "--out", tmp_path / "site", "--no-search")
     assert r.exit_code == 0, r.output
     assert "keeps no search log yet" in (tmp_path / "site" / "methods.html").read_text(encoding="utf-8")
+
+
+def test_the_kappa_interval_never_runs_past_1(runner, screening_kb):
+    """Few references and good agreement make kappa's Wald interval run past 1: it is cut at 1 (and -1)."""
+    root = screening_kb
+    keys = _keys(root)[:12]
+    for j, k in enumerate(keys):
+        a = "exclude" if j < 4 else "include"
+        b = "exclude" if j < 5 else "include"
+        _decide(runner, root, k, a, "--reviewer", "Ann")
+        _decide(runner, root, k, b, "--reviewer", "Bob")
+    assert invoke(runner, "--kb", root, "screen", "unblind", "--reviewer", "Ann").exit_code == 0
+    (pair,) = json.loads(invoke(runner, "--kb", root, "screen", "agreement", "--format", "json").stdout)["pairs"]
+    low, high = pair["kappa_ci95"]
+    assert -1 <= low <= pair["kappa"] <= high <= 1

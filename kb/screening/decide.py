@@ -355,7 +355,7 @@ class Agreement:
                 "ci_method": CI_METHOD}
 
 
-CI_METHOD = ("95% CI: kappa ± 1.96 SE, with the large-sample SE of Fleiss, Cohen and Everitt (1969); "
+CI_METHOD = ("95% CI: kappa ± 1.96 SE (cut at -1 and 1), with the large-sample SE of Fleiss, Cohen and Everitt (1969); "
              "PABAK = (k·po − 1)/(k − 1) over the stage's k decisions (Byrt, Bishop and Carlin 1993 for k = 2)")
 
 
@@ -399,7 +399,9 @@ def agreement(kb: KnowledgeBase, state: State | None = None) -> list[Agreement]:
                 if n == 0:
                     continue
                 po, pe, kappa, se = cohen_kappa(table)
-                ci = (kappa - 1.96 * se, kappa + 1.96 * se) if kappa is not None and se is not None else None
+                # kappa lies in [-1, 1]: a Wald interval that runs past either end is cut there
+                ci = (max(-1.0, kappa - 1.96 * se), min(1.0, kappa + 1.96 * se)) \
+                    if kappa is not None and se is not None else None
                 k = len(cats)
                 out.append(Agreement(stage, (a, b), n, cats, table, po, pe, kappa, se, ci, (k * po - 1) / (k - 1),
                                      None if kappa is not None else
