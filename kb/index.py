@@ -619,18 +619,17 @@ class SearchIndex:
                 shutil.rmtree(self.dir.with_name(name), ignore_errors=True)
         sweep_temps(self.dir)
 
-    def repair(self, *, progress: Callable[[int, int], None] | None = None, wait: float = 600.0) -> bool:
-        """Rebuild an index that cannot be read, unless the writer this waited for left a readable one
-        (a search that opened the index while a rebuild swapped it in). Whether it rebuilt."""
-        with self.writing(wait) as waited:
-            if waited:
-                try:
-                    self.open_reader().close()
-                    return False
-                except Exception:  # noqa: BLE001 - still unreadable: rebuilt below
-                    pass
-            self._build(jobs=None, progress=progress)
-        return True
+    def reopen(self, *, progress: Callable[[int, int], None] | None = None, wait: float = 600.0):
+        """(reader, rebuilt) for a search whose first look at the index failed: the reader is opened while
+        this process holds the writer's lock, so no other kb process is half-way through writing (and
+        sealing) a segment, which a search that read the index meanwhile would take for a planted file;
+        an index that still cannot be read is rebuilt first."""
+        with self.writing(wait):
+            try:
+                return self.open_reader(), False
+            except Exception:  # noqa: BLE001 - damaged, or not written by this user's kb: rebuilt
+                self._build(jobs=None, progress=progress)
+            return self.open_reader(), True
 
     def _build(self, *, jobs: int | None, progress: Callable[[int, int], None] | None) -> RefreshReport:
         files = sorted(scan(self.kb.studies_dir))

@@ -486,9 +486,9 @@ def search(kb: KnowledgeBase, req: SearchRequest, *, refresh: bool = True,
             if pending is not None:
                 pending()
                 pending = None
-            if idx.repair(progress=progress):
+            reader, rebuilt = idx.reopen(progress=progress)
+            if rebuilt:
                 notices.append(f"the index could not be read ({type(e).__name__}); rebuilt it")
-            reader = idx.open_reader()
         result = _run(kb, idx, reader, req, node, tree, notices, started)
     if pending is not None:
         check = pending()

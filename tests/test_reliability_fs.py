@@ -32,7 +32,7 @@ from kb.index import SearchIndex
 from kb.site import build_site, state
 from kb.site import pagefind as site_pagefind
 
-from .conftest import ROOT, bundled_copy, invoke
+from .conftest import ROOT, bundled_copy, invoke, new_kb
 from .test_synthesis import binary, make_kb, trial
 
 RECORDS = [trial("alpha-2001", [binary("response", 12, 20, 4, 20)], key_finding="Before."),
@@ -721,3 +721,40 @@ def test_a_read_only_knowledge_base_is_still_searched(runner, tmp_path):
         for u in reversed(undo):
             if u:
                 u()
+
+
+def test_a_search_that_meets_a_half_written_segment_waits_for_the_writer_never_an_internal_error(tmp_path, monkeypatch):
+    """Found by 20 rounds of the concurrency test: a search opened the index while another kb process had
+    written a new segment but not yet sealed it, took the segment for a planted file (Untrusted), and the
+    retry met the next writer the same way: an internal error. The retry now opens the reader under the
+    writer's lock (no writer mid-commit), and rebuilds only an index that still cannot be read."""
+    from kb import engine
+    from kb.search import SearchRequest, search
+
+    root = new_kb(tmp_path / "kb", ("singh-2016", "lii-2023"))
+    kb = open_kb(root)
+    SearchIndex(kb).refresh()
+    real = SearchIndex.open_reader
+    calls = {"n": 0}
+
+    def half_written(self):  # the first look meets a segment file the writer has not sealed yet
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise engine.Untrusted(f"{self.dir}/s0_new.pst: not in the index's seal (not written by this user's kb)")
+        return real(self)
+
+    monkeypatch.setattr(SearchIndex, "open_reader", half_written)
+    result = search(kb, SearchRequest(query="ketamine"), refresh=False)
+    assert result.total >= 1 and not any("rebuilt" in n for n in result.notices)
+    assert calls["n"] == 2
+
+    def planted(self):  # a file that stays unsealed: the index is rebuilt, and the search still answers
+        calls["n"] += 1
+        if calls["n"] <= 4:
+            raise engine.Untrusted("planted")
+        return real(self)
+
+    calls["n"] = 2
+    monkeypatch.setattr(SearchIndex, "open_reader", planted)
+    result = search(kb, SearchRequest(query="ketamine"), refresh=False)
+    assert result.total >= 1 and any("rebuilt it" in n for n in result.notices)
