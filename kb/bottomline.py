@@ -250,12 +250,6 @@ def render(text: str, analyses: dict[str, dict], label_of: Callable[[str], str |
     return Markup("").join(out)
 
 
-def plain(text: str, analyses: dict[str, dict], label_of: Callable[[str], str | None]) -> str:
-    """The same prose as plain text (for the terminal, the feed and the closing notes)."""
-    html = render(text, analyses, label_of, lambda i: "", lambda i: "")
-    return Markup(html).striptags()
-
-
 # -- the whole knowledge base's summaries, as text ---------------------------------------------
 
 def rendered_summaries(kb, condition: str | None = None) -> list[dict]:

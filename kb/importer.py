@@ -422,13 +422,8 @@ def fields_to_fill(existing: dict, ref: Reference) -> dict[str, Any]:
 # -- the import ----------------------------------------------------------------------------
 
 
-def import_files(kb: KnowledgeBase, paths: list[Path], *, fmt: str | None = None, encoding: str | None = None,
-                 dry_run: bool = False, update: bool = False, all_or_nothing: bool = False,
-                 today: _dt.date | None = None, progress: Callable[[str, int, int], None] | None = None,
-                 fsync: bool = True, max_size: int = formats.MAX_SIZE) -> ImportReport:
-    """Import ``paths`` into ``kb``; see the module docstring. ``progress(phase, done, total)``.
-    A file holding more than ``max_size`` bytes (once un-gzipped) stops the import: nothing is written."""
-    today = today or _dt.date.today()
+def check_import_args(paths: list[Path], fmt: str | None, encoding: str | None) -> None:
+    """Refuse (BadRequest) an unknown format or encoding, or a path that is not a file, before anything is read."""
     if fmt and fmt not in formats.FORMATS:
         raise BadRequest(f"unknown format '{fmt}'", hint="formats: " + ", ".join(formats.FORMATS))
     for p in paths:
@@ -441,6 +436,16 @@ def import_files(kb: KnowledgeBase, paths: list[Path], *, fmt: str | None = None
             codecs.lookup(encoding)
         except LookupError:
             raise BadRequest(f"unknown encoding '{encoding}'", hint="e.g. utf-8, cp1252, latin-1") from None
+
+
+def import_files(kb: KnowledgeBase, paths: list[Path], *, fmt: str | None = None, encoding: str | None = None,
+                 dry_run: bool = False, update: bool = False, all_or_nothing: bool = False,
+                 today: _dt.date | None = None, progress: Callable[[str, int, int], None] | None = None,
+                 fsync: bool = True, max_size: int = formats.MAX_SIZE) -> ImportReport:
+    """Import ``paths`` into ``kb``; see the module docstring. ``progress(phase, done, total)``.
+    A file holding more than ``max_size`` bytes (once un-gzipped) stops the import: nothing is written."""
+    today = today or _dt.date.today()
+    check_import_args(paths, fmt, encoding)
     report = ImportReport(dry_run=dry_run)
     tick = (lambda phase, n, total: progress(phase, n, total)) if progress else (lambda *a: None)
 

@@ -74,17 +74,23 @@ def summaries_dir(kb: KnowledgeBase) -> Path:
 def load_summaries(kb: KnowledgeBase) -> dict[str, ConditionSummary]:
     """condition -> the reviewers' summary (summaries/<condition>.yaml). A file with errors is refused
     with its problems: a certainty override must never be dropped silently."""
-    folder = summaries_dir(kb)
-    out: dict[str, ConditionSummary] = {}
+    return _load_folder(kb, summaries_dir(kb), check_summary_file, lambda s: s.condition,
+                        "fix the summary file, or move it aside")
+
+
+def _load_folder(kb: KnowledgeBase, folder: Path, check, key, hint: str) -> dict:
+    """key(item) -> item for every reviewers' file in ``folder``, each read by ``check(path, vocab,
+    display)``; a file with errors stops the load with its first problems (never dropped silently)."""
+    out: dict = {}
     if not folder.is_dir():
         return out
     for path in sorted(folder.glob("*.y*ml")):
         display = str(path.relative_to(kb.root))
-        summary, problems = check_summary_file(path, kb.vocab, display)
+        item, problems = check(path, kb.vocab, display)
         if problems:
             shown = "\n".join(p.format() for p in problems[:5])
-            raise RecordError(f"{display} has errors:\n{shown}", hint="fix the summary file, or move it aside")
-        out[summary.condition] = summary
+            raise RecordError(f"{display} has errors:\n{shown}", hint=hint)
+        out[key(item)] = item
     return out
 
 
@@ -95,15 +101,5 @@ def comparisons_dir(kb: KnowledgeBase) -> Path:
 def load_review_notes(kb: KnowledgeBase) -> dict[str, ReviewNotes]:
     """review id -> the reviewers' notes on it (comparisons/<review-id>.yaml). A file with errors is
     refused with its problems, as a summary is."""
-    folder = comparisons_dir(kb)
-    out: dict[str, ReviewNotes] = {}
-    if not folder.is_dir():
-        return out
-    for path in sorted(folder.glob("*.y*ml")):
-        display = str(path.relative_to(kb.root))
-        notes, problems = check_review_notes_file(path, kb.vocab, display)
-        if problems:
-            shown = "\n".join(p.format() for p in problems[:5])
-            raise RecordError(f"{display} has errors:\n{shown}", hint="fix the file, or move it aside (`kb validate` checks it)")
-        out[notes.review] = notes
-    return out
+    return _load_folder(kb, comparisons_dir(kb), check_review_notes_file, lambda n: n.review,
+                        "fix the file, or move it aside (`kb validate` checks it)")

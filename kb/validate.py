@@ -704,12 +704,14 @@ def check_bottom_lines(checked: list, studies: list[Study], vocab: Vocabulary, p
     problems = []
     for path, display, summary in checked:
         node, raw = None, ""
-        try:
-            node = yamlio.load(path).node
-            raw = path.read_text(encoding="utf-8")
-        except (yamlio.YamlProblem, OSError, UnicodeDecodeError):
-            pass
-        for f in bottomline.check(summary, analyses, records):
+        found = bottomline.check(summary, analyses, records)
+        if found:  # read again only to place the problems (the summary was read and checked before)
+            try:
+                loaded = yamlio.load(path)
+                node, raw = loaded.node, loaded.text
+            except yamlio.YamlProblem:
+                pass
+        for f in found:
             loc = [int(x) if x.isdigit() else x for x in f.field.split(".")]
             line, col = yamlio.locate(node, loc) if node is not None else (0, 0)
             at = raw.find(f.text) if f.text else -1
@@ -720,19 +722,27 @@ def check_bottom_lines(checked: list, studies: list[Study], vocab: Vocabulary, p
     return problems
 
 
+def _reviewers_file(path: Path, display: str, validate: Callable[[Any], Any]):
+    """(model or None, loaded or None, problems) for one reviewers' YAML file (a summary, notes on a
+    review): read through yamlio, then validated by ``validate(data)``."""
+    try:
+        loaded = yamlio.load(path)
+    except yamlio.YamlProblem as p:
+        return None, None, [Problem(display, p.line, p.column, p.field, p.message, "error", p.hint, p.code)]
+    try:
+        return validate(loaded.data), loaded, []
+    except ValidationError as err:
+        return None, loaded, _schema_problems(err, loaded.data, loaded, display)
+
+
 def check_summary_file(path: Path, vocab: Vocabulary, display: str | None = None):
     """(summary or None, problems) for one summaries/<condition>.yaml file."""
     from .summaries import validate_summary
 
     display = display or str(path)
-    try:
-        loaded = yamlio.load(path)
-    except yamlio.YamlProblem as p:
-        return None, [Problem(display, p.line, p.column, p.field, p.message, "error", p.hint, p.code)]
-    try:
-        summary = validate_summary(loaded.data, vocab)
-    except ValidationError as err:
-        return None, _schema_problems(err, loaded.data, loaded, display)
+    summary, loaded, problems = _reviewers_file(path, display, lambda data: validate_summary(data, vocab))
+    if summary is None:
+        return None, problems
     if path.stem != summary.condition:
         line, col = yamlio.locate(loaded.node, ("condition",))
         return summary, [Problem(display, line, col, "condition",
@@ -761,14 +771,9 @@ def check_review_notes_file(path: Path, vocab: Vocabulary, display: str | None =
     from .review_notes import validate_review_notes
 
     display = display or str(path)
-    try:
-        loaded = yamlio.load(path)
-    except yamlio.YamlProblem as p:
-        return None, [Problem(display, p.line, p.column, p.field, p.message, "error", p.hint, p.code)]
-    try:
-        notes = validate_review_notes(loaded.data, vocab)
-    except ValidationError as err:
-        return None, _schema_problems(err, loaded.data, loaded, display)
+    notes, loaded, found = _reviewers_file(path, display, lambda data: validate_review_notes(data, vocab))
+    if notes is None:
+        return None, found
     problems: list[Problem] = []
 
     def add(loc: tuple, message: str, hint: str) -> None:

@@ -23,7 +23,8 @@ from ..biblio import Failure, ParseError
 from ..config import KnowledgeBase
 from ..dedup import Entry, Index
 from ..errors import BadRequest
-from ..importer import FORMAT_NAMES, FailedRecord, ImportFailed, ImportTooLarge, entry_of_ref, known_records
+from ..importer import (FORMAT_NAMES, FailedRecord, ImportFailed, ImportTooLarge, check_import_args, entry_of_ref,
+                        known_records)
 from ..validate import record_files
 from . import store
 
@@ -100,18 +101,7 @@ def import_to_screening(kb: KnowledgeBase, paths: list[Path], *, fmt: str | None
                         all_or_nothing: bool = False, progress: Callable[[str, int, int], None] | None = None,
                         fsync: bool = True, max_size: int = formats.MAX_SIZE) -> ScreeningImportReport:
     """Import ``paths`` into the screening set, one logged search per file; see the module docstring."""
-    if fmt and fmt not in formats.FORMATS:
-        raise BadRequest(f"unknown format '{fmt}'", hint="formats: " + ", ".join(formats.FORMATS))
-    for p in paths:
-        if not p.is_file():
-            raise BadRequest(f"{p}: no such file" if not p.exists() else f"{p}: not a file")
-    if encoding:
-        import codecs
-
-        try:
-            codecs.lookup(encoding)
-        except LookupError:
-            raise BadRequest(f"unknown encoding '{encoding}'", hint="e.g. utf-8, cp1252, latin-1") from None
+    check_import_args(paths, fmt, encoding)
     if date_searched and date_searched > _dt.date.today() + _dt.timedelta(days=1):
         raise BadRequest(f"--date-searched {date_searched.isoformat()} is in the future",
                          hint="the day the database was searched, as YYYY-MM-DD")
