@@ -600,7 +600,10 @@ class SearchIndex:
         with self.writing(lock_timeout, on_wait) as waited:
             self._sweep()
             # what the other writer did is looked at again
-            check = checked if checked is not None and not rebuild and not waited else self.check(rebuild)
+            # and so is a reason to rebuild found before the lock was taken: it may have been a segment
+            # another process had written but not yet sealed (a full rebuild for nothing)
+            check = (checked if checked is not None and not rebuild and not waited and checked.reason is None
+                     else self.check(rebuild))
             if check.reason is not None:
                 report = self._build(jobs=jobs, progress=progress)
                 report.rebuilt, report.reason = True, check.reason

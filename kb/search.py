@@ -486,16 +486,30 @@ def search(kb: KnowledgeBase, req: SearchRequest, *, refresh: bool = True,
             if pending is not None:
                 pending()
                 pending = None
-            reader, rebuilt = idx.reopen(progress=progress)
-            if rebuilt:
-                notices.append(f"the index could not be read ({type(e).__name__}); rebuilt it")
+            reader = _reopen(idx, e, notices, progress)
         result = _run(kb, idx, reader, req, node, tree, notices, started)
     if pending is not None:
         check = pending()
         if check.needed:
             _apply_refresh(idx, check, notices, progress)
-            result = _run(kb, idx, idx.open_reader(), req, node, tree, notices, started)
+            # another kb process may be writing the index meanwhile (this refresh then left it alone)
+            try:
+                reader = idx.open_reader()
+            except Exception as e:  # noqa: BLE001 - as above
+                if isinstance(e, KbError):
+                    raise
+                reader = _reopen(idx, e, notices, progress)
+            result = _run(kb, idx, reader, req, node, tree, notices, started)
     return result
+
+
+def _reopen(idx: SearchIndex, error: Exception, notices: list[str], progress):
+    """The reader, after a first look at the index failed (a segment another kb process has written but
+    not yet sealed, or a damaged index): opened under the writer's lock, rebuilt if it still fails."""
+    reader, rebuilt = idx.reopen(progress=progress)
+    if rebuilt:
+        notices.append(f"the index could not be read ({type(error).__name__}); rebuilt it")
+    return reader
 
 
 def _apply_refresh(idx: SearchIndex, check, notices: list[str], progress) -> None:

@@ -758,3 +758,44 @@ def test_a_search_that_meets_a_half_written_segment_waits_for_the_writer_never_a
     monkeypatch.setattr(SearchIndex, "open_reader", planted)
     result = search(kb, SearchRequest(query="ketamine"), refresh=False)
     assert result.total >= 1 and any("rebuilt it" in n for n in result.notices)
+
+
+def test_a_search_that_refreshed_meets_a_half_written_segment_never_an_internal_error(tmp_path, monkeypatch):
+    """Found by 20 rounds of the concurrency test (on main after the fix above): a search whose background
+    check found a changed record refreshed the index (or left it to the kb process writing it), then opened
+    it again outside the writer's lock and met that process's unsealed segment: an internal error. That
+    second look falls back the same way as the first."""
+    from kb import engine
+    from kb.search import SearchRequest, search
+
+    root = new_kb(tmp_path / "kb", ("singh-2016", "lii-2023"))
+    kb = open_kb(root)
+    SearchIndex(kb).refresh()
+    path = root / "studies/singh-2016.yaml"
+    path.write_text(path.read_text() + "\n")  # the background check finds a change: the search looks twice
+    real = SearchIndex.open_reader
+    calls = {"n": 0}
+
+    def half_written(self):  # the look after the refresh meets a segment the writer has not sealed yet
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise engine.Untrusted(f"{self.dir}/s0_new.pst: not in the index's seal (not written by this user's kb)")
+        return real(self)
+
+    monkeypatch.setattr(SearchIndex, "open_reader", half_written)
+    result = search(kb, SearchRequest(query="ketamine"))
+    assert result.total >= 1 and not any("rebuilt" in n for n in result.notices)
+    assert calls["n"] == 3  # the first look, the failed second, the one under the writer's lock
+
+
+def test_a_reason_to_rebuild_found_before_the_lock_is_looked_at_again(tmp_path):
+    """A search's background check may see another process's segment before it is sealed and call for a
+    rebuild; once this process holds the lock, that reason is checked again, and nothing is rebuilt."""
+    from kb.index import Changes, Check
+
+    root = new_kb(tmp_path / "kb", ("singh-2016", "lii-2023"))
+    idx = SearchIndex(open_kb(root))
+    idx.refresh()
+    stale = Check("index files changed since kb wrote them, or not written by this user's kb", {}, Changes())
+    report = idx.refresh(checked=stale)
+    assert not report.rebuilt and "index up to date" in report.summary()
