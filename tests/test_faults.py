@@ -126,20 +126,31 @@ def none_left(sid: int, timeout: float = 10.0) -> list[str]:
     return left
 
 
-def kill_at_random(root: Path, args: list, rng: random.Random, typical: float, log: list[str]) -> None:
-    """Run ``kb ARGS`` and kill -9 it after a random part of ``typical`` seconds; check nothing is left."""
+def kill_at_random(root: Path, args: list, rng: random.Random, typical: float, log: list[str],
+                   files: tuple[Path, int] | None = None) -> None:
+    """Run ``kb ARGS`` and kill -9 it after a random part of ``typical`` seconds, or, with ``files``
+    (folder, count), as soon as the folder holds that many files (a kill in the middle of the writing,
+    whatever the time spent before it); check that nothing is left."""
     delay = rng.uniform(0.0, typical * 1.1)
     proc = start(root, *args)
     t0 = time.monotonic()
-    try:
-        proc.wait(timeout=delay)
-        ended = True
-    except subprocess.TimeoutExpired:
+    if files is None:
+        try:
+            proc.wait(timeout=delay)
+            ended = True
+        except subprocess.TimeoutExpired:
+            ended = False
+        when = f"delay {delay:.3f} s"
+    else:
+        folder, count = files
+        while (ended := proc.poll() is not None) is False and len(os.listdir(folder)) < count:
+            time.sleep(0.001)
+        when = f"at {count} files in {folder.name}/"
+    if not ended:
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        ended = False
+    proc.wait()
     log.append(f"kb {' '.join(map(str, args))}: {'ended by itself' if ended else 'killed'} after "
-               f"{time.monotonic() - t0:.3f} s (delay {delay:.3f} s)")
+               f"{time.monotonic() - t0:.3f} s ({when})")
     proc.communicate()
     left = none_left(proc.pid)
     assert not left, f"left behind by {log[-1]}: {left}"
@@ -259,7 +270,10 @@ def test_kill_9_during_kb_import(world):
     for i, rng in rounds(ROUNDS):
         log: list[str] = []
         root = copy(world, "partial", "import")
-        kill_at_random(root, ["import", "--as-draft", world["refs"]], rng, world["t_import"], log)
+        # half the rounds at a random moment, half while it writes (after 1 to 149 of its 150 records)
+        writing = (root / "studies", len(before) + rng.randint(1, len(imported) - len(before) - 1))
+        kill_at_random(root, ["import", "--as-draft", world["refs"]], rng, world["t_import"], log,
+                       files=writing if rng.random() < 0.5 else None)
         now = {k: v for k, v in tree(root / "studies").items() if not Path(k).name.startswith(".")}
         for name, data in now.items():
             expected = before.get(name, imported.get(name))
